@@ -1,0 +1,41 @@
+"""The REST API: a Flask app factory wiring blueprints, auth, errors, limits and metrics."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_cors import CORS
+
+from api.auth import init_auth
+from api.context import EXTENSION_KEY, ApiServices
+from api.errors import register_error_handlers
+from images_service.settings import Settings, SettingsError, load_settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the api for ``settings`` (default: read from the environment).
+
+    Raises SettingsError when ENVIRONMENT=production and no API key is configured.
+    """
+    settings = settings or load_settings()
+    if settings.api_key_required_but_missing:
+        raise SettingsError("API_KEY (or API_KEYS) is required when ENVIRONMENT=production")
+
+    app = Flask(__name__, static_folder=None)
+    app.json.sort_keys = False
+    app.extensions[EXTENSION_KEY] = ApiServices.build(settings)
+
+    register_error_handlers(app)
+    init_auth(app, settings.api_keys, docs_open=settings.is_development)
+    if settings.cors_origins:
+        CORS(app, origins=list(settings.cors_origins), allow_headers=["Content-Type", "X-API-Key"],
+             expose_headers=["Location", "Retry-After"])
+
+    from api import health, openapi
+    from api.limits import init_limiter
+    from api.metrics import init_metrics
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
+    init_limiter(app, redis_url=settings.redis_url, limit=settings.api_rate_limit)
+    init_metrics(app)
+    return app

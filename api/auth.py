@@ -1,0 +1,48 @@
+"""API-key authentication: every ``/api/v1`` path except health and metrics needs ``X-API-Key``.
+
+Keys are compared in constant time against each accepted key (``API_KEY`` plus ``API_KEYS``
+for rotation). The check runs before routing is trusted, so an unknown path under the prefix
+answers 401 too and reveals nothing about which routes exist.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Flask, request
+
+from images_service.errors import Unauthorized
+
+PREFIX = "/api/v1"
+#: Paths open without a key (contract §7).
+PUBLIC_PATHS = frozenset({f"{PREFIX}/health", f"{PREFIX}/metrics", "/health", "/metrics"})
+
+
+def key_is_valid(candidate: str | None, accepted: tuple[str, ...]) -> bool:
+    """Constant-time comparison against every accepted key (no early exit on a match)."""
+    if not candidate:
+        return False
+    given = candidate.encode()
+    matched = False
+    for key in accepted:
+        matched |= hmac.compare_digest(given, key.encode())
+    return matched
+
+
+def path_needs_key(path: str, *, docs_open: bool) -> bool:
+    if path in PUBLIC_PATHS:
+        return False
+    if docs_open and path in ("/docs", f"{PREFIX}/docs") or path.startswith("/docs/static/"):
+        return False
+    return path.startswith(PREFIX) or path in ("/docs", "/openapi.json")
+
+
+def init_auth(app: Flask, accepted_keys: tuple[str, ...], *, docs_open: bool) -> None:
+    @app.before_request
+    def _require_key() -> None:
+        if request.method == "OPTIONS":  # CORS preflight carries no credentials
+            return
+        if path_needs_key(request.path, docs_open=docs_open) and not key_is_valid(
+            request.headers.get("X-API-Key"), accepted_keys
+        ):
+            raise Unauthorized("missing or invalid X-API-Key header")

@@ -1,0 +1,130 @@
+"""The `images-service` command: api, worker, listener and the embedded dev stack.
+
+Every subcommand reads and validates all settings first, so a bad value fails fast with a
+message naming the variable, whichever process is started. ``api`` and ``worker`` then
+*exec* gunicorn / the Dramatiq CLI, so SIGTERM reaches the real server process directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from images_service import __version__
+from images_service.settings import Settings, SettingsError, load_settings
+
+#: Dramatiq waits this long (ms) for in-flight messages on SIGTERM before requeueing them,
+#: keeping the whole worker exit within the contract's 30 s.
+WORKER_SHUTDOWN_TIMEOUT_MS = 20_000
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(argv[0], argv, env)
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(settings.to_env())
+    return env
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.api_key_required_but_missing:
+        raise SettingsError("API_KEY (or API_KEYS) is required when ENVIRONMENT=production")
+    env = _child_env(settings)
+    if args.port:
+        env["PORT"] = str(args.port)
+    env["API_BIND_HOST"] = args.host
+    # prometheus-flask-exporter multiprocess mode: a fresh, empty directory per start.
+    metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or
+                       Path(tempfile.gettempdir()) / f"images-service-api-metrics-{os.getpid()}")
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    conf = Path(__file__).resolve().parent.parent / "api" / "gunicorn_conf.py"
+    _exec([sys.executable, "-m", "gunicorn", "-c", str(conf), "api.wsgi:app"], env)
+    return 0  # not reached
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    argv = [
+        sys.executable, "-m", "dramatiq", "workers.app:setup", "workers.actors",
+        "--processes", str(args.processes or settings.worker_processes),
+        "--threads", str(args.threads or settings.worker_threads),
+        "--worker-shutdown-timeout", str(WORKER_SHUTDOWN_TIMEOUT_MS),
+        "--skip-logging",
+    ]  # fmt: skip
+    _exec(argv, _child_env(settings))
+    return 0  # not reached
+
+
+def cmd_listener(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.listener import run_listener
+
+    return run_listener(settings, rescan=args.rescan)
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from images_service.devstack import run_dev_stack
+
+    return run_dev_stack(
+        settings,
+        data_dir=Path(args.data_dir),
+        allow_private_networks=args.allow_private_networks,
+        port=args.port,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="images-service",
+        description="Download and manage the images referenced by MongoDB documents.",
+        epilog="Configuration comes from environment variables (and a .env file); see README.",
+    )
+    parser.add_argument("--version", action="version", version=f"images-service {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    api = sub.add_parser("api", help="run the REST API under gunicorn (port 8001 / PORT)")
+    api.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    api.add_argument("--port", type=int, default=None, help="port (default: PORT or 8001)")
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="run the Dramatiq download workers")
+    worker.add_argument("--processes", type=int, default=None, help="default: WORKER_PROCESSES")
+    worker.add_argument("--threads", type=int, default=None, help="default: WORKER_THREADS")
+    worker.set_defaults(func=cmd_worker)
+
+    listener = sub.add_parser("listener", help="run the MongoDB change-stream listener")
+    listener.add_argument("--rescan", action="store_true",
+                          help="run a catch-up scan of the watched collections now")
+    listener.set_defaults(func=cmd_listener)
+
+    dev = sub.add_parser(
+        "dev", help="run everything locally, starting embedded MongoDB/Redis when unreachable"
+    )
+    dev.add_argument("--data-dir", default="./data", help="where embedded servers keep data")
+    dev.add_argument("--port", type=int, default=None, help="api port (default: PORT or 8001)")
+    dev.add_argument("--allow-private-networks", action="store_true",
+                     help="set ALLOW_PRIVATE_NETWORKS=true (to fetch from local test servers)")
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return args.func(settings, args)
+    except SettingsError as exc:
+        print(f"images-service: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The embedded dev stack behind README command 1: `images-service dev`.
+
+Starts nx-27017 and/or Redis when ``MONGODB_URI`` / ``REDIS_URL`` are not reachable, then the
+api, the worker and the listener as child processes, each in its own process group. Ctrl-C or
+SIGTERM stops every child (SIGTERM, then SIGKILL of the whole group after a grace period) and
+the embedded servers, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pymongo.uri_parser import parse_uri
+
+from images_service.backends import check_mongo, check_redis, mongo_client, redis_client
+from images_service.embedded import ManagedProcess, port_open, start_embedded_mongo, start_redis
+from images_service.settings import Settings, read_env
+
+log = logging.getLogger("images_service.dev")
+
+#: Seconds a child gets after SIGTERM before its whole process group is killed.
+CHILD_GRACE_S = 30.0
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _mongo_reachable(settings: Settings) -> bool:
+    client = mongo_client(settings, timeout_ms=1500, app="images-service-dev")
+    try:
+        return check_mongo(client) == "ok"
+    finally:
+        client.close()
+
+
+def _redis_reachable(settings: Settings) -> bool:
+    client = redis_client(settings, timeout_s=1.0)
+    try:
+        return check_redis(client) == "ok"
+    finally:
+        client.close()
+
+
+def _ensure_mongo(settings: Settings, data_dir: Path, servers: list[ManagedProcess]) -> Settings:
+    if _mongo_reachable(settings):
+        return settings
+    host, port = parse_uri(settings.mongodb_uri)["nodelist"][0]
+    if host not in LOOPBACK or port_open(host, port):
+        port = None  # not ours to take: run the embedded server on a free port instead
+    server = start_embedded_mongo(data_dir / "mongo", host="127.0.0.1", port=port)
+    servers.append(server)
+    print(f"  started embedded MongoDB-compatible server nx-27017 on 127.0.0.1:{server.port}")
+    return replace(settings, mongodb_uri=f"mongodb://127.0.0.1:{server.port}/?directConnection=true")
+
+
+def _ensure_redis(settings: Settings, data_dir: Path, servers: list[ManagedProcess]) -> Settings:
+    if _redis_reachable(settings):
+        return settings
+    parts = urlsplit(settings.redis_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    if host not in LOOPBACK or port_open(host, port):
+        port = None
+    server = start_redis(data_dir / "redis", host="127.0.0.1", port=port)
+    servers.append(server)
+    print(f"  started Redis on 127.0.0.1:{server.port}")
+    return replace(settings, redis_url=f"redis://127.0.0.1:{server.port}/0")
+
+
+def _spawn(command: str, env: dict[str, str]) -> subprocess.Popen:
+    # Own process group: Ctrl-C in the terminal reaches only us, and we can kill the group.
+    return subprocess.Popen(
+        [sys.executable, "-m", "images_service.cli", command],
+        env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def _stop_children(children: dict[str, subprocess.Popen]) -> None:
+    for proc in children.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for name, proc in children.items():
+        try:
+            proc.wait(CHILD_GRACE_S)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %s s; killing its process group", name, CHILD_GRACE_S)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group (e.g. forked workers)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def run_dev_stack(
+    settings: Settings, *, data_dir: Path, allow_private_networks: bool, port: int | None
+) -> int:
+    """Run the whole service in the foreground until Ctrl-C / SIGTERM; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s dev: %(message)s")
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    servers: list[ManagedProcess] = []
+    children: dict[str, subprocess.Popen] = {}
+    generated_key = None
+    try:
+        print("images-service dev stack")
+        settings = _ensure_mongo(settings, data_dir, servers)
+        settings = _ensure_redis(settings, data_dir, servers)
+        if not settings.api_keys:
+            generated_key = secrets.token_urlsafe(24)
+            settings = replace(settings, api_keys=(generated_key,))
+        overrides: dict[str, object] = {}
+        if "ENVIRONMENT" not in read_env():
+            overrides["environment"] = "development"
+        if allow_private_networks:
+            overrides["allow_private_networks"] = True
+        if port:
+            overrides["port"] = port
+        settings = replace(settings, **overrides)
+        settings.storage_path.mkdir(parents=True, exist_ok=True)
+
+        env = {**os.environ, **settings.to_env()}
+        for command in ("api", "worker", "listener"):
+            children[command] = _spawn(command, env)
+
+        key_note = "(generated for this run)" if generated_key else "(from API_KEY/API_KEYS)"
+        print(
+            f"\n  API       http://127.0.0.1:{settings.port}/api/v1  "
+            f"(docs: http://127.0.0.1:{settings.port}/docs)\n"
+            f"  API key   {settings.api_keys[0]}  {key_note}\n"
+            f"  MongoDB   {settings.mongodb_uri}\n"
+            f"  Redis     {settings.redis_url}\n"
+            f"  images    {settings.storage_path.resolve()}\n"
+            f"  private networks allowed: {str(settings.allow_private_networks).lower()}\n"
+            "  Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            dead = [name for name, proc in children.items() if proc.poll() is not None]
+            if dead:
+                log.error("%s exited unexpectedly; stopping the stack", ", ".join(dead))
+                return 1
+        return 0
+    finally:
+        _stop_children(children)
+        for server in reversed(servers):
+            server.stop()
+        print("images-service dev stack stopped", flush=True)

@@ -1,0 +1,103 @@
+"""One error hierarchy carrying the contract's stable error codes (CONTRACT.md §6, §7).
+
+Download failures (:class:`DownloadError`) say whether they are retryable and may carry a
+``Retry-After`` delay; API failures (:class:`ApiError`) carry an HTTP status. Each family is
+mapped once: to retry decisions in the actors, to JSON error bodies in the api.
+"""
+
+from __future__ import annotations
+
+#: Download error codes that are retried (contract §10); ``http_<status>`` is decided by status.
+RETRYABLE_CODES = frozenset({"timeout", "connection_error"})
+#: HTTP statuses retried with backoff (contract §8).
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class ServiceError(Exception):
+    """Base of every error that crosses a boundary; ``code`` is the contract's."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+
+class DownloadError(ServiceError):
+    """One image could not be downloaded, validated or stored."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str = "",
+        *,
+        http_status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message or code, code=code)
+        self.http_status = http_status
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retryable(self) -> bool:
+        if self.code.startswith("http_") and self.http_status is not None:
+            return self.http_status in RETRYABLE_STATUSES
+        return self.code in RETRYABLE_CODES
+
+
+class UnsafePathError(ServiceError):
+    """A database, collection or document id is not safe as a path segment."""
+
+    code = "invalid_request"
+
+
+class ApiError(ServiceError):
+    """An error answered by the REST API as ``{"error": {"code", "message"}}``."""
+
+    status = 500
+
+    def __init__(self, message: str = "", *, code: str | None = None, status: int | None = None):
+        super().__init__(message, code=code)
+        if status is not None:
+            self.status = status
+
+
+class InvalidRequest(ApiError):
+    """The request is malformed."""
+
+    code, status = "invalid_request", 400
+
+
+class InvalidFilter(ApiError):
+    """The filter uses an operator that is not allowed."""
+
+    code, status = "invalid_filter", 400
+
+
+class Unauthorized(ApiError):
+    """A valid X-API-Key header is required."""
+
+    code, status = "unauthorized", 401
+
+
+class NotFound(ApiError):
+    """The resource does not exist."""
+
+    code, status = "not_found", 404
+
+
+class Conflict(ApiError):
+    """The resource is in a state that does not allow this."""
+
+    code, status = "conflict", 409
+
+
+class Unavailable(ApiError):
+    """A backing service (MongoDB or Redis) is unavailable; retry later."""
+
+    code, status = "unavailable", 503

@@ -1,0 +1,164 @@
+"""The api skeleton: auth, JSON error bodies, health, OpenAPI, docs, rate limit, CORS."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from api import create_app
+from images_service.settings import SettingsError
+
+KEY = "test-key-0123456789"
+
+
+@pytest.fixture
+def client(make_settings):
+    app = create_app(make_settings())
+    return app.test_client()
+
+
+def test_production_without_key_refuses_to_start(make_settings) -> None:
+    with pytest.raises(SettingsError, match="API_KEY"):
+        create_app(make_settings({"API_KEY": ""}, api_keys=()))
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong-key-000000"}, {"X-API-Key": ""}])
+@pytest.mark.parametrize("method,path", [("post", "/api/v1/download/batch"),
+                                          ("get", "/api/v1/jobs"),
+                                          ("get", "/api/v1/openapi.json"),
+                                          ("get", "/api/v1/no-such-route")])
+def test_missing_or_wrong_key_is_401_with_error_body(client, method, path, headers) -> None:
+    response = getattr(client, method)(path, headers=headers)
+    assert response.status_code == 401
+    assert response.json == {"error": {"code": "unauthorized",
+                                       "message": "missing or invalid X-API-Key header"}}
+
+
+def test_rotated_keys_are_all_accepted(make_settings) -> None:
+    app = create_app(make_settings({"API_KEY": "", "API_KEYS": "old-key-00000,new-key-11111"}))
+    c = app.test_client()
+    for key in ("old-key-00000", "new-key-11111"):
+        assert c.get("/api/v1/openapi.json", headers={"X-API-Key": key}).status_code == 200
+    assert c.get("/api/v1/openapi.json", headers={"X-API-Key": "old-key-0000"}).status_code == 401
+
+
+def test_key_check_is_constant_time_compare() -> None:
+    from api.auth import key_is_valid
+
+    assert key_is_valid("abc-key-1234", ("x-other-key", "abc-key-1234"))
+    assert not key_is_valid("abc-key-123", ("abc-key-1234",))
+    assert not key_is_valid(None, ("abc-key-1234",))
+
+
+@pytest.mark.parametrize("method,path,status,code", [
+    ("get", "/api/v1/nowhere", 404, "not_found"),
+    ("delete", "/api/v1/health", 405, "method_not_allowed"),
+    ("post", "/api/v1/openapi.json", 405, "method_not_allowed"),
+])
+def test_http_errors_have_json_bodies(client, method, path, status, code) -> None:
+    response = getattr(client, method)(path, headers={"X-API-Key": KEY})
+    assert response.status_code == status
+    assert response.is_json and response.json["error"]["code"] == code
+
+
+def test_unexpected_exception_is_500_json(make_settings) -> None:
+    app = create_app(make_settings())
+
+    @app.get("/api/v1/boom")
+    def boom():
+        raise RuntimeError("secret detail")
+
+    response = app.test_client().get("/api/v1/boom", headers={"X-API-Key": KEY})
+    assert response.status_code == 500
+    assert response.json == {"error": {"code": "internal_error", "message": "internal server error"}}
+
+
+def test_health_ok_with_both_backends(client) -> None:
+    response = client.get("/api/v1/health")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "checks": {"mongodb": "ok", "redis": "ok"}}
+
+
+def test_health_degraded_when_redis_is_really_stopped(make_settings, own_redis) -> None:
+    app = create_app(make_settings({"REDIS_URL": f"redis://127.0.0.1:{own_redis.port}/0"}))
+    c = app.test_client()
+    assert c.get("/api/v1/health").status_code == 200
+    own_redis.stop()
+    started = time.monotonic()
+    response = c.get("/api/v1/health")
+    assert time.monotonic() - started < 5
+    assert response.status_code == 503
+    assert response.json["status"] == "degraded"
+    assert response.json["checks"]["mongodb"] == "ok"
+    assert response.json["checks"]["redis"].startswith("error:")
+
+
+def test_health_degraded_when_mongodb_is_really_stopped(make_settings, own_mongo) -> None:
+    app = create_app(make_settings({"MONGODB_URI": f"mongodb://127.0.0.1:{own_mongo.port}"}))
+    c = app.test_client()
+    assert c.get("/api/v1/health").status_code == 200
+    own_mongo.stop()
+    started = time.monotonic()
+    response = c.get("/api/v1/health")
+    assert time.monotonic() - started < 5
+    assert response.status_code == 503
+    assert response.json["checks"]["redis"] == "ok"
+    assert response.json["checks"]["mongodb"].startswith("error:")
+
+
+def test_health_degraded_with_both_pointed_at_closed_ports(make_settings) -> None:
+    from images_service.embedded import free_port
+
+    app = create_app(make_settings({"MONGODB_URI": f"mongodb://127.0.0.1:{free_port()}",
+                                    "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}))
+    response = app.test_client().get("/api/v1/health")
+    assert response.status_code == 503
+    assert all(v.startswith("error:") for v in response.json["checks"].values())
+
+
+def test_openapi_lists_exactly_the_routes_of_the_app(client) -> None:
+    document = client.get("/api/v1/openapi.json", headers={"X-API-Key": KEY}).json
+    assert document["openapi"].startswith("3.")
+    documented = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
+    served = set()
+    for rule in client.application.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1"):
+            continue  # un-prefixed aliases (/health, /docs) are conveniences, not the API
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        path = path.replace("{path:", "{").replace("{int:", "{")
+        served |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
+    assert documented == served
+
+
+def test_docs_served_in_development_only(make_settings) -> None:
+    prod = create_app(make_settings()).test_client()
+    assert prod.get("/docs", headers={"X-API-Key": KEY}).status_code == 404
+    dev = create_app(make_settings({"ENVIRONMENT": "development"})).test_client()
+    page = dev.get("/docs")
+    assert page.status_code == 200 and b"swagger-ui-bundle.js" in page.data
+    asset = dev.get("/docs/static/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and len(asset.data) > 100_000  # from the package, no CDN
+
+
+def test_rate_limit_answers_429_with_retry_after(make_settings) -> None:
+    c = create_app(make_settings({"API_RATE_LIMIT": "3/minute"})).test_client()
+    statuses = [c.get("/api/v1/openapi.json", headers={"X-API-Key": KEY}).status_code
+                for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = c.get("/api/v1/openapi.json", headers={"X-API-Key": KEY})
+    assert limited.json["error"]["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) > 0
+    # health stays reachable for probes
+    assert c.get("/api/v1/health").status_code == 200
+
+
+def test_cors_only_for_configured_origins(make_settings) -> None:
+    c = create_app(make_settings({"CORS_ORIGINS": "https://ui.example.com"})).test_client()
+    ok = c.get("/api/v1/health", headers={"Origin": "https://ui.example.com"})
+    assert ok.headers.get("Access-Control-Allow-Origin") == "https://ui.example.com"
+    other = c.get("/api/v1/health", headers={"Origin": "https://evil.example.com"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    none = create_app(make_settings()).test_client()
+    assert "Access-Control-Allow-Origin" not in none.get(
+        "/api/v1/health", headers={"Origin": "https://ui.example.com"}).headers

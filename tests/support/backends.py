@@ -1,0 +1,91 @@
+"""pytest fixtures for the backing services: nx-27017 on a free port and the real Redis.
+
+Redis: the machine's server on 127.0.0.1:6379 is used with a dedicated DB number
+(``TEST_REDIS_DB``, default 14) that is flushed around each test, never FLUSHALL; when no
+Redis answers there, a private redis-server is started on a free port instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import redis
+
+from images_service.embedded import ManagedProcess, port_open, start_embedded_mongo, start_redis
+from images_service.settings import Settings, load_settings
+
+TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "14"))
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    server = start_embedded_mongo(tmp_path_factory.mktemp("nx") / "data")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(mongo_server: ManagedProcess) -> str:
+    return f"mongodb://127.0.0.1:{mongo_server.port}/?directConnection=true"
+
+
+@pytest.fixture(scope="session")
+def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if port_open("127.0.0.1", 6379):
+        yield f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+        return
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield f"redis://127.0.0.1:{server.port}/{TEST_REDIS_DB}"
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_base_url: str) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_base_url)
+    client.flushdb()  # only our test DB
+    yield redis_base_url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def make_settings(
+    mongo_uri: str, redis_url: str, tmp_path: Path
+) -> Callable[..., Settings]:
+    """Settings pointing at the test servers, with a per-test jobs database and storage."""
+    jobs_db = f"jobs_{uuid.uuid4().hex[:10]}"
+
+    def make(env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        base = {
+            "MONGODB_URI": mongo_uri,
+            "REDIS_URL": redis_url,
+            "STORAGE_PATH": str(tmp_path / "images"),
+            "JOBS_DATABASE": jobs_db,
+            "API_KEY": "test-key-0123456789",
+            "ENVIRONMENT": "production",
+        }
+        base.update(env or {})
+        return replace(load_settings(base), **overrides)
+
+    return make
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[ManagedProcess]:
+    """A private Redis server that a test may stop to simulate an outage."""
+    server = start_redis(tmp_path / "own-redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_mongo(tmp_path: Path) -> Iterator[ManagedProcess]:
+    """A private nx-27017 server that a test may stop to simulate an outage."""
+    server = start_embedded_mongo(tmp_path / "own-mongo")
+    yield server
+    server.stop()

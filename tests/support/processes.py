@@ -1,0 +1,71 @@
+"""Helpers to run the service's own commands as real subprocesses in tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def service_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "images_service.cli", *args]
+
+
+def spawn(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    out = open(log, "wb")
+    return subprocess.Popen(args, env=full_env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_http_json(url: str, timeout_s: float = 30.0, proc: subprocess.Popen | None = None,
+                   headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    """Poll ``url`` until it answers (any status); returns (status, JSON body)."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+        except OSError as exc:
+            last = exc
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer in {timeout_s} s: {last}")
+
+
+def descendants(proc: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        return psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def terminate_and_wait(proc: subprocess.Popen, timeout_s: float = 30.0) -> tuple[int, float]:
+    """SIGTERM ``proc``; returns (exit code, seconds it took)."""
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout_s)
+    return code, time.monotonic() - started
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()

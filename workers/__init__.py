@@ -1,0 +1,1 @@
+"""Background processes: the Dramatiq broker and actors, and the change-stream listener."""

@@ -1,0 +1,1 @@
+"""Dramatiq actors of the service (filled in by the download pipeline)."""
