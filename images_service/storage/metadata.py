@@ -1,0 +1,159 @@
+"""The document's ``metadata.json`` (CONTRACT.md §6): model, atomic rewrite, locked merge.
+
+Several workers may finish images of one document at the same time, so every change is a
+read-modify-write under a lock passed in by the caller (the actors pass a Redis lock; the
+default is :class:`~images_service.storage.files.FolderLock`, an ``flock`` on the folder that
+covers threads and processes of one host). The file is replaced atomically, so readers never
+see a partial document.
+
+Merging is by image index. Records are kept only while they still describe the document:
+an index beyond the current URL list, or whose URL is no longer the one at that position, is
+dropped (the URL list changed since it was written).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from images_service.storage.files import FolderLock, atomic_write_bytes
+from images_service.storage.layout import METADATA_FILE
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+#: Image statuses of the contract.
+DOWNLOADED, SKIPPED, FAILED = "downloaded", "skipped", "failed"
+STATUSES = (DOWNLOADED, SKIPPED, FAILED)
+
+
+def utc_now_iso() -> str:
+    """Now as the contract's ISO 8601 UTC string, e.g. ``2026-11-28T10:00:00Z``."""
+    return format_utc(datetime.now(timezone.utc))
+
+
+def format_utc(moment: datetime) -> str:
+    """``moment`` (aware, or naive meaning UTC) as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class DocumentHeader:
+    """The document-level fields of metadata.json."""
+
+    database: str
+    collection: str
+    document_id: str
+    search_field: str
+    search_value: Any  # a JSON scalar, or None when the field is missing
+
+
+def metadata_path(folder: Path) -> Path:
+    return folder / METADATA_FILE
+
+
+def read_metadata(folder: Path) -> dict[str, Any] | None:
+    """The parsed metadata.json of ``folder``, or None when there is none (or it is unreadable).
+
+    An unreadable file cannot be partial (writes are atomic); it would have been edited by
+    hand, and is then treated as absent so the next write replaces it.
+    """
+    try:
+        raw = metadata_path(folder).read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        logger.warning("ignoring unreadable %s", metadata_path(folder))
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def build_metadata(
+    header: DocumentHeader, images: Iterable[Mapping[str, Any]], *, job_id: str, total: int
+) -> dict[str, Any]:
+    """A complete metadata.json object with the summary recomputed from ``images``."""
+    ordered = sorted((dict(r) for r in images), key=lambda r: r["index"])
+    counts = {status: 0 for status in STATUSES}
+    for record in ordered:
+        if record.get("status") in counts:
+            counts[record["status"]] += 1
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "database": header.database,
+        "collection": header.collection,
+        "document_id": header.document_id,
+        "search_field": header.search_field,
+        "search_value": header.search_value,
+        "job_id": job_id,
+        "updated_at": utc_now_iso(),
+        "images": ordered,
+        "summary": {
+            "total": total,
+            "downloaded": counts[DOWNLOADED],
+            "failed": counts[FAILED],
+            "skipped": counts[SKIPPED],
+        },
+    }
+
+
+def write_metadata(folder: Path, metadata: Mapping[str, Any]) -> None:
+    """Replace metadata.json atomically (and durably)."""
+    data = json.dumps(metadata, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+    atomic_write_bytes(metadata_path(folder), data)
+
+
+def merge(
+    folder: Path,
+    header: DocumentHeader,
+    records: Iterable[Mapping[str, Any]],
+    *,
+    job_id: str,
+    urls: Sequence[str],
+    lock: AbstractContextManager[Any] | None = None,
+    under_lock: Callable[[dict[int, dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
+    """Merge ``records`` into metadata.json by index under ``lock``; return the new metadata.
+
+    ``urls`` is the document's current URL list (index ``i`` is ``urls[i - 1]``): existing
+    and new records that do not match it are dropped. ``under_lock``, if given, is called
+    with the merged records (index -> record) while the lock is still held, before the write:
+    the engine removes files that no record names there.
+    """
+    with lock if lock is not None else FolderLock(folder):
+        current = read_metadata(folder) or {}
+        merged: dict[int, dict[str, Any]] = {}
+        for record in current.get("images", []):
+            if _matches(record, urls):
+                merged[record["index"]] = dict(record)
+        for record in records:
+            if _matches(record, urls):
+                merged[record["index"]] = dict(record)
+            else:
+                logger.warning(
+                    "dropping record of image %s of %s/%s/%s: the document's URL list changed",
+                    record.get("index"), header.database, header.collection, header.document_id,
+                )
+        if under_lock is not None:
+            under_lock(merged)
+        metadata = build_metadata(header, merged.values(), job_id=job_id, total=len(urls))
+        write_metadata(folder, metadata)
+        return metadata
+
+
+def _matches(record: Mapping[str, Any], urls: Sequence[str]) -> bool:
+    index = record.get("index")
+    return (
+        isinstance(index, int)
+        and 1 <= index <= len(urls)
+        and record.get("url") == urls[index - 1]
+    )

@@ -1,0 +1,126 @@
+"""Prove that a downloaded file is an image, with Pillow (CONTRACT.md §8).
+
+The format comes from the bytes only (never the URL or Content-Type). Steps:
+
+1. ``Image.open`` reads the header; it is limited to the formats of the contract's extension
+   table, so no other Pillow plugin (EPS, which would run Ghostscript, PSD, ICO…) ever parses
+   untrusted bytes. Nothing recognisable → ``not_an_image``.
+2. Width × height above ``MAX_IMAGE_PIXELS`` → ``decompression_bomb``, *before* any pixel is
+   decoded. Pillow's own global limit is left alone: when it trips first (an image over twice
+   its default) its ``DecompressionBombError`` is reported as ``decompression_bomb`` too.
+3. One full decode of the first frame (``load()``). A truncated or damaged stream fails there
+   → ``corrupt_image``. JPEG is decoded with DCT scaling (``draft``, 1/8 size): libjpeg still
+   entropy-decodes every scan of the file, so truncation and corrupt data are still caught
+   (tests/integration check it on truncated baseline and progressive files), at a fraction
+   of the time and memory of a full-size decode.
+
+Animated GIF/WebP and multi-page TIFF: the first frame is decoded; later frames are not
+(decoding every frame of a long animation costs more than the download). The width and
+height reported are those of the image (the canvas), as Pillow gives them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from images_service.errors import DownloadError
+from images_service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Formats accepted, as Pillow names them (the contract's extension table).
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+#: Pillow returns MPO for JPEGs carrying a multi-picture index (many camera files): it is a
+#: JPEG file, reported and stored as such.
+_FORMAT_ALIASES = {"MPO": "JPEG"}
+_HASH_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What validation learned about an image file."""
+
+    format: str  #: Pillow format name of the contract's table (JPEG, PNG, …)
+    width: int
+    height: int
+    sha256: str
+    bytes: int
+
+
+def validate_image(
+    path: str | os.PathLike[str],
+    settings: Settings,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+) -> ImageInfo:
+    """Validate the image at ``path``; raise DownloadError when it is not a usable image.
+
+    ``sha256`` and ``size`` may be passed when already known (the fetcher hashes while
+    streaming); otherwise they are computed from the file.
+    """
+    path = Path(path)
+    if size is None:
+        size = path.stat().st_size
+    if size == 0:
+        raise DownloadError("not_an_image", "the body is empty")
+    try:
+        image = Image.open(path, formats=SUPPORTED_FORMATS)
+    except Image.DecompressionBombError as e:
+        raise DownloadError("decompression_bomb", str(e)) from e
+    except UnidentifiedImageError as e:
+        raise DownloadError("not_an_image", "not an image of a supported format") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise DownloadError("corrupt_image", f"unreadable image header: {e}") from e
+    with image:
+        image_format = _FORMAT_ALIASES.get(image.format or "", image.format or "")
+        if image_format not in SUPPORTED_FORMATS:
+            raise DownloadError("not_an_image", f"unsupported image format {image.format}")
+        width, height = image.size
+        pixels = width * height
+        if pixels > settings.max_image_pixels:
+            raise DownloadError(
+                "decompression_bomb",
+                f"{width}x{height} = {pixels} pixels exceeds MAX_IMAGE_PIXELS "
+                f"{settings.max_image_pixels}",
+            )
+        if pixels == 0:
+            raise DownloadError("corrupt_image", f"image has no pixels ({width}x{height})")
+        _decode(image, image_format)
+    return ImageInfo(
+        format=image_format,
+        width=width,
+        height=height,
+        sha256=sha256 if sha256 is not None else file_sha256(path),
+        bytes=size,
+    )
+
+
+def _decode(image: Image.Image, image_format: str) -> None:
+    """Decode the first frame fully once; raise ``corrupt_image`` on any decoder failure."""
+    if image_format == "JPEG":
+        # Scale 1/8 (the largest DCT scaling): every entropy-coded byte is still decoded.
+        image.draft(None, (1, 1))
+    try:
+        image.load()
+    except Image.DecompressionBombError as e:
+        raise DownloadError("decompression_bomb", str(e)) from e
+    except MemoryError as e:
+        raise DownloadError("decompression_bomb", "decoding needs too much memory") from e
+    except Exception as e:  # noqa: BLE001 -- decoders raise many types on bad data
+        raise DownloadError("corrupt_image", f"cannot decode image: {e}") from e
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
