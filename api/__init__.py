@@ -30,12 +30,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         CORS(app, origins=list(settings.cors_origins), allow_headers=["Content-Type", "X-API-Key"],
              expose_headers=["Location", "Retry-After"])
 
-    from api import health, openapi
+    from api import downloads, health, jobs, openapi
     from api.limits import init_limiter
     from api.metrics import init_metrics
 
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(downloads.bp)
+    app.register_blueprint(jobs.bp)
     init_limiter(app, redis_url=settings.redis_url, limit=settings.api_rate_limit)
     init_metrics(app)
     return app

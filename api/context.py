@@ -5,13 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
+from dramatiq.brokers.redis import RedisBroker
 from flask import current_app
 from pymongo import MongoClient
 
 from images_service.backends import HEALTH_TIMEOUT_MS, mongo_client, redis_client
+from images_service.jobs import JobStore
 from images_service.settings import Settings
+from images_service.triggers import Triggers
+from workers.broker import build_broker
+from workers.messages import Enqueuer
 
 EXTENSION_KEY = "images_service"
+#: Request-path timeouts: a backing service that does not answer becomes a quick 503.
+REQUEST_TIMEOUT_MS = 3000
 
 
 @dataclass
@@ -19,16 +26,27 @@ class ApiServices:
     settings: Settings
     mongo: MongoClient
     redis: redis.Redis
+    broker: RedisBroker
+    jobs: JobStore
+    triggers: Triggers
     #: Separate clients with short timeouts so `/health` answers within the contract's 5 s.
     health_mongo: MongoClient
     health_redis: redis.Redis
 
     @classmethod
     def build(cls, settings: Settings) -> "ApiServices":
+        mongo = mongo_client(settings, timeout_ms=REQUEST_TIMEOUT_MS, app="images-service-api")
+        red = redis_client(settings, timeout_s=REQUEST_TIMEOUT_MS / 1000)
+        # The api only enqueues: its broker is not Dramatiq's global and needs no actors.
+        broker = build_broker(settings, client=red)
+        jobs = JobStore(mongo, settings.jobs_database, retention_days=settings.job_retention_days)
         return cls(
             settings=settings,
-            mongo=mongo_client(settings, timeout_ms=3000, app="images-service-api"),
-            redis=redis_client(settings, timeout_s=3.0),
+            mongo=mongo,
+            redis=red,
+            broker=broker,
+            jobs=jobs,
+            triggers=Triggers(settings, mongo, red, jobs, Enqueuer(broker)),
             health_mongo=mongo_client(settings, timeout_ms=HEALTH_TIMEOUT_MS, app="images-service-health"),
             health_redis=redis_client(settings, timeout_s=HEALTH_TIMEOUT_MS / 1000),
         )

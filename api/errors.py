@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from images_service.errors import ApiError
@@ -51,6 +53,12 @@ def register_error_handlers(app: Flask) -> None:
             if name.lower() not in ("content-type", "content-length"):
                 response.headers[name] = value
         return response
+
+    @app.errorhandler(PyMongoError)
+    @app.errorhandler(RedisError)
+    def _backend_down(exc: Exception) -> Response:
+        log.warning("backing service error: %s: %s", type(exc).__name__, exc)
+        return error_response(503, "unavailable", f"a backing service is unavailable: {type(exc).__name__}")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -61,6 +61,105 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+
+_PROGRESS = {
+    "type": "object",
+    "properties": {name: {"type": "integer", "minimum": 0} for name in (
+        "documents_total", "documents_done", "images_total", "images_downloaded",
+        "images_skipped", "images_failed")},
+}
+SCHEMAS.update({
+    "Job": {
+        "type": "object",
+        "required": ["job_id", "type", "status", "database", "collection", "created_at",
+                     "started_at", "finished_at", "progress", "errors"],
+        "properties": {
+            "job_id": {"type": "string"},
+            "type": {"type": "string", "enum": ["collection", "document", "batch", "change_stream"]},
+            "status": {"type": "string",
+                       "enum": ["pending", "running", "completed", "failed", "cancelled"]},
+            "database": {"type": "string"},
+            "collection": {"type": "string"},
+            "document_id": {"type": "string"},
+            "filter": {"type": "object"},
+            "limit": {"type": "integer"},
+            "force": {"type": "boolean"},
+            "image_fields": {"type": "array", "items": {"type": "string"}},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": {"type": "string", "format": "date-time", "nullable": True},
+            "finished_at": {"type": "string", "format": "date-time", "nullable": True},
+            "progress": _PROGRESS,
+            "errors": {"type": "array", "maxItems": 100, "items": {
+                "type": "object",
+                "properties": {"document_id": {"type": "string"},
+                               "url": {"type": "string", "nullable": True},
+                               "code": {"type": "string", "nullable": True},
+                               "message": {"type": "string", "nullable": True}}}},
+            "message": {"type": "string"},
+        },
+    },
+    "JobList": {
+        "type": "object",
+        "required": ["jobs", "total", "limit", "offset"],
+        "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                       "total": {"type": "integer"}, "limit": {"type": "integer"},
+                       "offset": {"type": "integer"}},
+    },
+    "Accepted": {
+        "type": "object",
+        "required": ["job_id", "status", "links"],
+        "properties": {"job_id": {"type": "string"}, "status": {"type": "string", "enum": ["pending"]},
+                       "links": {"type": "object", "properties": {"self": {"type": "string"}}}},
+    },
+    "DownloadOptions": {
+        "type": "object",
+        "properties": {
+            "filter": {"type": "object", "description": "MongoDB query (Extended JSON); "
+                       "$where, $function and $accumulator are refused"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 100000},
+            "force": {"type": "boolean"},
+            "image_fields": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        },
+    },
+    "DocumentOptions": {
+        "type": "object",
+        "properties": {"force": {"type": "boolean"},
+                       "image_fields": {"type": "array", "minItems": 1, "items": {"type": "string"}}},
+    },
+    "BatchRequest": {
+        "allOf": [{"$ref": "#/components/schemas/DownloadOptions"},
+                  {"type": "object", "required": ["database", "collection"],
+                   "properties": {"database": {"type": "string"}, "collection": {"type": "string"}}}],
+    },
+})
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _body(ref: str, *, required: bool = False) -> dict[str, Any]:
+    return {"required": required,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+ACCEPTED = {
+    "description": "Job created; see Location",
+    "headers": {"Location": {"schema": {"type": "string"}}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+}
+COMMON_ERRORS = {
+    "400": _error("invalid_request or invalid_filter"),
+    "401": UNAUTHORIZED,
+    "415": _error("Body is not JSON"),
+    "429": RATE_LIMITED,
+    "503": _error("MongoDB or Redis unavailable"),
+}
+
 PATHS: dict[str, Any] = {
     "/api/v1/health": {
         "get": {
@@ -100,11 +199,66 @@ PATHS: dict[str, Any] = {
 }
 
 
-def register_paths(paths: dict[str, Any], schemas: dict[str, Any] | None = None) -> None:
-    """Views of other modules add their operations here at import time."""
-    PATHS.update(paths)
-    SCHEMAS.update(schemas or {})
 
+PATHS.update({
+    "/api/v1/download/collection/{database}/{collection}": {
+        "post": {
+            "summary": "Download the images of a collection (optionally filtered, limited)",
+            "parameters": [_path_param("database"), _path_param("collection")],
+            "requestBody": _body("DownloadOptions"),
+            "responses": {"202": ACCEPTED, **COMMON_ERRORS,
+                          "404": _error("collection_not_found")},
+        }
+    },
+    "/api/v1/download/document/{database}/{collection}/{document_id}": {
+        "post": {
+            "summary": "Download the images of one document",
+            "parameters": [_path_param("database"), _path_param("collection"),
+                           _path_param("document_id")],
+            "requestBody": _body("DocumentOptions"),
+            "responses": {"202": ACCEPTED, **COMMON_ERRORS,
+                          "404": _error("document_not_found or collection_not_found")},
+        }
+    },
+    "/api/v1/download/batch": {
+        "post": {
+            "summary": "Download the images of the documents matching a filter",
+            "requestBody": _body("BatchRequest", required=True),
+            "responses": {"202": ACCEPTED, **COMMON_ERRORS,
+                          "404": _error("collection_not_found")},
+        }
+    },
+    "/api/v1/jobs": {
+        "get": {
+            "summary": "List jobs, newest first",
+            "parameters": [
+                _query_param("status", {"type": "string", "enum": ["pending", "running", "completed", "failed", "cancelled"]}),
+                _query_param("type", {"type": "string", "enum": ["collection", "document", "batch", "change_stream"]}),
+                _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
+                _query_param("offset", {"type": "integer", "minimum": 0, "default": 0}),
+            ],
+            "responses": {"200": _json("A page of jobs", "JobList"), "400": _error("invalid_request"),
+                          "401": UNAUTHORIZED, "429": RATE_LIMITED, "503": _error("unavailable")},
+        }
+    },
+    "/api/v1/jobs/{job_id}": {
+        "get": {
+            "summary": "One job",
+            "parameters": [_path_param("job_id")],
+            "responses": {"200": _json("The job", "Job"), "404": _error("job_not_found"),
+                          "401": UNAUTHORIZED, "429": RATE_LIMITED, "503": _error("unavailable")},
+        }
+    },
+    "/api/v1/jobs/{job_id}/cancel": {
+        "post": {
+            "summary": "Cancel a pending or running job",
+            "parameters": [_path_param("job_id")],
+            "responses": {"200": _json("The cancelled job", "Job"), "404": _error("job_not_found"),
+                          "409": _error("job_finished"), "401": UNAUTHORIZED,
+                          "429": RATE_LIMITED, "503": _error("unavailable")},
+        }
+    },
+})
 
 def build_document() -> dict[str, Any]:
     return {

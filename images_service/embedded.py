@@ -20,6 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def _die_with_parent() -> None:
+    """Linux: the server is killed when the process that started it dies, even by SIGKILL,
+    so neither a crashed dev stack nor an aborted test run leaves a server behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""
     with socket.socket() as sock:
@@ -101,7 +110,8 @@ def start_embedded_mongo(
     ]  # fmt: skip
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=run_dir
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=run_dir,
+            preexec_fn=_die_with_parent,
         )
     managed = ManagedProcess("nx-27017", process, host, port, log_path)
     _wait_ready(managed, timeout_s)
@@ -139,7 +149,8 @@ def start_redis(
         "--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", str(log_path),
     ]  # fmt: skip
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     managed = ManagedProcess("redis-server", process, host, port, log_path)
     _wait_ready(managed, timeout_s)

@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.support.backends"]
+pytest_plugins = ["tests.support.backends", "tests.support.image_server", "tests.support.pipeline"]

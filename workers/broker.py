@@ -1,15 +1,17 @@
 """Build the Dramatiq Redis broker from settings: the one global of the service.
 
 Redelivery after a worker dies: the Redis broker moves a dead worker's unacked messages back
-to their queue during "maintenance", which any live consumer runs with probability
-1/``maintenance_chance`` on each fetch, for workers whose heartbeat is older than
-``heartbeat_timeout``. Dramatiq's defaults (60 s, 1/1000) can leave messages stranded for
-many minutes on a quiet fleet; ours (20 s, 1/20) bring them back well within a minute.
+to their queue during "maintenance", which any live consumer runs on a fetch with probability
+``maintenance_chance`` per million, for workers whose heartbeat is older than
+``heartbeat_timeout``. Dramatiq's defaults (60 s, 1,000 per million) can leave messages
+stranded for many minutes on a quiet fleet; ours (20 s, 50,000 per million, i.e. one fetch in
+20) bring them back well within a minute. Maintenance is cheap (a sorted-set range query).
 """
 
 from __future__ import annotations
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
@@ -17,15 +19,15 @@ from images_service.settings import Settings
 
 #: Milliseconds without a heartbeat after which a worker's messages are requeued.
 HEARTBEAT_TIMEOUT_MS = 20_000
-#: Each fetch runs maintenance (requeue of dead workers' messages) with chance 1/N.
-MAINTENANCE_CHANCE = 20
+#: Fetches per million that run maintenance (requeue of dead workers' messages): 1 in 20.
+MAINTENANCE_CHANCE = 50_000
 #: Dead-lettered messages are kept this long for inspection (milliseconds): 3 days.
 DEAD_MESSAGE_TTL_MS = 3 * 24 * 3600 * 1000
 #: Redis key namespace of the broker's queues.
 NAMESPACE = "images-service"
 
 
-def build_broker(settings: Settings) -> RedisBroker:
+def build_broker(settings: Settings, *, client: redis.Redis | None = None) -> RedisBroker:
     """A Redis broker with the built-in middleware the actors rely on."""
     middleware = [
         AgeLimit(),
@@ -38,7 +40,8 @@ def build_broker(settings: Settings) -> RedisBroker:
         CurrentMessage(),
     ]
     return RedisBroker(
-        url=settings.redis_url,
+        url=None if client is not None else settings.redis_url,
+        client=client,
         namespace=NAMESPACE,
         heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
         maintenance_chance=MAINTENANCE_CHANCE,

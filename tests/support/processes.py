@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -15,17 +16,26 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[2]
+PR_SET_PDEATHSIG = 1
 
 
 def service_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "images_service.cli", *args]
 
 
+def _die_with_parent() -> None:
+    # Linux: SIGKILL this child when the test process dies, so an aborted test run never
+    # leaves servers or workers behind (a leftover worker would steal the next run's messages).
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def spawn(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
     full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
     out = open(log, "wb")
     return subprocess.Popen(args, env=full_env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_die_with_parent)
 
 
 def wait_http_json(url: str, timeout_s: float = 30.0, proc: subprocess.Popen | None = None,

@@ -1,0 +1,65 @@
+"""Job endpoints (contract §7): list, read, cancel."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from api.context import services
+from images_service import metrics
+from images_service.errors import Conflict, InvalidRequest, NotFound
+from images_service.jobs import JOB_STATUSES, JOB_TYPES, job_to_api
+
+bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
+
+MAX_PAGE = 500
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be from {low} to {high}")
+    return value
+
+
+@bp.get("")
+def list_jobs():
+    status = request.args.get("status") or None
+    job_type = request.args.get("type") or None
+    if status is not None and status not in JOB_STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(JOB_STATUSES)}")
+    if job_type is not None and job_type not in JOB_TYPES:
+        raise InvalidRequest(f"type must be one of {', '.join(JOB_TYPES)}")
+    limit = _int_arg("limit", 50, 1, MAX_PAGE)
+    offset = _int_arg("offset", 0, 0, 10**9)
+    jobs, total = services().jobs.list(status=status, job_type=job_type, limit=limit, offset=offset)
+    return jsonify({"jobs": [job_to_api(j) for j in jobs], "total": total, "limit": limit,
+                    "offset": offset})
+
+
+def _get(job_id: str) -> dict:
+    job = services().jobs.get(job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found", code="job_not_found")
+    return job
+
+
+@bp.get("/<job_id>")
+def get_job(job_id: str):
+    return jsonify(job_to_api(_get(job_id)))
+
+
+@bp.post("/<job_id>/cancel")
+def cancel_job(job_id: str):
+    job = _get(job_id)
+    cancelled = services().jobs.cancel(job_id)
+    if cancelled is None:
+        current = services().jobs.get(job_id) or job
+        raise Conflict(f"job {job_id} is already {current['status']}", code="job_finished")
+    metrics.JOBS.labels(cancelled["type"], "cancelled").inc()
+    return jsonify(job_to_api(cancelled))

@@ -1,0 +1,222 @@
+"""Jobs in ``JOBS_DATABASE.jobs``: creation, state transitions, progress, listing (contract §6).
+
+A job's state moves pending -> running -> completed | failed | cancelled, each transition a
+conditional update so that no two processes can both make it, and a finished job never comes
+back to life. Progress counters only grow; writers send the totals they know with ``$max``,
+so updates are idempotent and may arrive in any order.
+
+Embedded-server quirks handled here (EMBEDDED_MONGO.md, plus one measured for this module):
+- a date written by a top-level ``$set`` reads back as a string: times are stored as epoch
+  seconds (numbers) and formatted by :func:`iso`; the TTL date lives in a whole subdocument
+  (``retention.expire_at``), whose dates keep their type;
+- subdocuments pushed with ``$push``/``$each``/``$slice`` read back as JSON strings: decoded on
+  read (:func:`_decode_errors`), which is a no-op on MongoDB;
+- references are strings (job ids are uuid hex), never ObjectIds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
+from pymongo.collection import Collection
+
+JOB_TYPES = ("collection", "document", "batch", "change_stream")
+JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+ACTIVE = ("pending", "running")
+FINISHED = ("completed", "failed", "cancelled")
+PROGRESS_FIELDS = (
+    "documents_total", "documents_done", "images_total",
+    "images_downloaded", "images_skipped", "images_failed",
+)  # fmt: skip
+#: The job keeps the last this many errors.
+MAX_ERRORS = 100
+
+
+def now_ts() -> float:
+    return time.time()
+
+
+def iso(value: Any) -> str | None:
+    """ISO 8601 UTC with a ``Z`` from epoch seconds, a datetime or a stored date string."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        value = datetime.fromtimestamp(value, timezone.utc)
+    elif isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _decode_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    # nx-27017 quirk: pushed subdocuments come back as JSON strings.
+    return [json.loads(e) if isinstance(e, str) else e for e in errors or []]
+
+
+class JobStore:
+    """Repository of jobs; every method is one or two MongoDB round trips."""
+
+    def __init__(self, client: MongoClient, database: str, *, retention_days: int = 30) -> None:
+        self.collection: Collection = client[database]["jobs"]
+        self.retention = timedelta(days=retention_days)
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("created_at", DESCENDING)])
+        self.collection.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
+        self.collection.create_index([("type", ASCENDING), ("created_at", DESCENDING)])
+        self.collection.create_index("retention.expire_at", expireAfterSeconds=0)
+
+    # --- creation and reads -------------------------------------------------------------
+
+    def create(
+        self,
+        job_type: str,
+        database: str,
+        collection: str,
+        *,
+        document_id: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        force: bool = False,
+        image_fields: list[str] | None = None,
+        job_id: str | None = None,
+        source: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        if job_type not in JOB_TYPES:
+            raise ValueError(f"unknown job type {job_type!r}")
+        job_id = job_id or new_job_id()
+        doc: dict[str, Any] = {
+            "_id": job_id,
+            "type": job_type,
+            "status": "pending",
+            "database": database,
+            "collection": collection,
+            "force": bool(force),
+            "image_fields": list(image_fields) if image_fields else None,
+            "created_at": now_ts(),
+            "started_at": None,
+            "finished_at": None,
+            "progress": {name: 0 for name in PROGRESS_FIELDS},
+            "errors": [],
+        }
+        if document_id is not None:
+            doc["document_id"] = document_id
+        if job_type == "batch" or filter is not None:
+            # Stored as JSON text: operators such as $gt are not legal field names in a
+            # stored document, and the filter is given back exactly as the caller wrote it.
+            doc["filter_json"] = json.dumps(filter or {})
+        if limit is not None:
+            doc["limit"] = limit
+        if source:
+            doc["source"] = dict(source)
+        self.collection.insert_one(doc)
+        return doc
+
+    def delete(self, job_id: str) -> None:
+        self.collection.delete_one({"_id": job_id})
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        return self.collection.find_one({"_id": job_id})
+
+    def status(self, job_id: str) -> str | None:
+        doc = self.collection.find_one({"_id": job_id}, {"status": 1})
+        return doc["status"] if doc else None
+
+    def list(
+        self, *, status: str | None = None, job_type: str | None = None, limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        query: dict[str, Any] = {}
+        if status:
+            query["status"] = status
+        if job_type:
+            query["type"] = job_type
+        total = self.collection.count_documents(query)
+        cursor = self.collection.find(query).sort("created_at", DESCENDING).skip(offset).limit(limit)
+        return list(cursor), total
+
+    # --- transitions ----------------------------------------------------------------------
+
+    def mark_running(self, job_id: str) -> bool:
+        """pending -> running; True when this call made the move."""
+        result = self.collection.update_one(
+            {"_id": job_id, "status": "pending"},
+            {"$set": {"status": "running", "started_at": now_ts()}},
+        )
+        return result.modified_count == 1
+
+    def finish(self, job_id: str, status: str, *, progress: Mapping[str, int] | None = None,
+               message: str | None = None) -> dict[str, Any] | None:
+        """pending/running -> ``status`` (completed, failed or cancelled), at most once.
+
+        Returns the job as it is after the move, or None when it had already finished.
+        """
+        assert status in FINISHED
+        update: dict[str, Any] = {
+            "$set": {
+                "status": status,
+                "finished_at": now_ts(),
+                # A whole subdocument keeps its date type on nx-27017 (TTL needs a date).
+                "retention": {"expire_at": datetime.now(timezone.utc) + self.retention},
+            }
+        }
+        if progress:
+            update["$max"] = {f"progress.{k}": int(v) for k, v in progress.items()}
+        if message:
+            update["$set"]["failure"] = message
+        return self.collection.find_one_and_update(
+            {"_id": job_id, "status": {"$in": list(ACTIVE)}}, update,
+            return_document=ReturnDocument.AFTER,
+        )
+
+    def cancel(self, job_id: str) -> dict[str, Any] | None:
+        return self.finish(job_id, "cancelled")
+
+    # --- progress ---------------------------------------------------------------------------
+
+    def record_progress(self, job_id: str, progress: Mapping[str, int],
+                        errors: list[Mapping[str, Any]] | None = None) -> None:
+        """Raise counters to the given totals and append errors (last MAX_ERRORS kept)."""
+        update: dict[str, Any] = {"$max": {f"progress.{k}": int(v) for k, v in progress.items()}}
+        if errors:
+            update["$push"] = {"errors": {"$each": [dict(e) for e in errors], "$slice": -MAX_ERRORS}}
+        self.collection.update_one({"_id": job_id}, update)
+
+
+def job_to_api(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The job as the API returns it (contract §6)."""
+    out: dict[str, Any] = {
+        "job_id": doc["_id"],
+        "type": doc["type"],
+        "status": doc["status"],
+        "database": doc["database"],
+        "collection": doc["collection"],
+    }
+    if "document_id" in doc:
+        out["document_id"] = doc["document_id"]
+    if "filter_json" in doc:
+        out["filter"] = json.loads(doc["filter_json"])
+    if "limit" in doc:
+        out["limit"] = doc["limit"]
+    out["force"] = bool(doc.get("force"))
+    if doc.get("image_fields"):
+        out["image_fields"] = list(doc["image_fields"])
+    out["created_at"] = iso(doc.get("created_at"))
+    out["started_at"] = iso(doc.get("started_at"))
+    out["finished_at"] = iso(doc.get("finished_at"))
+    progress = doc.get("progress") or {}
+    out["progress"] = {name: int(progress.get(name, 0)) for name in PROGRESS_FIELDS}
+    out["errors"] = _decode_errors(doc.get("errors", []))[-MAX_ERRORS:]
+    if doc.get("failure"):
+        out["message"] = doc["failure"]
+    return out

@@ -1,0 +1,51 @@
+"""The service's own Prometheus metrics (contract §9), shared by worker, listener and api.
+
+prometheus_client metrics are process-wide by design (like the Dramatiq broker, the one
+accepted kind of global); in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) the values of
+every worker process are summed at scrape time. Labels take only bounded values: a result,
+an error code, a job type or status, an operation — never a URL or a document.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DOWNLOADS = Counter(
+    "images_downloads", "Image download outcomes", ["result"]
+)  # result: downloaded | skipped | failed | retried
+DOWNLOAD_ERRORS = Counter("images_download_errors", "Failed download attempts by code", ["code"])
+DOWNLOAD_BYTES = Counter("images_download_bytes", "Bytes of images downloaded and stored")
+DOWNLOAD_SECONDS = Histogram(
+    "images_download_seconds", "Duration of one download attempt (fetch, validate, store)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+SLOT_WAIT_SECONDS = Histogram(
+    "images_slot_wait_seconds", "Time spent waiting for a fleet/host download slot",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+)
+JOBS = Counter("images_jobs", "Jobs created and finished", ["type", "status"])
+DOCUMENTS = Counter("images_documents", "Documents finished", ["status"])
+
+LISTENER_EVENTS = Counter("images_listener_events", "Change events seen", ["operation"])
+LISTENER_DECISIONS = Counter(
+    "images_listener_decisions", "What the listener did with events and scanned documents",
+    ["outcome"],
+)  # outcome: matched | enqueued | deduplicated | ignored
+LISTENER_LAG = Gauge(
+    "images_listener_lag_seconds", "Now minus the cluster time of the last event handled",
+    multiprocess_mode="max",
+)
+LISTENER_CHECKPOINT_AGE = Gauge(
+    "images_listener_checkpoint_age_seconds", "Seconds since the resume token was last saved",
+    multiprocess_mode="max",
+)
+LISTENER_LEADER = Gauge(
+    "images_listener_leader", "1 while this listener holds the leader lease",
+    multiprocess_mode="max",
+)
+LISTENER_RECONNECTS = Counter("images_listener_reconnects", "Streams reopened after an error")
+LISTENER_RESCANS = Counter("images_listener_rescans", "Catch-up scans run", ["reason"])
+QUEUE_MESSAGES = Gauge(
+    "images_queue_messages", "Messages waiting in the broker", ["queue", "state"],
+    multiprocess_mode="max",
+)

@@ -1,0 +1,216 @@
+"""Starting jobs: the service functions behind the REST triggers and the listener (contract §4, §7).
+
+Each function validates names, checks the collection (and document) exist, creates the job
+and enqueues its first message. Nothing is left half-created: Redis is probed before the job
+is inserted, and a job whose message could not be enqueued is deleted again; either backing
+service failing surfaces as :class:`~images_service.errors.Unavailable` (503).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Mapping, Protocol, Sequence
+
+import redis
+from bson import ObjectId, json_util
+from bson.errors import InvalidBSON, InvalidDocument
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+from images_service import metrics
+from images_service.errors import InvalidFilter, InvalidRequest, NotFound, Unavailable, UnsafePathError
+from images_service.jobs import JobStore
+from images_service.settings import FIELD_PATH_RE, Settings
+from images_service.storage import layout
+
+log = logging.getLogger(__name__)
+
+#: Operators that run code or reach beyond the collection: refused anywhere in a filter.
+FORBIDDEN_OPERATORS = frozenset({
+    "$where", "$function", "$accumulator", "$eval", "$lookup", "$graphLookup", "$unionWith",
+    "$out", "$merge", "$jsonSchema",
+})
+MAX_FILTER_DEPTH = 20
+MAX_FILTER_BYTES = 64 * 1024
+MAX_LIMIT = 100_000
+
+
+class EnqueuesScans(Protocol):
+    def scan(self, job_id: str) -> None: ...
+
+
+def check_names(database: str, collection: str) -> None:
+    try:
+        layout.check_database(database)
+        layout.check_collection(collection)
+    except UnsafePathError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def check_document_id(raw: str) -> None:
+    try:
+        layout.check_segment(raw, "document id")
+    except UnsafePathError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def document_id_candidates(raw: str) -> list[Any]:
+    """ObjectId when 24 hex digits, then the string, then the integer (contract §7)."""
+    candidates: list[Any] = []
+    if len(raw) == 24 and ObjectId.is_valid(raw):
+        candidates.append(ObjectId(raw))
+    candidates.append(raw)
+    try:
+        number = int(raw)
+    except ValueError:
+        pass
+    else:
+        if str(number) == raw.strip() and -(2**63) <= number < 2**63:
+            candidates.append(number)
+    return candidates
+
+
+def check_filter(value: Any) -> dict[str, Any]:
+    """Validate a request's filter; returns it with Extended JSON ($oid, $date) decoded."""
+    if not isinstance(value, dict):
+        raise InvalidRequest("filter must be a JSON object")
+    text = json.dumps(value)
+    if len(text) > MAX_FILTER_BYTES:
+        raise InvalidRequest(f"filter is larger than {MAX_FILTER_BYTES} bytes")
+    _check_operators(value, 0)
+    try:
+        decoded = json_util.loads(text)
+    except (ValueError, TypeError, InvalidBSON, InvalidDocument) as exc:
+        raise InvalidFilter(f"filter is not valid Extended JSON: {exc}") from None
+    return decoded
+
+
+def _check_operators(value: Any, depth: int) -> None:
+    if depth > MAX_FILTER_DEPTH:
+        raise InvalidFilter(f"filter is nested deeper than {MAX_FILTER_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise InvalidFilter("filter keys must not contain NUL")
+            if key in FORBIDDEN_OPERATORS:
+                raise InvalidFilter(f"operator {key} is not allowed in filters")
+            _check_operators(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_operators(item, depth + 1)
+
+
+def check_limit(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    return value
+
+
+def check_force(value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidRequest("force must be true or false")
+    return value
+
+
+def check_image_fields(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, list) or not value or len(value) > 50
+            or not all(isinstance(v, str) and FIELD_PATH_RE.match(v) for v in value)):
+        raise InvalidRequest("image_fields must be a non-empty list of dotted field paths")
+    return value
+
+
+class Triggers:
+    """Creates jobs and enqueues their first message."""
+
+    def __init__(self, settings: Settings, mongo: MongoClient, redis_client: redis.Redis,
+                 jobs: JobStore, enqueuer: EnqueuesScans) -> None:
+        self.settings = settings
+        self.mongo = mongo
+        self.redis = redis_client
+        self.jobs = jobs
+        self.enqueuer = enqueuer
+        self._indexes_ready = False
+
+    def _ensure_collection(self, database: str, collection: str) -> None:
+        try:
+            names = self.mongo[database].list_collection_names()
+        except PyMongoError as exc:
+            raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
+        if collection not in names:
+            raise NotFound(f"collection {database}.{collection} not found",
+                           code="collection_not_found")
+
+    def _start(self, job_type: str, database: str, collection: str, **fields: Any) -> dict[str, Any]:
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis is unavailable: {type(exc).__name__}") from None
+        try:
+            if not self._indexes_ready:
+                self.jobs.ensure_indexes()
+                self._indexes_ready = True
+            job = self.jobs.create(job_type, database, collection, **fields)
+        except PyMongoError as exc:
+            raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
+        try:
+            self.enqueuer.scan(job["_id"])
+        except redis.RedisError as exc:
+            try:
+                self.jobs.delete(job["_id"])
+            except PyMongoError:
+                log.error("job %s could not be enqueued nor deleted", job["_id"])
+            raise Unavailable(f"Redis is unavailable: {type(exc).__name__}") from None
+        metrics.JOBS.labels(job_type, "created").inc()
+        log.info("job %s created (%s %s.%s)", job["_id"], job_type, database, collection,
+                 extra={"job_id": job["_id"]})
+        return job
+
+    def collection_job(self, database: str, collection: str, *, filter: Mapping[str, Any] | None = None,
+                       limit: int | None = None, force: bool = False,
+                       image_fields: Sequence[str] | None = None,
+                       job_type: str = "collection") -> dict[str, Any]:
+        check_names(database, collection)
+        if filter is not None:
+            check_filter(filter)
+        self._ensure_collection(database, collection)
+        return self._start(job_type, database, collection, filter=filter, limit=limit,
+                           force=force, image_fields=list(image_fields) if image_fields else None)
+
+    def find_document_id(self, database: str, collection: str, raw_id: str) -> Any:
+        """The ``_id`` of the document named by ``raw_id`` (contract §7 lookup order)."""
+        coll = self.mongo[database][collection]
+        try:
+            for candidate in document_id_candidates(raw_id):
+                found = coll.find_one({"_id": candidate}, {"_id": 1})
+                if found is not None:
+                    return found["_id"]
+        except PyMongoError as exc:
+            raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
+        raise NotFound(f"document {raw_id} not found in {database}.{collection}",
+                       code="document_not_found")
+
+    def document_job(self, database: str, collection: str, raw_id: str, *, force: bool = False,
+                     image_fields: Sequence[str] | None = None) -> dict[str, Any]:
+        check_names(database, collection)
+        check_document_id(raw_id)
+        self._ensure_collection(database, collection)
+        source_id = self.find_document_id(database, collection, raw_id)
+        return self._start("document", database, collection,
+                           document_id=layout.document_id_str(source_id),
+                           source={"id": json_util.dumps(source_id)}, force=force,
+                           image_fields=list(image_fields) if image_fields else None)
+
+    def change_stream_job(self, database: str, collection: str, source_id: Any, *,
+                          trigger: str, job_id: str | None = None) -> dict[str, Any]:
+        """A job for one document found by the listener (no collection check: it exists)."""
+        return self._start("change_stream", database, collection,
+                           document_id=layout.document_id_str(source_id),
+                           source={"id": json_util.dumps(source_id), "trigger": trigger},
+                           job_id=job_id)

@@ -1,0 +1,46 @@
+"""Send the service's Dramatiq messages by actor name, without importing the actors.
+
+The api and the listener enqueue through this with a broker of their own (built from the
+same settings), so they never need the worker's global broker or its actor modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from dramatiq import Broker
+
+SCAN_QUEUE = "images-scan"
+DOWNLOAD_QUEUE = "images-download"
+#: Every queue the workers consume, for queue-depth metrics.
+QUEUES = (SCAN_QUEUE, DOWNLOAD_QUEUE)
+
+SCAN_ACTOR = "scan_job"
+DOCUMENTS_ACTOR = "download_documents"
+RETRY_ACTOR = "retry_image"
+
+
+class Enqueuer:
+    """Builds and enqueues the three kinds of messages of the pipeline."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def _send(self, queue: str, actor: str, args: tuple[Any, ...], *, delay_ms: int | None = None) -> None:
+        message = dramatiq.Message(queue_name=queue, actor_name=actor, args=args, kwargs={},
+                                   options={})
+        self.broker.enqueue(message, delay=delay_ms)
+
+    def scan(self, job_id: str) -> None:
+        """Enumerate the job's documents (collection, batch and document jobs)."""
+        self._send(SCAN_QUEUE, SCAN_ACTOR, (job_id,))
+
+    def documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
+        """Download the images of a few planned documents (first attempts)."""
+        self._send(DOWNLOAD_QUEUE, DOCUMENTS_ACTOR, (job_id, plans))
+
+    def retry(self, job_id: str, plan: dict[str, Any], index: int, attempt: int,
+              delay_ms: int) -> None:
+        """Try one image again after ``delay_ms`` milliseconds (attempt number ``attempt``)."""
+        self._send(DOWNLOAD_QUEUE, RETRY_ACTOR, (job_id, plan, index, attempt), delay_ms=delay_ms)
