@@ -41,18 +41,32 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     if args.port:
         env["PORT"] = str(args.port)
     env["API_BIND_HOST"] = args.host
-    # prometheus-flask-exporter multiprocess mode: a fresh, empty directory per start.
-    metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or
-                       Path(tempfile.gettempdir()) / f"images-service-api-metrics-{os.getpid()}")
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    env["PROMETHEUS_MULTIPROC_DIR"] = _fresh_metrics_dir(env, "api")
     conf = Path(__file__).resolve().parent.parent / "api" / "gunicorn_conf.py"
     _exec([sys.executable, "-m", "gunicorn", "-c", str(conf), "api.wsgi:app"], env)
     return 0  # not reached
 
 
+def _fresh_metrics_dir(env: dict[str, str], name: str) -> str:
+    """prometheus_client multiprocess mode: a fresh, empty directory per start."""
+    path = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or
+                Path(tempfile.gettempdir()) / f"images-service-{name}-metrics-{os.getpid()}")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return str(path)
+
+
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    env = _child_env(settings)
+    metrics_dir = _fresh_metrics_dir(env, "worker")
+    env.update({
+        # Must be set before prometheus_client is imported in the worker processes.
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+        # Dramatiq's Prometheus middleware reads its settings from these variables.
+        "dramatiq_prom_db": metrics_dir,
+        "dramatiq_prom_host": "0.0.0.0",
+        "dramatiq_prom_port": str(settings.worker_metrics_port),
+    })
     argv = [
         sys.executable, "-m", "dramatiq", "workers.app:setup", "workers.actors",
         "--processes", str(args.processes or settings.worker_processes),
@@ -60,7 +74,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         "--worker-shutdown-timeout", str(WORKER_SHUTDOWN_TIMEOUT_MS),
         "--skip-logging",
     ]  # fmt: skip
-    _exec(argv, _child_env(settings))
+    _exec(argv, env)
     return 0  # not reached
 
 

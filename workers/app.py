@@ -12,6 +12,7 @@ import threading
 import time
 
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware.prometheus import Prometheus
 
 from images_service.logs import configure_logging
 from images_service.settings import load_settings
@@ -38,5 +39,10 @@ def setup() -> RedisBroker:
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True,
                      name="orphan-watch").start()
     broker = install_broker(settings)
+    # Dramatiq's own message metrics; its exposition server (a process forked by the
+    # Dramatiq master, on WORKER_METRICS_PORT) serves the multiprocess registry that the
+    # service's metrics (images_service.metrics) are written to as well. Only the worker adds
+    # it: its hooks need the worker's process-boot event.
+    broker.add_middleware(Prometheus())
     broker.add_middleware(PipelineMiddleware(settings))
     return broker

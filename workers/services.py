@@ -16,6 +16,7 @@ from images_service.backends import mongo_client, redis_client
 from images_service.settings import Settings
 from workers.messages import Enqueuer
 from workers.pipeline import DownloadPipeline
+from workers.queue_metrics import start_sampler
 
 
 class PipelineMiddleware(dramatiq.Middleware):
@@ -23,6 +24,7 @@ class PipelineMiddleware(dramatiq.Middleware):
         self.settings = settings
         self._pipeline: DownloadPipeline | None = None
         self._lock = threading.Lock()
+        self._stop_sampler = threading.Event()
 
     def pipeline(self, broker: Broker) -> DownloadPipeline:
         if self._pipeline is None:
@@ -36,7 +38,11 @@ class PipelineMiddleware(dramatiq.Middleware):
                     )
         return self._pipeline
 
+    def after_worker_boot(self, broker: Broker, worker: dramatiq.Worker) -> None:
+        start_sampler(self.pipeline(broker).redis, self._stop_sampler)
+
     def before_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
+        self._stop_sampler.set()
         if self._pipeline is not None:
             self._pipeline.close()
 

@@ -23,7 +23,7 @@ def test_collection_job_completes_with_exact_counters(make_settings, start_worke
         images.append(image_server.url("/status/404") if i == 0 else image_server.url(f"/image/WEBP/{i}-c"))
         docs.append({"name": f"Hotel {i}", "images": images, "download_images": True})
     ids = db.hotels.insert_many(docs).inserted_ids
-    start_worker(settings)
+    worker = start_worker(settings)
     client = api_client(settings)
 
     # When the collection is triggered
@@ -54,6 +54,10 @@ def test_collection_job_completes_with_exact_counters(make_settings, start_worke
     assert doc0["images_download"]["downloaded"] == 2 and doc0["images_download"]["failed"] == 1
     assert doc0["images_download"]["path"] == f"serpy_db/hotels/{ids[0]}-hotel-0"
     assert db.hotels.find_one({"_id": ids[5]})["images_download"]["status"] == "completed"
+
+    # Lines of work carry the job id
+    work_lines = [line for line in worker.log.read_text().splitlines() if "workers.pipeline" in line]
+    assert work_lines and all(f"job_id={job_id}" in line for line in work_lines)
 
     # And a second run skips everything without a request
     before = len(image_server.requests)

@@ -39,7 +39,8 @@ def test_api_refuses_to_start_in_production_without_key(tmp_path) -> None:
 def _env(mongo_uri: str, redis_url: str, tmp_path) -> dict[str, str]:
     return {"MONGODB_URI": mongo_uri, "REDIS_URL": redis_url, "API_KEY": KEY,
             "STORAGE_PATH": str(tmp_path / "images"), "WORKER_PROCESSES": "1",
-            "WORKER_THREADS": "2", "API_WORKERS": "2"}
+            "WORKER_THREADS": "2", "API_WORKERS": "2",
+            "WORKER_METRICS_PORT": str(free_port()), "LISTENER_METRICS_PORT": str(free_port())}
 
 
 def test_api_serves_under_gunicorn_and_stops_on_sigterm(mongo_uri, redis_url, tmp_path) -> None:
@@ -51,11 +52,15 @@ def test_api_serves_under_gunicorn_and_stops_on_sigterm(mongo_uri, redis_url, tm
         assert (status, body["status"]) == (200, "ok")
         status, body = wait_http_json(f"http://127.0.0.1:{port}/api/v1/openapi.json", proc=proc)
         assert status == 401 and body["error"]["code"] == "unauthorized"
+        status, _ = wait_http_json(f"http://127.0.0.1:{port}/api/v1/jobs?status=bad", proc=proc,
+                                   headers={"X-API-Key": KEY})
+        assert status == 400
         children = descendants(proc)
         assert children, "gunicorn workers expected"
         code, seconds = terminate_and_wait(proc)
         assert code in (0, 143) and seconds < 30
         assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+        assert KEY not in (tmp_path / "api.log").read_text()  # the API key is never logged
     finally:
         kill_group(proc)
 
@@ -79,7 +84,8 @@ def test_background_processes_stop_cleanly_on_sigterm(command, mongo_uri, redis_
 def test_dev_stack_starts_embedded_mongo_and_leaves_nothing_behind(redis_url, tmp_path) -> None:
     port, mongo_port = free_port(), free_port()
     env = {"MONGODB_URI": f"mongodb://127.0.0.1:{mongo_port}", "REDIS_URL": redis_url,
-           "WORKER_PROCESSES": "1", "WORKER_THREADS": "2", "API_WORKERS": "1"}
+           "WORKER_PROCESSES": "1", "WORKER_THREADS": "2", "API_WORKERS": "1",
+           "WORKER_METRICS_PORT": str(free_port()), "LISTENER_METRICS_PORT": str(free_port())}
     proc = spawn(service_command("dev", "--port", str(port), "--data-dir", str(tmp_path / "data")),
                  env, tmp_path, tmp_path / "dev.log")
     try:

@@ -1,8 +1,10 @@
 """pytest fixtures for the backing services: nx-27017 on a free port and the real Redis.
 
-Redis: the machine's server on 127.0.0.1:6379 is used with a dedicated DB number
-(``TEST_REDIS_DB``, default 14) that is flushed around each test, never FLUSHALL; when no
-Redis answers there, a private redis-server is started on a free port instead.
+Redis: the machine's server on 127.0.0.1:6379 is used with a dedicated DB number that is
+flushed around each test, never FLUSHALL; when no Redis answers there, a private redis-server
+is started on a free port instead. Each test session claims its DB (``TEST_REDIS_DB``, or the
+first of 14, 13, ... 8 whose claim key is free), so two test runs on one machine never flush
+each other's data or steal each other's messages.
 """
 
 from __future__ import annotations
@@ -19,7 +21,21 @@ import redis
 from images_service.embedded import ManagedProcess, port_open, start_embedded_mongo, start_redis
 from images_service.settings import Settings, load_settings
 
-TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "14"))
+CLAIM_KEY = "__images_service_test_session__"
+CLAIM_TTL_S = 3600
+CANDIDATE_DBS = [int(os.environ["TEST_REDIS_DB"])] if os.environ.get("TEST_REDIS_DB") else list(range(14, 7, -1))
+
+
+def _claim_db(base: str) -> tuple[int, str]:
+    token = uuid.uuid4().hex
+    for db in CANDIDATE_DBS:
+        client = redis.Redis.from_url(f"{base}/{db}")
+        try:
+            if client.set(CLAIM_KEY, token, nx=True, ex=CLAIM_TTL_S):
+                return db, token
+        finally:
+            client.close()
+    raise RuntimeError(f"every test Redis DB {CANDIDATE_DBS} is claimed by another test run")
 
 
 @pytest.fixture(scope="session")
@@ -36,20 +52,31 @@ def mongo_uri(mongo_server: ManagedProcess) -> str:
 
 @pytest.fixture(scope="session")
 def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = None
     if port_open("127.0.0.1", 6379):
-        yield f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
-        return
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield f"redis://127.0.0.1:{server.port}/{TEST_REDIS_DB}"
-    server.stop()
+        base = "redis://127.0.0.1:6379"
+    else:
+        server = start_redis(tmp_path_factory.mktemp("redis"))
+        base = f"redis://127.0.0.1:{server.port}"
+    db, token = _claim_db(base)
+    url = f"{base}/{db}"
+    yield url
+    client = redis.Redis.from_url(url)
+    client.flushdb()  # only our test DB (which also drops the claim)
+    client.close()
+    if server is not None:
+        server.stop()
 
 
 @pytest.fixture
 def redis_url(redis_base_url: str) -> Iterator[str]:
     client = redis.Redis.from_url(redis_base_url)
+    token = client.get(CLAIM_KEY)
     client.flushdb()  # only our test DB
+    client.set(CLAIM_KEY, token or b"claimed", ex=CLAIM_TTL_S)
     yield redis_base_url
     client.flushdb()
+    client.set(CLAIM_KEY, token or b"claimed", ex=CLAIM_TTL_S)
     client.close()
 
 

@@ -10,6 +10,7 @@ import pytest
 from pymongo import MongoClient
 
 from api import create_app
+from images_service.embedded import free_port
 from images_service.settings import Settings
 from tests.support.processes import kill_group, service_command, spawn, terminate_and_wait
 
@@ -19,7 +20,9 @@ KEY = "test-key-0123456789"
 class WorkerProcess:
     def __init__(self, settings: Settings, log: Path, processes: int = 1, threads: int = 4) -> None:
         self.log = log
-        env = {**settings.to_env(), "LOG_LEVEL": "INFO", "ENVIRONMENT": "development"}
+        self.metrics_port = free_port()
+        env = {**settings.to_env(), "LOG_LEVEL": "INFO", "ENVIRONMENT": "development",
+               "WORKER_METRICS_PORT": str(self.metrics_port)}
         self.proc = spawn(service_command("worker", "--processes", str(processes),
                                           "--threads", str(threads)),
                           env, log.parent, log)
