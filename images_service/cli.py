@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from images_service import __version__
@@ -57,7 +58,9 @@ def _fresh_metrics_dir(env: dict[str, str], name: str) -> str:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    env = _child_env(settings)
+    processes = args.processes or settings.worker_processes
+    threads = args.threads or settings.worker_threads
+    env = _child_env(replace(settings, worker_processes=processes, worker_threads=threads))
     metrics_dir = _fresh_metrics_dir(env, "worker")
     env.update({
         # Must be set before prometheus_client is imported in the worker processes.
@@ -69,8 +72,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     })
     argv = [
         sys.executable, "-m", "dramatiq", "workers.app:setup", "workers.actors",
-        "--processes", str(args.processes or settings.worker_processes),
-        "--threads", str(args.threads or settings.worker_threads),
+        "--processes", str(processes),
+        "--threads", str(threads),
         "--worker-shutdown-timeout", str(WORKER_SHUTDOWN_TIMEOUT_MS),
         "--skip-logging",
     ]  # fmt: skip
