@@ -14,7 +14,7 @@ bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 MAX_PAGE = 500
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
+def _int_arg(name: str, default: int, low: int, high: int, *, clamp: bool = False) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
@@ -22,6 +22,8 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
         value = int(raw)
     except ValueError:
         raise InvalidRequest(f"{name} must be an integer") from None
+    if clamp and value > high:
+        return high  # "at most 500": a larger page size is served as the largest one
     if not low <= value <= high:
         raise InvalidRequest(f"{name} must be from {low} to {high}")
     return value
@@ -35,7 +37,7 @@ def list_jobs():
         raise InvalidRequest(f"status must be one of {', '.join(JOB_STATUSES)}")
     if job_type is not None and job_type not in JOB_TYPES:
         raise InvalidRequest(f"type must be one of {', '.join(JOB_TYPES)}")
-    limit = _int_arg("limit", 50, 1, MAX_PAGE)
+    limit = _int_arg("limit", 50, 1, MAX_PAGE, clamp=True)
     offset = _int_arg("offset", 0, 0, 10**9)
     jobs, total = services().jobs.list(status=status, job_type=job_type, limit=limit, offset=offset)
     return jsonify({"jobs": [job_to_api(j) for j in jobs], "total": total, "limit": limit,

@@ -234,7 +234,8 @@ PATHS.update({
             "parameters": [
                 _query_param("status", {"type": "string", "enum": ["pending", "running", "completed", "failed", "cancelled"]}),
                 _query_param("type", {"type": "string", "enum": ["collection", "document", "batch", "change_stream"]}),
-                _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
+                _query_param("limit", {"type": "integer", "minimum": 1, "default": 50,
+                                      "description": "page size; values above 500 are served as 500"}),
                 _query_param("offset", {"type": "integer", "minimum": 0, "default": 0}),
             ],
             "responses": {"200": _json("A page of jobs", "JobList"), "400": _error("invalid_request"),
