@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.support.backends", "tests.support.image_server", "tests.support.pipeline"]
+pytest_plugins = [
+    "tests.support.backends",
+    "tests.support.engine",
+    "tests.support.image_server",
+    "tests.support.pipeline",
+]

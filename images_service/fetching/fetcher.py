@@ -233,32 +233,28 @@ def _guarded_new_conn(conn: Any) -> socket.socket:
     raise NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
 
 
-class _GuardedHTTPConnection(HTTPConnection):
+class _GuardedConnectionMixin:
+    """Resolve, check and connect in one place, and tie the socket to the attempt's deadline."""
+
     address_guard: AddressGuard
     fetch_local: threading.local
 
     def _new_conn(self) -> socket.socket:
         return _guarded_new_conn(self)
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> None:
         attempt = getattr(self.fetch_local, "attempt", None)
         if attempt is not None:
-            attempt.attach(self)
-        super().request(*args, **kwargs)
+            attempt.attach(self)  # type: ignore[arg-type]
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _GuardedHTTPSConnection(HTTPSConnection):
-    address_guard: AddressGuard
-    fetch_local: threading.local
+class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
+    pass
 
-    def _new_conn(self) -> socket.socket:
-        return _guarded_new_conn(self)
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        attempt = getattr(self.fetch_local, "attempt", None)
-        if attempt is not None:
-            attempt.attach(self)
-        super().request(*args, **kwargs)
+class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
+    pass
 
 
 def _pool_classes(guard: AddressGuard, local: threading.local) -> dict[str, type]:

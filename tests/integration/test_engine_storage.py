@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +16,11 @@ from bson import ObjectId
 from images_service import engine
 from images_service.errors import DownloadError, UnsafePathError
 from images_service.fetching.fetcher import Fetcher
-from images_service.settings import Settings, load_settings
+from images_service.settings import Settings
 from tests.support.image_server import ImageServer
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 OID = ObjectId("507f1f77bcf86cd799439011")
-
-
-def make_settings(tmp_path: Path, **env: str) -> Settings:
-    values = {"STORAGE_PATH": str(tmp_path / "images"), "PRIVATE_NETWORK_ALLOWLIST": "127.0.0.0/27",
-              "DOWNLOAD_TIMEOUT": "2"}
-    values.update(env)
-    return load_settings(values)
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
-
-
-@pytest.fixture
-def fetcher(settings: Settings) -> Iterator[Fetcher]:
-    with Fetcher(settings) as f:
-        yield f
 
 
 def make_doc(server: ImageServer, *paths: str, **overrides: Any) -> dict[str, Any]:

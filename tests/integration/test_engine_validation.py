@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,9 @@ from PIL import Image
 from images_service import engine
 from images_service.errors import DownloadError
 from images_service.fetching.fetcher import Fetcher
-from images_service.settings import Settings, load_settings
+from images_service.settings import Settings
 from images_service.validation import validate_image
+from tests.support.engine import make_settings
 from tests.support.image_server import FORMATS, ImageServer, can_write, make_image
 
 EXPECTED = {
@@ -24,24 +24,6 @@ EXPECTED = {
     "GIF": ("GIF", ".gif"), "ANIGIF": ("GIF", ".gif"), "BMP": ("BMP", ".bmp"),
     "TIFF": ("TIFF", ".tif"), "AVIF": ("AVIF", ".avif"),
 }
-
-
-def make_settings(tmp_path: Path, **env: str) -> Settings:
-    values = {"STORAGE_PATH": str(tmp_path / "images"), "PRIVATE_NETWORK_ALLOWLIST": "127.0.0.0/27",
-              "DOWNLOAD_TIMEOUT": "2"}
-    values.update(env)
-    return load_settings(values)
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
-
-
-@pytest.fixture
-def fetcher(settings: Settings) -> Iterator[Fetcher]:
-    with Fetcher(settings) as f:
-        yield f
 
 
 def plan_for(settings: Settings, *urls: str) -> engine.DocumentPlan:
