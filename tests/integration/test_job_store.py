@@ -1,0 +1,57 @@
+"""The job store on nx-27017: transitions happen once, retention is a TTL index."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from pymongo import MongoClient
+
+from images_service.jobs import JobStore, job_to_api
+
+
+def _store(make_settings, days: int = 7) -> JobStore:
+    settings = make_settings({"JOB_RETENTION_DAYS": str(days)})
+    store = JobStore(MongoClient(settings.mongodb_uri, tz_aware=True), settings.jobs_database,
+                     retention_days=settings.job_retention_days)
+    store.ensure_indexes()
+    return store
+
+
+def test_finished_jobs_expire_after_the_retention(make_settings) -> None:
+    store = _store(make_settings, days=7)
+    ttl = [ix for ix in store.collection.list_indexes() if "expireAfterSeconds" in ix]
+    assert [dict(ix["key"]) for ix in ttl] == [{"retention.expire_at": 1}]
+    job = store.create("collection", "serpy_db", "hotels")
+    assert "retention" not in store.get(job["_id"])  # active jobs never expire
+    store.mark_running(job["_id"])
+    store.finish(job["_id"], "completed", progress={"documents_total": 2, "documents_done": 2})
+    expire_at = store.get(job["_id"])["retention"]["expire_at"]
+    expected = datetime.now(timezone.utc) + timedelta(days=7)
+    assert abs((expire_at - expected).total_seconds()) < 60
+
+
+def test_a_finished_job_never_comes_back_to_life(make_settings) -> None:
+    store = _store(make_settings)
+    job = store.create("batch", "serpy_db", "hotels", filter={"a": {"$gt": 1}}, limit=5)
+    assert store.mark_running(job["_id"]) is True
+    assert store.mark_running(job["_id"]) is False  # only once
+    assert store.cancel(job["_id"])["status"] == "cancelled"
+    assert store.finish(job["_id"], "completed") is None
+    assert store.mark_running(job["_id"]) is False
+    api = job_to_api(store.get(job["_id"]))
+    assert api["status"] == "cancelled" and api["filter"] == {"a": {"$gt": 1}} and api["limit"] == 5
+    assert api["finished_at"].endswith("Z")
+
+
+def test_progress_only_moves_forward_and_errors_keep_the_last_100(make_settings) -> None:
+    store = _store(make_settings)
+    job = store.create("collection", "serpy_db", "hotels")
+    store.record_progress(job["_id"], {"documents_done": 5, "images_total": 10})
+    store.record_progress(job["_id"], {"documents_done": 3, "images_total": 12})  # late, older
+    for batch in range(3):
+        store.record_progress(job["_id"], {}, [{"document_id": f"d{batch}-{i}", "url": None,
+                                                "code": "http_404", "message": "x"} for i in range(40)])
+    api = job_to_api(store.get(job["_id"]))
+    assert api["progress"]["documents_done"] == 5 and api["progress"]["images_total"] == 12
+    assert len(api["errors"]) == 100 and api["errors"][-1]["document_id"] == "d2-39"
+    assert api["errors"][0]["document_id"] == "d0-20"
