@@ -16,7 +16,7 @@ import redis
 from bson import ObjectId, json_util
 from bson.errors import InvalidBSON, InvalidDocument
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from images_service import metrics
 from images_service.errors import InvalidFilter, InvalidRequest, NotFound, Unavailable, UnsafePathError
@@ -34,6 +34,14 @@ FORBIDDEN_OPERATORS = frozenset({
 MAX_FILTER_DEPTH = 20
 MAX_FILTER_BYTES = 64 * 1024
 MAX_LIMIT = 100_000
+
+
+class JobExists(Exception):
+    """A job with the requested deterministic ``job_id`` exists (the listener's de-duplication)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} already exists")
+        self.job_id = job_id
 
 
 class EnqueuesScans(Protocol):
@@ -157,6 +165,9 @@ class Triggers:
                 self.jobs.ensure_indexes()
                 self._indexes_ready = True
             job = self.jobs.create(job_type, database, collection, **fields)
+        except DuplicateKeyError:
+            # Only callers that pass a deterministic job_id (the listener) can get here.
+            raise JobExists(str(fields.get("job_id"))) from None
         except PyMongoError as exc:
             raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
         try:
@@ -209,7 +220,12 @@ class Triggers:
 
     def change_stream_job(self, database: str, collection: str, source_id: Any, *,
                           trigger: str, job_id: str | None = None) -> dict[str, Any]:
-        """A job for one document found by the listener (no collection check: it exists)."""
+        """A job for one document found by the listener (no collection check: it exists).
+
+        With a deterministic ``job_id`` the creation is idempotent: a second call raises
+        :class:`JobExists` and enqueues nothing (workers/listener_enqueue.py repairs a job
+        that was created but never enqueued).
+        """
         return self._start("change_stream", database, collection,
                            document_id=layout.document_id_str(source_id),
                            source={"id": json_util.dumps(source_id), "trigger": trigger},

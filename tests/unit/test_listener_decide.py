@@ -1,0 +1,134 @@
+"""The listener's trigger rules and idempotency keys (workers/listener_decide.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from bson import ObjectId
+
+from images_service.settings import load_settings
+from workers.listener_decide import (
+    FLAG,
+    INSERT,
+    decide,
+    decide_scanned,
+    field_value,
+    job_id_for,
+    scan_filter,
+    scan_projection,
+)
+
+SETTINGS = load_settings({})
+DONE = {"status": "completed", "job_id": "job-1", "downloaded": 1, "failed": 0}
+
+
+def make_doc(**overrides):
+    doc = {"_id": ObjectId("507f1f77bcf86cd799439011"), "name": "Hotel",
+           "images": ["https://cdn.example.com/a.jpg"]}
+    doc.update(overrides)
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def test_an_inserted_document_with_images_triggers_insert():
+    decision = decide(make_doc(), "insert", "db", "hotels", SETTINGS)
+    assert decision is not None and decision.trigger == INSERT and decision.version is None
+
+
+@pytest.mark.parametrize("doc", [
+    make_doc(images=None),                      # no image field
+    make_doc(images=["ftp://x/a.jpg", 3, ""]),  # nothing that counts as an image URL
+    make_doc(images_download=DONE),             # already downloaded (a replayed insert)
+])
+def test_inserts_that_need_nothing(doc):
+    assert decide(doc, "insert", "db", "hotels", SETTINGS) is None
+
+
+def test_inserts_are_ignored_without_watch_inserts():
+    settings = replace(SETTINGS, watch_inserts=False)
+    assert decide(make_doc(), "insert", "db", "hotels", settings) is None
+    flagged = decide(make_doc(download_images=True), "insert", "db", "hotels", settings)
+    assert flagged.trigger == FLAG
+
+
+@pytest.mark.parametrize("operation", ["insert", "update", "replace", "scan"])
+@pytest.mark.parametrize("flag", [True, 1])  # nx-27017 reads a $set boolean back as 1
+def test_a_true_flag_triggers_after_any_operation(operation, flag):
+    decision = decide(make_doc(download_images=flag), operation, "db", "hotels", SETTINGS)
+    assert decision is not None and decision.trigger == FLAG
+
+
+@pytest.mark.parametrize("flag", [False, 0, "true", None, 2])
+def test_other_flag_values_do_not_trigger_on_update(flag):
+    assert decide(make_doc(download_images=flag), "update", "db", "hotels", SETTINGS) is None
+
+
+def test_an_insert_with_images_and_the_flag_is_one_job_the_same_the_scan_computes():
+    doc = make_doc(download_images=True)
+    by_event = decide(doc, "insert", "db", "hotels", SETTINGS)
+    by_scan = decide_scanned(doc, "db", "hotels", SETTINGS)
+    assert by_event == by_scan and by_event.trigger == FLAG
+
+
+def test_updates_of_other_fields_and_the_write_back_trigger_nothing():
+    assert decide(make_doc(rating=5), "update", "db", "hotels", SETTINGS) is None
+    written_back = make_doc(download_images=False, images_download=DONE)
+    assert decide(written_back, "update", "db", "hotels", SETTINGS) is None
+    assert decide_scanned(written_back, "db", "hotels", SETTINGS) is None
+
+
+def test_a_document_flagged_again_after_its_download_is_a_new_version():
+    first = decide(make_doc(download_images=True), "update", "db", "hotels", SETTINGS)
+    again = decide(make_doc(download_images=True, images_download=DONE), "update", "db",
+                   "hotels", SETTINGS)
+    assert first.version is None and again.version == "job-1"
+    assert first.job_id != again.job_id
+    # ... while replays of the same version agree
+    assert again == decide(make_doc(download_images=True, images_download=DONE, other=1),
+                           "replace", "db", "hotels", SETTINGS)
+
+
+def test_job_ids_are_deterministic_and_distinguish_everything_in_the_key():
+    base = job_id_for("db", "hotels", 1, FLAG, None)
+    assert base == job_id_for("db", "hotels", 1, FLAG, None)
+    assert len(base) == 32 and int(base, 16) >= 0
+    others = {job_id_for("db", "hotels", "1", FLAG, None),
+              job_id_for("db", "hotels", 1.5, FLAG, None),
+              job_id_for("db2", "hotels", 1, FLAG, None),
+              job_id_for("db", "shops", 1, FLAG, None),
+              job_id_for("db", "hotels", 1, INSERT, None),
+              job_id_for("db", "hotels", 1, FLAG, "j")}
+    assert base not in others and len(others) == 6
+
+
+def test_dotted_fields_nested_or_flat_as_nx_projects_them():
+    settings = replace(SETTINGS, download_flag_field="meta.download",
+                       status_field="meta.status", image_fields=("media.gallery",))
+    nested = {"_id": 1, "meta": {"download": True, "status": {"job_id": "j"}},
+              "media": {"gallery": ["https://x/a.jpg"]}}
+    assert decide(nested, "update", "db", "c", settings).version == "j"
+    assert field_value({"a.b": 1}, "a.b") == 1  # nx-27017 returns a dotted projection flat
+    assert field_value({"a": {"b": 2}, "a.b": 1}, "a.b") == 2
+    assert scan_projection(settings) == {"media": 1, "meta": 1}
+
+
+def test_the_scan_filter_matches_the_rules():
+    assert scan_filter(SETTINGS) == {"$or": [
+        {"download_images": True},
+        {"$and": [{"images_download.status": {"$exists": False}},
+                  {"$or": [{"images": {"$exists": True}}]}]},
+    ]}
+    assert scan_filter(replace(SETTINGS, watch_inserts=False)) == {"download_images": True}
+
+
+def test_without_write_back_the_scan_only_backfills_flags():
+    settings = replace(SETTINGS, status_field="")
+    assert scan_filter(settings) == {"download_images": True}
+    assert decide_scanned(make_doc(), "db", "hotels", settings) is None
+    assert decide_scanned(make_doc(download_images=1), "db", "hotels", settings).trigger == FLAG
+    # events still apply the insert rule
+    assert decide(make_doc(), "insert", "db", "hotels", settings).trigger == INSERT
+
+
+def test_a_deleted_document_needs_nothing():
+    assert decide(None, "update", "db", "hotels", SETTINGS) is None

@@ -1,0 +1,151 @@
+"""What the listener does with one document: the trigger rules of contract §4, in Python.
+
+The listener never trusts what a change event says about the document (nx-27017 quirk:
+``fullDocument`` is a mangled write-time snapshot and ``updateDescription`` is ``None``); it
+re-reads the document by ``documentKey._id`` and decides here, from the document as it is
+now. The catch-up scan decides with the same function, so an event and a scan that see the
+same document version compute the same job id and can never create two jobs.
+
+Rules, in order (one job per event even when both match: the flag wins):
+
+1. ``DOWNLOAD_FLAG_FIELD`` is true → trigger ``flag``, version = ``STATUS_FIELD.job_id`` (the
+   job of the last write-back, or none). A document flagged again after its previous download
+   finished has a new version, so it triggers again; the service's own write-back sets the
+   flag to false, so it never triggers.
+2. the operation is an insert (or a scan), ``WATCH_INSERTS`` is on, the document has at least
+   one image URL and no finished ``STATUS_FIELD`` (``status`` missing) → trigger ``insert``,
+   no version (a document is inserted once). Requiring "no status" makes a replayed insert
+   event of an already downloaded document a no-op.
+
+The job id is a hash of (database, collection, ``_id``, trigger, version): the idempotency key.
+(A flagged document rewritten after its last write-back, e.g. replaced without the status
+field, carries a stale version; workers/listener_enqueue.py continues the version then.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
+
+from images_service.settings import Settings
+from images_service.urls import extract_image_urls
+
+#: Triggers recorded on change_stream jobs (``source.trigger``).
+INSERT, FLAG = "insert", "flag"
+#: Operations a decision can be asked about: change events plus the catch-up scan.
+SCAN = "scan"
+#: Bumped if the key layout ever changes (old keys then simply stop matching).
+KEY_VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A document needs a job: which trigger, which version of the document, which job id."""
+
+    trigger: str
+    version: str | None
+    job_id: str
+
+
+def field_value(doc: Mapping[str, Any], path: str) -> Any:
+    """The value at dotted ``path``, nested or (nx-27017 quirk) stored under a flat dotted key.
+
+    nx-27017 answers a projection on ``a.b`` with a flat key ``"a.b"``; MongoDB nests it.
+    """
+    current: Any = doc
+    for segment in path.split("."):
+        if isinstance(current, Mapping) and segment in current:
+            current = current[segment]
+        else:
+            current = None
+            break
+    if current is None and "." in path and isinstance(doc, Mapping):
+        return doc.get(path)
+    return current
+
+
+def is_flagged(doc: Mapping[str, Any], settings: Settings) -> bool:
+    # nx-27017 quirk: a boolean set by a top-level $set reads back as 1, so never `is True`.
+    return field_value(doc, settings.download_flag_field) == True  # noqa: E712
+
+
+def status_of(doc: Mapping[str, Any], settings: Settings) -> Mapping[str, Any] | None:
+    if not settings.status_field:
+        return None
+    value = field_value(doc, settings.status_field)
+    return value if isinstance(value, Mapping) else None
+
+
+def is_finished(doc: Mapping[str, Any], settings: Settings) -> bool:
+    """The service wrote a finished status back (``STATUS_FIELD.status`` present)."""
+    status = status_of(doc, settings)
+    return status is not None and status.get("status") is not None
+
+
+def version_of(doc: Mapping[str, Any], settings: Settings) -> str | None:
+    status = status_of(doc, settings)
+    job_id = status.get("job_id") if status else None
+    return str(job_id) if job_id is not None else None
+
+
+def job_id_for(database: str, collection: str, source_id: Any, trigger: str,
+               version: str | None) -> str:
+    """The deterministic job id (32 hex digits, like the api's uuid4 ids)."""
+    canonical_id = json_util.dumps(source_id, json_options=CANONICAL_JSON_OPTIONS)
+    key = "\x1f".join((KEY_VERSION, database, collection, canonical_id, trigger, version or ""))
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def decide(doc: Mapping[str, Any] | None, operation: str, database: str, collection: str,
+           settings: Settings) -> Decision | None:
+    """The job ``doc`` needs after ``operation`` (insert, update, replace or scan), or None."""
+    if doc is None:  # deleted before we could read it
+        return None
+    if is_flagged(doc, settings):
+        trigger, version = FLAG, version_of(doc, settings)
+    elif operation in ("insert", SCAN) and settings.watch_inserts and \
+            not is_finished(doc, settings) and extract_image_urls(doc, settings.image_fields):
+        trigger, version = INSERT, None
+    else:
+        return None
+    job_id = job_id_for(database, collection, doc["_id"], trigger, version)
+    return Decision(trigger, version, job_id)
+
+
+def scan_filter(settings: Settings) -> dict[str, Any]:
+    """Server-side filter of the catch-up scan: flagged, or never downloaded with images.
+
+    Works on MongoDB and nx-27017 (``$or``, ``$exists: false`` on a dotted path and
+    ``{flag: true}`` all match there). With ``STATUS_FIELD`` empty a finished download
+    cannot be told apart, so only flagged documents are scanned (README: listener).
+    """
+    flagged = {settings.download_flag_field: True}
+    if not (settings.watch_inserts and settings.status_field):
+        return flagged
+    has_images = [{path: {"$exists": True}} for path in settings.image_fields]
+    pending = {f"{settings.status_field}.status": {"$exists": False}}
+    never_downloaded = {"$and": [pending, {"$or": has_images}]} if has_images else pending
+    return {"$or": [flagged, never_downloaded]}
+
+
+def scan_projection(settings: Settings) -> dict[str, int]:
+    """Top-level fields a decision needs. Whole top-level fields, not dotted paths: nx-27017
+    returns a dotted projection as a flat key (handled by :func:`field_value` anyway)."""
+    roots = {path.split(".")[0] for path in settings.image_fields}
+    roots.add(settings.download_flag_field.split(".")[0])
+    if settings.status_field:
+        roots.add(settings.status_field.split(".")[0])
+    return {root: 1 for root in sorted(roots)}
+
+
+def decide_scanned(doc: Mapping[str, Any], database: str, collection: str,
+                   settings: Settings) -> Decision | None:
+    """A document found by the catch-up scan (same rules, operation ``scan``)."""
+    if not settings.status_field and not is_flagged(doc, settings):
+        return None  # see scan_filter: without write-back only flags are backfilled
+    return decide(doc, SCAN, database, collection, settings)

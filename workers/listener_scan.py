@@ -1,0 +1,156 @@
+"""The catch-up scan: find documents that still need a job when the streams cannot say.
+
+Run after the streams are open (so nothing falls between the scan and the stream) on every
+start against a server that cannot vouch for its change history (nx-27017: stale or invalid
+tokens are accepted silently, only ~1000 events are kept, writes before the first ``watch()``
+are never captured), and on any server when a token is unusable, a stream is invalidated or
+had to be reopened after an error, a collection appears, or ``--rescan`` asks for one.
+
+Cost: one pass per collection in ``_id`` order, with one cursor read ``SCAN_BATCH`` documents
+at a time, the trigger rules' filter evaluated by the server (workers/listener_decide.py:
+``flag == true`` or "image fields present and no ``STATUS_FIELD.status``") and only the
+top-level fields a decision needs projected; then one ``$in`` query on the jobs collection per
+batch to skip documents whose job already exists. Documents that need nothing (downloaded,
+not flagged) never leave the server. Measured on nx-27017 (bench/README.md, "Listener"):
+100,000 documents, all downloaded or 1% flagged: 1.8 s per pass (~18 µs a document).
+No index is created on the users' collections; on MongoDB an index on the flag field makes
+the flagged half of the filter cheap, the other half is a collection scan either way.
+
+Progress (the namespaces left and the last ``_id`` done) is saved after every batch, so a
+scan interrupted by a crash or a lost lease resumes from there where that is enough (see
+workers/listener_loop.py). Assumes one ``_id`` type per collection for the resume (``$gt``
+compares within one BSON type).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pymongo import ASCENDING, MongoClient
+from pymongo.cursor import Cursor
+
+from images_service import metrics
+from images_service.settings import Settings
+from workers.listener_decide import decide_scanned, scan_filter, scan_projection
+
+log = logging.getLogger(__name__)
+
+#: Documents handled per scan step (one getMore of the scan's cursor) between stream polls.
+SCAN_BATCH = 500
+
+Submit = Callable[[str, str, Any, Any], str]
+
+
+class CatchUpScan:
+    """The scan in progress: a queue of namespaces, each with the last ``_id`` done."""
+
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        state = state or {}
+        self._cursor: Cursor | None = None
+        self._cursor_item: dict[str, Any] | None = None
+        self.items: list[dict[str, Any]] = list(state.get("items", []))
+        self.reasons: list[str] = list(state.get("reasons", []))
+        self.started_at: float = state.get("started_at") or time.time()
+        self.documents = int(state.get("documents", 0))
+        self.jobs = int(state.get("jobs", 0))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.items)
+
+    def state(self) -> dict[str, Any] | None:
+        if not self.items:
+            return None
+        return {"items": self.items, "reasons": self.reasons, "started_at": self.started_at,
+                "documents": self.documents, "jobs": self.jobs}
+
+    def add(self, namespaces: set[tuple[str, str]] | list[tuple[str, str]], reason: str) -> None:
+        """Scan ``namespaces`` (again from the start if already queued: the new reason may
+        concern documents the earlier pass has already gone by)."""
+        if not namespaces:
+            return
+        metrics.LISTENER_RESCANS.labels(reason).inc()
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        if not self.items:
+            self.started_at, self.documents, self.jobs = time.time(), 0, 0
+        for database, collection in sorted(namespaces):
+            self.items = [i for i in self.items
+                          if (i["database"], i["collection"]) != (database, collection)]
+            self.items.append({"database": database, "collection": collection, "last_id": None,
+                               "started": False})
+        log.warning("catch-up scan of %d collection(s) queued: %s", len(namespaces), reason)
+
+    def drop(self, database: str, collection: str) -> None:
+        if self._cursor_item is not None and \
+                (self._cursor_item["database"], self._cursor_item["collection"]) == \
+                (database, collection):
+            self.close()
+        self.items = [i for i in self.items
+                      if (i["database"], i["collection"]) != (database, collection)]
+
+    def close(self) -> None:
+        if self._cursor is not None:
+            try:
+                self._cursor.close()
+            except Exception:  # a broken cursor is gone either way
+                pass
+        self._cursor = self._cursor_item = None
+
+    def _open_cursor(self, client: MongoClient, settings: Settings,
+                     item: dict[str, Any]) -> Cursor:
+        # One cursor per pass, read batch by batch: nx-27017 evaluates a filtered query over
+        # the whole collection each time (its _id range is no index seek), so re-querying
+        # from the last _id for every batch would cost a full pass per batch. After an error
+        # or a restart the pass continues from the last _id done.
+        self.close()
+        query: dict[str, Any] = scan_filter(settings)
+        if item["last_id"] is not None:
+            query = {"$and": [query, {"_id": {"$gt": item["last_id"]}}]}
+        self._cursor = client[item["database"]][item["collection"]].find(
+            query, scan_projection(settings), sort=[("_id", ASCENDING)], batch_size=SCAN_BATCH)
+        self._cursor_item = item
+        return self._cursor
+
+    def step(self, client: MongoClient, settings: Settings, submit: Submit,
+             settled: Callable[[list[str]], set[str]]) -> None:
+        """Handle one batch of the current namespace; progress is in ``self.items[0]``.
+
+        ``submit`` may raise (service unavailable, lease lost): the documents handled before
+        are recorded in ``last_id``, the rest are read again (from there) next time.
+        """
+        item = self.items[0]
+        database, collection = item["database"], item["collection"]
+        item["started"] = True
+        try:
+            cursor = self._cursor if self._cursor_item is item else \
+                self._open_cursor(client, settings, item)
+            docs = []
+            for doc in cursor:
+                docs.append(doc)
+                if len(docs) >= SCAN_BATCH:
+                    break
+            exhausted = len(docs) < SCAN_BATCH
+            decisions = [(doc, decide_scanned(doc, database, collection, settings))
+                         for doc in docs]
+            done = settled([d.job_id for _, d in decisions if d is not None])
+            for doc, decision in decisions:
+                if decision is not None and decision.job_id not in done:
+                    submit(database, collection, doc["_id"], decision)
+                    self.jobs += 1
+                item["last_id"] = doc["_id"]
+                self.documents += 1
+        except BaseException:
+            self.close()  # continue from last_id next time
+            raise
+        if exhausted:
+            self.close()
+            self.items.pop(0)
+            if not self.items:
+                log.info("catch-up scan finished (%s): %d candidate documents, %d submitted, "
+                         "%.1f s", ", ".join(self.reasons), self.documents, self.jobs,
+                         time.time() - self.started_at)
+                self.reasons = []
