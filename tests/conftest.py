@@ -2,5 +2,6 @@ pytest_plugins = [
     "tests.support.backends",
     "tests.support.engine",
     "tests.support.image_server",
+    "tests.support.listener",
     "tests.support.pipeline",
 ]

@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 
 from pymongo import MongoClient
-from test_listener_support import (
+from tests.support.listener import (
     image_doc,
     jobs_of,
     jobs_per_document,
@@ -25,7 +25,6 @@ from test_listener_support import (
 from images_service.embedded import start_embedded_mongo, start_redis
 
 #: The ``start_listener`` fixture.
-pytest_plugins = ["test_listener_support"]
 
 #: The contract's bound on a standby taking over (seconds).
 TAKEOVER_S = 15

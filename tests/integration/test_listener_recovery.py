@@ -14,7 +14,7 @@ import time
 
 import redis
 from pymongo import MongoClient
-from test_listener_support import (
+from tests.support.listener import (
     image_doc,
     jobs_of,
     jobs_per_document,
@@ -26,7 +26,6 @@ from test_listener_support import (
 )
 
 #: The ``start_listener`` fixture.
-pytest_plugins = ["test_listener_support"]
 
 DONE = {"status": "completed", "job_id": "previous-job", "downloaded": 1, "failed": 0}
 

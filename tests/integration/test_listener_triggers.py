@@ -7,7 +7,7 @@ the job of a later "sentinel" insert exists, every earlier event has been decide
 from __future__ import annotations
 
 from pymongo import MongoClient
-from test_listener_support import (
+from tests.support.listener import (
     image_doc,
     jobs_of,
     jobs_per_document,
@@ -19,7 +19,6 @@ from test_listener_support import (
 )
 
 #: The ``start_listener`` fixture.
-pytest_plugins = ["test_listener_support"]
 
 
 def _client(settings) -> MongoClient:

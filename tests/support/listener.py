@@ -1,7 +1,6 @@
 """Helpers of the listener tests: listener subprocesses, unique namespaces, waits on jobs.
 
-Imported by the other ``test_listener_*`` modules (pytest puts this directory on
-``sys.path``); it has no tests of its own.
+Registered in tests/conftest.py; the ``test_listener_*`` modules import its helpers.
 """
 
 from __future__ import annotations
