@@ -291,9 +291,15 @@ def read_metadata(plan: DocumentPlan) -> dict[str, Any] | None:
     return metadata.read_metadata(plan.folder)
 
 
-def previous_records(plan: DocumentPlan) -> dict[int, dict[str, Any]]:
-    """The records of the existing metadata.json by index (for ``previous=``)."""
-    current = read_metadata(plan) or {}
+def previous_records(
+    plan: DocumentPlan, current: Mapping[str, Any] | None = None
+) -> dict[int, dict[str, Any]]:
+    """The records of the existing metadata.json by index (for ``previous=``).
+
+    ``current`` is the metadata already read by the caller; it is read here otherwise.
+    """
+    if current is None:
+        current = read_metadata(plan) or {}
     return {
         r["index"]: r
         for r in current.get("images", [])

@@ -268,7 +268,7 @@ class DownloadPipeline:
             with log_context(job_id=job_id, document_id=plan.document_id):
                 engine.prepare_folder(plan, self.settings)
                 current = engine.read_metadata(plan) or {}
-                previous = engine.previous_records(plan)
+                previous = engine.previous_records(plan, current)
                 same_job = current.get("job_id") == job_id
                 futures = [
                     (task, self.pool.submit(self._attempt, job_id, plan, task,
@@ -313,12 +313,10 @@ class DownloadPipeline:
                  same_job: bool) -> Outcome:
         with log_context(job_id=job_id, document_id=plan.document_id, url=task.url):
             if previous is not None and not force:
-                if same_job and previous.get("status") == DOWNLOADED:
-                    # A replay of this job's own message: the image was downloaded by it.
-                    skipped = engine.skip_record(plan, task, previous)
-                    if skipped is not None:
-                        return Outcome(record=dict(previous))
                 skipped = engine.skip_record(plan, task, previous)
+                if skipped is not None and same_job and previous.get("status") == DOWNLOADED:
+                    # A replay of this job's own message: the image was downloaded by it.
+                    return Outcome(record=dict(previous))
                 if skipped is not None:
                     metrics.DOWNLOADS.labels("skipped").inc()
                     return Outcome(record=skipped)
