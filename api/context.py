@@ -13,8 +13,8 @@ from images_service.backends import HEALTH_TIMEOUT_MS, mongo_client, redis_clien
 from images_service.jobs import JobStore
 from images_service.settings import Settings
 from images_service.triggers import Triggers
-from workers.broker import build_broker
-from workers.messages import Enqueuer
+from images_service.queueing.broker import build_broker
+from images_service.queueing.messages import Enqueuer
 
 EXTENSION_KEY = "images_service"
 #: Request-path timeouts: a backing service that does not answer becomes a quick 503.

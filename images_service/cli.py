@@ -82,9 +82,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_listener(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.listener import run_listener
-
-    return run_listener(settings, rescan=args.rescan)
+    # Exec'd like the other processes, so the command line does not import worker code.
+    argv = [sys.executable, "-m", "workers.listener"] + (["--rescan"] if args.rescan else [])
+    _exec(argv, _child_env(settings))
+    return 0  # not reached
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:

@@ -223,7 +223,7 @@ class Triggers:
         """A job for one document found by the listener (no collection check: it exists).
 
         With a deterministic ``job_id`` the creation is idempotent: a second call raises
-        :class:`JobExists` and enqueues nothing (workers/listener_enqueue.py repairs a job
+        :class:`JobExists` and enqueues nothing (workers/listener/enqueue.py repairs a job
         that was created but never enqueued).
         """
         return self._start("change_stream", database, collection,

@@ -117,8 +117,8 @@ say "installed modules and files the processes need"
 "$CHECK_VENV/bin/python" - <<'PY' || fail "installed package is incomplete"
 import importlib, pathlib, sys
 import images_service.cli as cli
-for module in ("api", "api.health", "api.metrics", "workers.app", "workers.broker",
-               "workers.listener", "images_service.settings"):
+for module in ("api", "api.health", "api.metrics", "workers.app", "images_service.queueing.broker",
+               "workers.listener.process", "images_service.settings"):
     importlib.import_module(module)
 conf = pathlib.Path(cli.__file__).resolve().parent.parent / "api" / "gunicorn_conf.py"
 if not conf.is_file():

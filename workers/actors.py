@@ -2,7 +2,7 @@
 
 Retries of *image downloads* are not Dramatiq's: first attempts run several documents in one
 message, so a failed image continues as its own delayed ``retry_image`` message carrying its
-attempt number (workers/pipeline.py). Dramatiq's Retries middleware still retries a whole
+attempt number (workers/pipeline/). Dramatiq's Retries middleware still retries a whole
 message that raised unexpectedly (MongoDB or Redis unreachable), with its own backoff; every
 step is idempotent, so such a replay is harmless.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dramatiq
 
-from workers.messages import (
+from images_service.queueing.messages import (
     DOCUMENTS_ACTOR, DOWNLOAD_QUEUE, RETRY_ACTOR, SCAN_ACTOR, SCAN_QUEUE,
 )
 from workers.services import current_pipeline

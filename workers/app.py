@@ -16,7 +16,7 @@ from dramatiq.middleware.prometheus import Prometheus
 
 from images_service.logs import configure_logging
 from images_service.settings import load_settings
-from workers.broker import install_broker
+from images_service.queueing.broker import install_broker
 from workers.services import PipelineMiddleware
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import threading
 import redis
 
 from images_service.metrics import QUEUE_MESSAGES
-from workers.broker import NAMESPACE
-from workers.messages import QUEUES
+from images_service.queueing.broker import NAMESPACE
+from images_service.queueing.messages import QUEUES
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dramatiq import Broker
 
 from images_service.backends import mongo_client, redis_client
 from images_service.settings import Settings
-from workers.messages import Enqueuer
+from images_service.queueing.messages import Enqueuer
 from workers.pipeline import DownloadPipeline
 from workers.queue_metrics import start_sampler
 

@@ -5,7 +5,7 @@ thread gets its own urllib3 ``PoolManager`` (keep-alive pools per host). ``reque
 used on this path: none of its features apply (redirects, cookies, auth and proxies are all
 handled or refused here) and its per-request bookkeeping cost about 0.35 ms of CPU per image
 in the benchmark, 40% more than urllib3 itself. Every TCP connection is made by the guarded
-connection classes (:func:`_guarded_new_conn`):
+connection classes (:mod:`.connections`):
 it resolves the host once, lets the :class:`~.address_guard.AddressGuard` judge every
 address, and connects to exactly those addresses — there is no second DNS lookup between the
 check and the connect. For https the TLS handshake (SNI, certificate check) still uses the
@@ -33,31 +33,22 @@ statuses, ``http_status`` and the parsed ``Retry-After``.
 from __future__ import annotations
 
 import hashlib
-import heapq
-import itertools
 import logging
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import certifi
 import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    NameResolutionError,
-    NewConnectionError,
-)
 from urllib3.response import BaseHTTPResponse
 
 from images_service.errors import DownloadError
 from images_service.fetching.address_guard import AddressGuard
+from images_service.fetching.connections import pool_classes
+from images_service.fetching.deadline import Attempt, Watchdog
 from images_service.fetching.retry_after import parse_retry_after
 from images_service.settings import Settings
 from images_service.storage.files import remove_quietly, temp_file
@@ -96,179 +87,6 @@ class FetchedBody:
         remove_quietly(self.path)
 
 
-# --- the deadline watchdog ---------------------------------------------------------------
-
-
-class _Attempt:
-    """Deadline state of one attempt, shared by the fetching thread and the watchdog."""
-
-    __slots__ = ("deadline", "expired", "_conn", "_done", "_lock")
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline  # time.monotonic() seconds
-        self.expired = False
-        self._conn: HTTPConnection | None = None
-        self._done = False
-        self._lock = threading.Lock()
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def attach(self, conn: HTTPConnection) -> None:
-        """The connection now serving this attempt (called by the connection itself)."""
-        with self._lock:
-            self._conn = conn
-            if self.expired:
-                _shutdown(conn)
-
-    def expire(self) -> None:
-        """Called by the watchdog at the deadline: unblock whatever read is in progress."""
-        with self._lock:
-            if self._done:
-                return
-            self.expired = True
-            if self._conn is not None:
-                _shutdown(self._conn)
-
-    def finish(self) -> None:
-        with self._lock:
-            self._done = True
-            self._conn = None
-
-
-def _shutdown(conn: HTTPConnection) -> None:
-    sock = getattr(conn, "sock", None)
-    if sock is None:
-        return
-    try:
-        # socket.socket.shutdown, not SSLSocket.shutdown: the latter also drops the TLS
-        # object under the feet of the reading thread.
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-class _Watchdog:
-    """One daemon thread that expires attempts at their deadlines (started on first use)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Attempt]] = []
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def watch(self, attempt: _Attempt) -> None:
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("Fetcher is closed")
-            heapq.heappush(self._heap, (attempt.deadline, next(self._seq), attempt))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="fetch-deadline-watchdog", daemon=True
-                )
-                self._thread.start()
-            elif self._heap[0][2] is attempt:
-                self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._closed:
-                        return
-                    now = time.monotonic()
-                    if self._heap and self._heap[0][0] <= now:
-                        break
-                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
-                due = []
-                while self._heap and self._heap[0][0] <= now:
-                    due.append(heapq.heappop(self._heap)[2])
-            for attempt in due:
-                attempt.expire()  # a no-op for attempts that already finished
-
-
-# --- guarded connections -------------------------------------------------------------------
-
-
-def _guarded_new_conn(conn: Any) -> socket.socket:
-    """Resolve, check every address, connect to a checked address (urllib3's _new_conn)."""
-    guard: AddressGuard = conn.address_guard
-    attempt: _Attempt | None = getattr(conn.fetch_local, "attempt", None)
-    try:
-        entries = guard.resolve(conn._dns_host, conn.port)
-    except socket.gaierror as e:
-        raise NameResolutionError(conn.host, conn, e) from e
-    except UnicodeError as e:
-        raise DownloadError("invalid_url", f"host {conn.host!r} is not a valid name") from e
-    timeout = conn.timeout if isinstance(conn.timeout, (int, float)) else None
-    error: OSError | None = None
-    for family, socktype, proto, sockaddr in entries:
-        if attempt is not None:
-            remaining = attempt.remaining()
-            if remaining <= 0:
-                raise ConnectTimeoutError(conn, f"Connection to {conn.host} hit the deadline")
-            timeout = remaining if timeout is None else min(timeout, remaining)
-        sock = socket.socket(family, socktype, proto)
-        try:
-            for option in conn.socket_options or ():
-                sock.setsockopt(*option)
-            sock.settimeout(timeout)
-            if conn.source_address:
-                sock.bind(conn.source_address)
-            sock.connect(sockaddr)
-            return sock
-        except OSError as e:
-            sock.close()
-            error = e
-    if isinstance(error, TimeoutError):
-        raise ConnectTimeoutError(
-            conn, f"Connection to {conn.host} timed out. (connect timeout={timeout})"
-        ) from error
-    raise NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
-
-
-class _GuardedConnectionMixin:
-    """Resolve, check and connect in one place, and tie the socket to the attempt's deadline."""
-
-    address_guard: AddressGuard
-    fetch_local: threading.local
-
-    def _new_conn(self) -> socket.socket:
-        return _guarded_new_conn(self)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        attempt = getattr(self.fetch_local, "attempt", None)
-        if attempt is not None:
-            attempt.attach(self)  # type: ignore[arg-type]
-        super().request(*args, **kwargs)  # type: ignore[misc]
-
-
-class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
-    pass
-
-
-class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
-    pass
-
-
-def _pool_classes(guard: AddressGuard, local: threading.local) -> dict[str, type]:
-    """Pool classes for a PoolManager whose connections go through ``guard``."""
-    attrs = {"address_guard": guard, "fetch_local": local}
-    http_conn = type("GuardedHTTPConnection", (_GuardedHTTPConnection,), attrs)
-    https_conn = type("GuardedHTTPSConnection", (_GuardedHTTPSConnection,), attrs)
-    return {
-        "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-        "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
-    }
-
-
-# --- the fetcher ---------------------------------------------------------------------------
 
 
 def check_url(url: str) -> str:
@@ -323,8 +141,8 @@ class Fetcher:
             "Accept-Encoding": "identity",
         }
         self._local = threading.local()
-        self._pool_classes = _pool_classes(self.guard, self._local)
-        self._watchdog = _Watchdog()
+        self._pool_classes = pool_classes(self.guard, self._local)
+        self._watchdog = Watchdog()
         self._pools: list[urllib3.PoolManager] = []
         self._pools_lock = threading.Lock()
 
@@ -348,7 +166,7 @@ class Fetcher:
         Raises DownloadError: ``invalid_url``, ``blocked_address``, ``timeout``,
         ``connection_error``, ``http_<status>``, ``too_many_redirects``, ``too_large``.
         """
-        attempt = _Attempt(time.monotonic() + self.deadline_s)
+        attempt = Attempt(time.monotonic() + self.deadline_s)
         self._local.attempt = attempt
         self._watchdog.watch(attempt)
         try:
@@ -367,7 +185,7 @@ class Fetcher:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _fetch(self, url: str, dest_dir: Path, attempt: _Attempt) -> FetchedBody:
+    def _fetch(self, url: str, dest_dir: Path, attempt: Attempt) -> FetchedBody:
         pool = self._pool()
         current = check_url(url)
         for redirects in range(MAX_REDIRECTS + 1):
@@ -418,7 +236,7 @@ class Fetcher:
         final_url: str,
         redirects: int,
         dest_dir: Path,
-        attempt: _Attempt,
+        attempt: Attempt,
     ) -> FetchedBody:
         declared = (response.headers.get("Content-Length") or "").strip()
         if declared.isdigit() and int(declared) > self.max_bytes:

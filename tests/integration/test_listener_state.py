@@ -15,14 +15,14 @@ from images_service.backends import mongo_client, redis_client
 from images_service.errors import Unavailable
 from images_service.jobs import JobStore
 from images_service.triggers import Triggers
-from workers import listener_scan
-from workers.broker import build_broker
-from workers.listener_checkpoint import Fenced, StateStore
-from workers.listener_decide import decide_scanned, job_id_for
-from workers.listener_enqueue import DEDUPLICATED, ENQUEUED, REPAIRED, JobSubmitter, LeaseLost
-from workers.listener_lease import Lease
-from workers.listener_scan import CatchUpScan
-from workers.messages import Enqueuer
+from workers.listener import scan as listener_scan
+from images_service.queueing.broker import build_broker
+from workers.listener.checkpoint import Fenced, StateStore
+from workers.listener.decide import decide_scanned, job_id_for
+from workers.listener.enqueue import DEDUPLICATED, ENQUEUED, REPAIRED, JobSubmitter, LeaseLost
+from workers.listener.lease import Lease
+from workers.listener.scan import CatchUpScan
+from images_service.queueing.messages import Enqueuer
 
 SCAN_MESSAGES = "images-service:images-scan.msgs"
 

@@ -24,15 +24,15 @@ from images_service.backends import mongo_client, redis_client
 from images_service.errors import Unavailable
 from images_service.jobs import JobStore
 from images_service.triggers import Triggers
-from workers import listener_loop
-from workers.broker import build_broker
-from workers.listener_checkpoint import StateStore
-from workers.listener_enqueue import CrashPoints, JobSubmitter
-from workers.listener_lease import Lease
-from workers.listener_loop import LeaderTerm, ListenerServices
-from workers.listener_scan import CatchUpScan
-from workers.listener_stream import Capabilities
-from workers.messages import Enqueuer
+from workers.listener import loop as listener_loop
+from images_service.queueing.broker import build_broker
+from workers.listener.checkpoint import StateStore
+from workers.listener.enqueue import CrashPoints, JobSubmitter
+from workers.listener.lease import Lease
+from workers.listener.loop import LeaderTerm, ListenerServices
+from workers.listener.scan import CatchUpScan
+from workers.listener.stream import Capabilities
+from images_service.queueing.messages import Enqueuer
 
 #: History guarantee of a real replica set; streams and filters stay the portable ones
 #: (nx-27017 has no database streams, and drops every event on a richer $match).

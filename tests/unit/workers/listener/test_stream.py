@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from bson.timestamp import Timestamp
 
 from images_service.settings import WatchNamespace, load_settings
-from workers.listener_stream import (
+from workers.listener.stream import (
     Capabilities,
     Source,
     detect_capabilities,

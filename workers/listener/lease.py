@@ -12,7 +12,7 @@ SAFETY_MARGIN_S``, measured on its own monotonic clock, which keeps running whil
 is paused (SIGSTOP) or cut off from Redis. So a leader that wakes after its lease expired
 sees :meth:`Lease.valid` false before anything else, without asking Redis; the main loop
 checks it right before every enqueue and every checkpoint write, and checkpoint writes are
-also fenced in MongoDB by the epoch (workers/listener_checkpoint.py).
+also fenced in MongoDB by the epoch (workers/listener/checkpoint.py).
 """
 
 from __future__ import annotations

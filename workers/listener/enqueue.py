@@ -1,6 +1,6 @@
 """Turn a decision into exactly one enqueued job: the listener's de-duplication.
 
-The idempotency key is the job's ``_id`` (workers/listener_decide.py: a hash of namespace,
+The idempotency key is the job's ``_id`` (workers/listener/decide.py: a hash of namespace,
 ``_id``, trigger and document version), inserted into ``JOBS_DATABASE.jobs`` whose unique
 ``_id`` index makes "already done" atomic; it lives as long as the job (``JOB_RETENTION_DAYS``
 after it finishes), far longer than any replay window (a checkpoint is at most seconds old).
@@ -49,9 +49,9 @@ from images_service.errors import Unavailable
 from images_service.jobs import JobStore
 from images_service.logs import log_context
 from images_service.triggers import JobExists, Triggers
-from workers.listener_decide import FLAG, Decision, decide, job_id_for
-from workers.listener_lease import Lease
-from workers.messages import Enqueuer
+from workers.listener.decide import FLAG, Decision, decide, job_id_for
+from workers.listener.lease import Lease
+from images_service.queueing.messages import Enqueuer
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ Rules, in order (one job per event even when both match: the flag wins):
 
 The job id is a hash of (database, collection, ``_id``, trigger, version): the idempotency key.
 (A flagged document rewritten after its last write-back, e.g. replaced without the status
-field, carries a stale version; workers/listener_enqueue.py continues the version then.)
+field, carries a stale version; workers/listener/enqueue.py continues the version then.)
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The `images-service listener` process: change streams → change_stream jobs (contract §4).
 
 Several listener processes may run; one leads (a lease in Redis with a fencing epoch,
-workers/listener_lease.py), the others stand by and take over within ~11 s of its death.
+workers/listener/lease.py), the others stand by and take over within ~11 s of its death.
 The leader's work — streams, catch-up scans, de-duplicated enqueues, checkpoints — is one
-:class:`~workers.listener_loop.LeaderTerm`; when it ends (lease lost, a backing service gone
+:class:`~workers.listener.loop.LeaderTerm`; when it ends (lease lost, a backing service gone
 for longer than the lease) the process goes back to standing by and tries again.
 
 SIGTERM/SIGINT: the current event is finished, the checkpoint saved, the lease released (a
@@ -17,7 +17,7 @@ Metrics are served on ``LISTENER_METRICS_PORT`` (0.0.0.0); when that port is tak
 listeners on one host) the listener logs a warning and runs without its own endpoint.
 
 Test-only: ``IMAGES_SERVICE_LISTENER_CRASH_AT=point:N`` makes the process exit abruptly the
-Nth time it passes a crash point (workers/listener_enqueue.py: CrashPoints).
+Nth time it passes a crash point (workers/listener/enqueue.py: CrashPoints).
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ from images_service.jobs import JobStore
 from images_service.logs import configure_logging
 from images_service.settings import Settings
 from images_service.triggers import Triggers
-from workers.broker import build_broker
-from workers.listener_checkpoint import StateStore
-from workers.listener_enqueue import CrashPoints, JobSubmitter
-from workers.listener_lease import ACQUIRE_INTERVAL_S, Lease, LeaseKeeper
-from workers.listener_loop import BACKOFF_MAX_S, LeaderTerm, ListenerServices
-from workers.messages import Enqueuer
+from images_service.queueing.broker import build_broker
+from workers.listener.checkpoint import StateStore
+from workers.listener.enqueue import CrashPoints, JobSubmitter
+from workers.listener.lease import ACQUIRE_INTERVAL_S, Lease, LeaseKeeper
+from workers.listener.loop import BACKOFF_MAX_S, LeaderTerm, ListenerServices
+from images_service.queueing.messages import Enqueuer
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def run_listener(settings: Settings, *, rescan: bool = False) -> int:
              ", ".join(str(ns) for ns in settings.watch_namespaces))
     if not settings.status_field:
         log.warning("STATUS_FIELD is empty: nothing records a finished download, so catch-up "
-                    "scans only look for flagged documents (see workers/listener_decide.py)")
+                    "scans only look for flagged documents (see workers/listener/decide.py)")
     if rescan:
         _request_rescan(services.state, stop)
     redis_down = False

@@ -7,7 +7,7 @@ are never captured), and on any server when a token is unusable, a stream is inv
 had to be reopened after an error, a collection appears, or ``--rescan`` asks for one.
 
 Cost: one pass per collection in ``_id`` order, with one cursor read ``SCAN_BATCH`` documents
-at a time, the trigger rules' filter evaluated by the server (workers/listener_decide.py:
+at a time, the trigger rules' filter evaluated by the server (workers/listener/decide.py:
 ``flag == true`` or "image fields present and no ``STATUS_FIELD.status``") and only the
 top-level fields a decision needs projected; then one ``$in`` query on the jobs collection per
 batch to skip documents whose job already exists. Documents that need nothing (downloaded,
@@ -18,7 +18,7 @@ the flagged half of the filter cheap, the other half is a collection scan either
 
 Progress (the namespaces left and the last ``_id`` done) is saved after every batch, so a
 scan interrupted by a crash or a lost lease resumes from there where that is enough (see
-workers/listener_loop.py). Assumes one ``_id`` type per collection for the resume (``$gt``
+workers/listener/loop.py). Assumes one ``_id`` type per collection for the resume (``$gt``
 compares within one BSON type).
 """
 
@@ -34,7 +34,7 @@ from pymongo.cursor import Cursor
 
 from images_service import metrics
 from images_service.settings import Settings
-from workers.listener_decide import decide_scanned, scan_filter, scan_projection
+from workers.listener.decide import decide_scanned, scan_filter, scan_projection
 
 log = logging.getLogger(__name__)
 

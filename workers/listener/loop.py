@@ -29,12 +29,12 @@ from images_service import metrics
 from images_service.errors import Unavailable
 from images_service.logs import log_context
 from images_service.settings import Settings
-from workers.listener_checkpoint import Fenced, StateStore
-from workers.listener_decide import decide
-from workers.listener_enqueue import CrashPoints, JobSubmitter, LeaseLost
-from workers.listener_lease import Lease
-from workers.listener_scan import CatchUpScan
-from workers.listener_stream import (
+from workers.listener.checkpoint import Fenced, StateStore
+from workers.listener.decide import decide
+from workers.listener.enqueue import CrashPoints, JobSubmitter, LeaseLost
+from workers.listener.lease import Lease
+from workers.listener.scan import CatchUpScan
+from workers.listener.stream import (
     HISTORY_LOST_CODES,
     STREAM_END_OPERATIONS,
     Capabilities,

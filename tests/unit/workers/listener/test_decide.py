@@ -1,4 +1,4 @@
-"""The listener's trigger rules and idempotency keys (workers/listener_decide.py)."""
+"""The listener's trigger rules and idempotency keys (workers/listener/decide.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from bson import ObjectId
 
 from images_service.settings import load_settings
-from workers.listener_decide import (
+from workers.listener.decide import (
     FLAG,
     INSERT,
     decide,

@@ -1,0 +1,54 @@
+"""The download pipeline behind the actors: scan a job's documents, download, finish.
+
+Three steps, each a Dramatiq message (workers/actors.py) that may be delivered more than once:
+
+1. ``scan`` (:mod:`.scan`): plan the job's documents and enqueue ``download_documents``;
+2. ``download_documents`` (:mod:`.download`): first attempts, concurrently, under the caps;
+3. ``retry_image`` (:mod:`.download`): one more attempt after a backoff.
+
+:mod:`.finish` records results and finishes documents and jobs; :mod:`.context` holds what
+the steps share in one worker process; :mod:`.plans` is the message payload. Replays are
+harmless: images already stored are skipped without a request, and every count is taken once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from pymongo import MongoClient
+
+from images_service.queueing.messages import Enqueuer
+from images_service.settings import Settings
+from workers.pipeline.context import PipelineContext
+from workers.pipeline.download import Downloader
+from workers.pipeline.finish import Finisher
+from workers.pipeline.scan import Scanner
+
+
+class DownloadPipeline:
+    """The three steps over one :class:`PipelineContext`; built once per worker process."""
+
+    def __init__(self, settings: Settings, *, mongo: MongoClient, redis_client: redis.Redis,
+                 enqueuer: Enqueuer) -> None:
+        self.ctx = PipelineContext(settings, mongo=mongo, redis_client=redis_client,
+                                   enqueuer=enqueuer)
+        self.finisher = Finisher(self.ctx)
+        self.scanner = Scanner(self.ctx, self.finisher)
+        self.downloader = Downloader(self.ctx, self.finisher)
+
+    @property
+    def redis(self) -> redis.Redis:
+        return self.ctx.redis
+
+    def close(self) -> None:
+        self.ctx.close()
+
+    def scan(self, job_id: str) -> None:
+        self.scanner.scan(job_id)
+
+    def download_documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
+        self.downloader.download_documents(job_id, plans)
+
+    def retry_image(self, job_id: str, plan: dict[str, Any], index: int, attempt: int) -> None:
+        self.downloader.retry_image(job_id, plan, index, attempt)

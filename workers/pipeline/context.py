@@ -1,0 +1,72 @@
+"""What every step of the pipeline shares in one worker process: clients, caps, pool, status.
+
+Built once per process, after the fork (pymongo requires it), by
+:class:`workers.services.PipelineMiddleware`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+from pymongo import MongoClient
+
+from images_service.caps import DownloadCaps
+from images_service.fetching.fetcher import Fetcher
+from images_service.jobs import JobStore
+from images_service.progress import ProgressTracker
+from images_service.queueing.messages import Enqueuer
+from images_service.settings import Settings
+from workers.pipeline.plans import download_threads
+
+log = logging.getLogger(__name__)
+
+#: Job status is re-read from MongoDB at most this often per process (seconds): the bound on
+#: how late a cancel is seen, well inside the contract's 5 s.
+STATUS_CACHE_S = 1.0
+
+
+class PipelineContext:
+    """Clients and per-process resources of the pipeline's steps."""
+
+    def __init__(self, settings: Settings, *, mongo: MongoClient, redis_client: redis.Redis,
+                 enqueuer: Enqueuer) -> None:
+        self.settings = settings
+        self.mongo = mongo
+        self.redis = redis_client
+        self.enqueuer = enqueuer
+        self.jobs = JobStore(mongo, settings.jobs_database,
+                             retention_days=settings.job_retention_days)
+        self.progress = ProgressTracker(redis_client)
+        self.caps = DownloadCaps(redis_client, fleet_limit=settings.max_concurrent_downloads,
+                                 host_limit=settings.max_concurrent_per_domain)
+        self.fetcher = Fetcher(settings)
+        # This process's share of the fleet-wide cap (the cap itself is enforced in Redis).
+        self.pool = ThreadPoolExecutor(download_threads(settings), thread_name_prefix="download")
+        self._status: dict[str, tuple[str | None, float]] = {}
+        self._status_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.caps.close()
+        self.fetcher.close()
+
+    def job_status(self, job_id: str) -> str | None:
+        now = time.monotonic()
+        with self._status_lock:
+            cached = self._status.get(job_id)
+        if cached and now - cached[1] < STATUS_CACHE_S:
+            return cached[0]
+        status = self.jobs.status(job_id)
+        with self._status_lock:
+            self._status[job_id] = (status, now)
+            if len(self._status) > 10_000:
+                self._status.clear()
+        return status
+
+    def stopped(self, job_id: str) -> bool:
+        """The job was cancelled (or failed, or deleted): start no new download for it."""
+        return self.job_status(job_id) in (None, "cancelled", "failed")

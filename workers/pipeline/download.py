@@ -1,0 +1,151 @@
+"""Steps 2 and 3 of a job: first attempts of a few documents' images, then single retries.
+
+``download_documents`` runs the first attempt of every image of its documents concurrently
+on the process's thread pool, each download holding a fleet-wide and a per-host slot
+(images_service.caps). An image that failed in a retryable way continues as its own delayed
+``retry_image`` message, after an exponential backoff with jitter (or the server's
+Retry-After, capped), up to ``MAX_RETRIES``. Images already stored are skipped without a
+request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from images_service import engine, metrics
+from images_service.caps import SlotWaitCancelled
+from images_service.engine import DocumentPlan, ImageTask
+from images_service.errors import DownloadError
+from images_service.logs import log_context
+from images_service.storage.metadata import DOWNLOADED
+from workers.pipeline.context import PipelineContext
+from workers.pipeline.finish import Finisher
+from workers.pipeline.plans import backoff_ms, plan_from_message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    record: dict[str, Any] | None = None  #: final record for metadata.json
+    retry: DownloadError | None = None  #: a retryable failure with attempts left
+
+
+class Downloader:
+    def __init__(self, ctx: PipelineContext, finisher: Finisher) -> None:
+        self.ctx = ctx
+        self.finisher = finisher
+
+    def download_documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
+        ctx = self.ctx
+        job = ctx.jobs.get(job_id)
+        if job is None:
+            return
+        force = bool(job.get("force"))
+        if ctx.stopped(job_id):
+            log.info("job %s stopped: %d documents not started", job_id, len(plans))
+            return
+        work = []
+        for data in plans:
+            plan = plan_from_message(data, ctx.settings)
+            with log_context(job_id=job_id, document_id=plan.document_id):
+                engine.prepare_folder(plan, ctx.settings)
+                current = engine.read_metadata(plan) or {}
+                previous = engine.previous_records(plan, current)
+                same_job = current.get("job_id") == job_id
+                futures = [
+                    (task, ctx.pool.submit(self.attempt, job_id, plan, task,
+                                           previous.get(task.index), force, 1, same_job))
+                    for task in plan.images
+                ]
+                work.append((plan, data, futures))
+        for plan, data, futures in work:
+            with log_context(job_id=job_id, document_id=plan.document_id):
+                done: list[dict[str, Any]] = []
+                for task, future in futures:
+                    outcome = future.result()
+                    if outcome.retry is not None:
+                        delay = backoff_ms(ctx.settings, 1, outcome.retry.retry_after_s)
+                        ctx.enqueuer.retry(job_id, data, task.index, 2, delay)
+                    else:
+                        done.append(outcome.record)
+                self.finisher.record(job, plan, data, done)
+
+    def retry_image(self, job_id: str, data: dict[str, Any], index: int, attempt: int) -> None:
+        ctx = self.ctx
+        job = ctx.jobs.get(job_id)
+        if job is None:
+            return
+        plan = plan_from_message(data, ctx.settings)
+        task = next(t for t in plan.images if t.index == index)
+        with log_context(job_id=job_id, document_id=plan.document_id, url=task.url):
+            outcome = self.attempt(job_id, plan, task, None, True, attempt, False)
+            if outcome.retry is not None:
+                delay = backoff_ms(ctx.settings, attempt, outcome.retry.retry_after_s)
+                log.info("retrying image %d in %d ms (attempt %d failed: %s)", index, delay,
+                         attempt, outcome.retry.code)
+                ctx.enqueuer.retry(job_id, data, index, attempt + 1, delay)
+                return
+            self.finisher.record(job, plan, data, [outcome.record])
+
+    def attempt(self, job_id: str, plan: DocumentPlan, task: ImageTask,
+                previous: dict[str, Any] | None, force: bool, attempt: int,
+                same_job: bool) -> Outcome:
+        """One attempt at one image, holding its slots; never raises DownloadError."""
+        ctx = self.ctx
+        with log_context(job_id=job_id, document_id=plan.document_id, url=task.url):
+            if previous is not None and not force:
+                skipped = engine.skip_record(plan, task, previous)
+                if skipped is not None and same_job and previous.get("status") == DOWNLOADED:
+                    # A replay of this job's own message: the image was downloaded by it.
+                    return Outcome(record=dict(previous))
+                if skipped is not None:
+                    metrics.DOWNLOADS.labels("skipped").inc()
+                    return Outcome(record=skipped)
+            if ctx.stopped(job_id):
+                return Outcome(record=engine.failed_record(
+                    task, DownloadError("cancelled", "job cancelled before this image started"),
+                    attempt - 1))
+            host = (urlsplit(task.url).hostname or "").lower() if _parsable(task.url) else ""
+            token = None
+            started = time.monotonic()
+            try:
+                if host:
+                    try:
+                        token = ctx.caps.acquire(host, should_stop=lambda: ctx.stopped(job_id))
+                    except SlotWaitCancelled:
+                        return Outcome(record=engine.failed_record(
+                            task, DownloadError("cancelled", "job cancelled while waiting"),
+                            attempt - 1))
+                    metrics.SLOT_WAIT_SECONDS.observe(time.monotonic() - started)
+                began = time.monotonic()
+                record = engine.download_image(plan, task, ctx.fetcher, ctx.settings,
+                                               previous=None, force=True, attempt=attempt)
+                metrics.DOWNLOAD_SECONDS.observe(time.monotonic() - began)
+                metrics.DOWNLOADS.labels("downloaded").inc()
+                metrics.DOWNLOAD_BYTES.inc(record.get("bytes") or 0)
+                return Outcome(record=record)
+            except DownloadError as exc:
+                metrics.DOWNLOAD_ERRORS.labels(exc.code).inc()
+                if exc.retryable and attempt <= ctx.settings.max_retries:
+                    metrics.DOWNLOADS.labels("retried").inc()
+                    return Outcome(retry=exc)
+                log.info("image %d failed after %d attempt(s): %s %s", task.index, attempt,
+                         exc.code, exc.message)
+                metrics.DOWNLOADS.labels("failed").inc()
+                return Outcome(record=engine.failed_record(task, exc, attempt))
+            finally:
+                if token:
+                    ctx.caps.release(token)
+
+
+def _parsable(url: str) -> bool:
+    try:
+        urlsplit(url).hostname
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,136 @@
+"""Step 1 of a job: page through its documents, plan each, enqueue ``download_documents``.
+
+One cursor over the collection (or filter, or the one document), batches of ``SCAN_BATCH``;
+each document is counted once (progress.plan) and sent in messages of a few documents each.
+The last ``_id`` is saved after every batch, so a scan interrupted by a crash resumes where
+it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator
+
+from bson import json_util
+from pymongo import ASCENDING
+
+from images_service import engine
+from images_service.engine import DocumentPlan
+from images_service.errors import UnsafePathError
+from images_service.jobs import FINISHED
+from images_service.logs import log_context
+from workers.pipeline.context import PipelineContext
+from workers.pipeline.finish import Finisher
+from workers.pipeline.plans import document_key, plan_to_message
+
+log = logging.getLogger(__name__)
+
+#: Documents read per scan batch (one cursor, this batch size).
+SCAN_BATCH = 500
+#: A download_documents message carries up to this many documents ...
+DOCS_PER_MESSAGE = 8
+#: ... or documents with up to about this many images in all.
+IMAGES_PER_MESSAGE = 32
+#: Scan checkpoints expire this long after their last write (seconds).
+CHECKPOINT_TTL_S = 14 * 24 * 3600
+
+
+class Scanner:
+    def __init__(self, ctx: PipelineContext, finisher: Finisher) -> None:
+        self.ctx = ctx
+        self.finisher = finisher
+
+    def scan(self, job_id: str) -> None:
+        ctx = self.ctx
+        job = ctx.jobs.get(job_id)
+        if job is None or job["status"] in FINISHED:
+            return
+        ctx.jobs.mark_running(job_id)
+        database, collection = job["database"], job["collection"]
+        with log_context(job_id=job_id, database=database, collection=collection):
+            if collection not in ctx.mongo[database].list_collection_names():
+                self.finisher.finish_job(job, "failed",
+                                         message=f"collection {database}.{collection} not found")
+                return
+            checkpoint_key = f"isv:job:{{{job_id}}}:scan_last_id"
+            raw_last = ctx.redis.get(checkpoint_key)
+            last_id = json_util.loads(raw_last) if raw_last else None
+            scanned = int(ctx.redis.get(checkpoint_key + ":count") or 0)
+            limit = job.get("limit")
+            for batch in self._documents(job, last_id, scanned):
+                if ctx.stopped(job_id):
+                    log.info("job %s stopped: scan ends early", job_id)
+                    return
+                self._plan_and_enqueue(job, batch)
+                scanned += len(batch)
+                pipe = ctx.redis.pipeline()
+                pipe.set(checkpoint_key, json_util.dumps(batch[-1]["_id"]), ex=CHECKPOINT_TTL_S)
+                pipe.set(checkpoint_key + ":count", scanned, ex=CHECKPOINT_TTL_S)
+                pipe.execute()
+                if limit and scanned >= limit:
+                    break
+            progress = ctx.progress.mark_scan_done(job_id)
+            ctx.jobs.record_progress(job_id, progress.as_job_progress())
+            log.info("job %s: scan done, %d documents", job_id,
+                     progress.counters.get("documents_total", 0))
+            if progress.complete():
+                self.finisher.finish_job(job, "completed", progress=progress.as_job_progress())
+
+    def _documents(self, job: dict[str, Any], last_id: Any,
+                   scanned: int) -> Iterator[list[dict[str, Any]]]:
+        settings = self.ctx.settings
+        coll = self.ctx.mongo[job["database"]][job["collection"]]
+        fields = job.get("image_fields") or list(settings.image_fields)
+        projection = {f: 1 for f in fields}
+        projection[settings.search_field] = 1
+        if settings.status_field:
+            projection[f"{settings.status_field}.path"] = 1
+        if job["type"] in ("document", "change_stream"):
+            doc = coll.find_one({"_id": json_util.loads(job["source"]["id"])}, projection)
+            if doc is not None and last_id is None:
+                yield [doc]
+            return
+        query: dict[str, Any] = json_util.loads(job.get("filter_json") or "{}")
+        if last_id is not None:
+            after = {"_id": {"$gt": last_id}}
+            query = {"$and": [query, after]} if query else after
+        limit = job.get("limit")
+        remaining = (limit - scanned) if limit else 0
+        if limit and remaining <= 0:
+            return
+        cursor = coll.find(query, projection, sort=[("_id", ASCENDING)], batch_size=SCAN_BATCH,
+                           limit=remaining)
+        batch: list[dict[str, Any]] = []
+        for doc in cursor:
+            batch.append(doc)
+            if len(batch) >= SCAN_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _plan_and_enqueue(self, job: dict[str, Any], docs: list[dict[str, Any]]) -> None:
+        ctx = self.ctx
+        job_id = job["_id"]
+        fields = job.get("image_fields")
+        plans: list[tuple[DocumentPlan, Any]] = []
+        for doc in docs:
+            try:
+                plans.append((engine.plan_document(doc, job["database"], job["collection"],
+                                                   ctx.settings, fields), doc["_id"]))
+            except UnsafePathError as exc:
+                log.warning("job %s: document %r cannot be stored: %s", job_id, doc.get("_id"), exc)
+                ctx.jobs.record_progress(job_id, {}, [{
+                    "document_id": str(doc.get("_id")), "url": None,
+                    "code": "invalid_request", "message": str(exc)}])
+        ctx.progress.plan(job_id, [(document_key(p), len(p.images)) for p, _ in plans])
+        message: list[dict[str, Any]] = []
+        images = 0
+        for plan, source_id in plans:
+            message.append(plan_to_message(plan, source_id))
+            images += len(plan.images)
+            if len(message) >= DOCS_PER_MESSAGE or images >= IMAGES_PER_MESSAGE:
+                ctx.enqueuer.documents(job_id, message)
+                message, images = [], 0
+        if message:
+            ctx.enqueuer.documents(job_id, message)
