@@ -147,6 +147,16 @@ def prepare_folder(plan: DocumentPlan, settings: Settings) -> None:
     files.ensure_document_dirs(folder)
 
 
+def claim_folder(
+    plan: DocumentPlan, *, job_id: str, lock: AbstractContextManager[Any] | None = None
+) -> dict[str, Any]:
+    """Claim the document's folder (after :func:`prepare_folder`); returns its metadata.
+
+    Raises FolderConflict when the folder's metadata.json names another document.
+    """
+    return metadata.claim(plan.folder, plan.header, job_id=job_id, urls=plan.urls, lock=lock)
+
+
 def download_image(
     plan: DocumentPlan,
     task: ImageTask,
@@ -322,10 +332,11 @@ def download_document(
     """Download every image of ``doc`` (one attempt each) and write its metadata.json.
 
     Failed images are recorded as failed; nothing is retried here. Returns the metadata.
+    Raises FolderConflict when the folder belongs to another document.
     """
     plan = plan_document(doc, database, collection, settings, image_fields)
     prepare_folder(plan, settings)
-    previous = previous_records(plan)
+    previous = previous_records(plan, claim_folder(plan, job_id=job_id))
     own_fetcher = fetcher is None
     active = fetcher if fetcher is not None else Fetcher(settings)
 

@@ -50,6 +50,18 @@ class DownloadError(ServiceError):
         return self.code in RETRYABLE_CODES
 
 
+class FolderConflict(DownloadError):
+    """The document's folder belongs to another document (its metadata.json names it).
+
+    Two documents whose folder names coincide (``_id`` ``"hotel-ritz"`` without a name and
+    ``_id`` ``"hotel"`` named "Ritz") never share a folder: the later one's images fail with
+    ``folder_conflict``, which is not retried (contract §10).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("folder_conflict", message)
+
+
 class UnsafePathError(ServiceError):
     """A database, collection or document id is not safe as a path segment."""
 

@@ -6,6 +6,11 @@ default is :class:`~images_service.storage.files.FolderLock`, an ``flock`` on th
 covers threads and processes of one host). The file is replaced atomically, so readers never
 see a partial document.
 
+A folder belongs to the document its metadata.json names (contract §10): :func:`claim`
+writes a first metadata.json for a new folder before any image is stored in it, and both
+:func:`claim` and :func:`merge` refuse, with :class:`~images_service.errors.FolderConflict`,
+to touch a folder whose metadata.json names another document.
+
 Merging is by image index. Records are kept only while they still describe the document:
 an index beyond the current URL list, or whose URL is no longer the one at that position, is
 dropped (the URL list changed since it was written).
@@ -22,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from images_service.errors import FolderConflict
 from images_service.storage.files import FolderLock, atomic_write_bytes
 from images_service.storage.layout import METADATA_FILE
 
@@ -112,6 +118,43 @@ def write_metadata(folder: Path, metadata: Mapping[str, Any]) -> None:
     atomic_write_bytes(metadata_path(folder), data)
 
 
+def check_owner(current: Mapping[str, Any] | None, header: DocumentHeader) -> None:
+    """Raise FolderConflict unless ``current`` (a metadata.json, or None) is ``header``'s."""
+    if not current:
+        return
+    owner = (current.get("database"), current.get("collection"), current.get("document_id"))
+    if owner != (header.database, header.collection, header.document_id):
+        raise FolderConflict(
+            f"the folder belongs to document {owner[2]!r} of {owner[0]}.{owner[1]}, "
+            f"not to {header.document_id!r}"
+        )
+
+
+def claim(
+    folder: Path,
+    header: DocumentHeader,
+    *,
+    job_id: str,
+    urls: Sequence[str],
+    lock: AbstractContextManager[Any] | None = None,
+) -> dict[str, Any]:
+    """Make ``folder`` this document's before anything is stored in it; return its metadata.
+
+    Under ``lock``: an existing metadata.json must name this document (else FolderConflict);
+    a folder without one gets a first metadata.json with no image records yet, so a second
+    document with the same folder name finds it taken even while the first one's images
+    are still downloading (the first document's files are never overwritten).
+    """
+    with lock if lock is not None else FolderLock(folder):
+        current = read_metadata(folder)
+        check_owner(current, header)
+        if current is not None:
+            return current
+        metadata = build_metadata(header, [], job_id=job_id, total=len(urls))
+        write_metadata(folder, metadata)
+        return metadata
+
+
 def merge(
     folder: Path,
     header: DocumentHeader,
@@ -131,6 +174,7 @@ def merge(
     """
     with lock if lock is not None else FolderLock(folder):
         current = read_metadata(folder) or {}
+        check_owner(current, header)
         merged: dict[int, dict[str, Any]] = {}
         for record in current.get("images", []):
             if _matches(record, urls):

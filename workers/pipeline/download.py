@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from images_service import engine, metrics
 from images_service.caps import SlotWaitCancelled
 from images_service.engine import DocumentPlan, ImageTask
-from images_service.errors import DownloadError
+from images_service.errors import DownloadError, FolderConflict
 from images_service.logs import log_context
 from images_service.storage.metadata import DOWNLOADED
 from workers.pipeline.context import PipelineContext
@@ -54,7 +54,12 @@ class Downloader:
             plan = plan_from_message(data, ctx.settings)
             with log_context(job_id=job_id, document_id=plan.document_id):
                 engine.prepare_folder(plan, ctx.settings)
-                current = engine.read_metadata(plan) or {}
+                try:
+                    current = engine.claim_folder(plan, job_id=job_id,
+                                                  lock=self.finisher.lock(plan))
+                except FolderConflict as exc:
+                    self.finisher.conflict(job, plan, data, exc)
+                    continue
                 previous = engine.previous_records(plan, current)
                 same_job = current.get("job_id") == job_id
                 futures = [

@@ -16,6 +16,7 @@ from bson import json_util
 
 from images_service import engine, metrics
 from images_service.engine import DocumentPlan
+from images_service.errors import FolderConflict
 from images_service.storage.metadata import DOWNLOADED, FAILED, SKIPPED
 from workers.pipeline.context import PipelineContext
 from workers.pipeline.plans import document_key
@@ -24,6 +25,13 @@ log = logging.getLogger(__name__)
 
 #: metadata.json lock: held at most this long (seconds), waited for at most this long.
 LOCK_TIMEOUT_S = 60
+
+
+def document_status(counts: dict[str, int]) -> str:
+    """Write-back status (contract §10): completed, partial or failed."""
+    if counts[FAILED] == 0:
+        return "completed"
+    return "partial" if counts[DOWNLOADED] + counts[SKIPPED] else "failed"
 
 
 class Finisher:
@@ -40,7 +48,11 @@ class Finisher:
         """Merge final image records; finish the document when none of its images is left."""
         job_id = job["_id"]
         if records or not plan.images:
-            engine.record_images(plan, records, job_id=job_id, lock=self.lock(plan))
+            try:
+                engine.record_images(plan, records, job_id=job_id, lock=self.lock(plan))
+            except FolderConflict as exc:  # the folder was taken since this job claimed it
+                self.conflict(job, plan, data, exc)
+                return
         if plan.images and not records:
             return
         all_done = self.ctx.progress.image_done(job_id, document_key(plan),
@@ -49,18 +61,35 @@ class Finisher:
         if all_done:
             self.finish_document(job, plan, data)
 
-    def finish_document(self, job: dict[str, Any], plan: DocumentPlan,
-                        data: dict[str, Any]) -> None:
+    def conflict(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
+                 error: FolderConflict) -> None:
+        """The folder belongs to another document: every image of this one fails with
+        ``folder_conflict`` and its write-back says ``failed``; the folder is not touched."""
+        log.warning("job %s: document %s: %s", job["_id"], plan.document_id, error.message)
+        records = [engine.failed_record(task, error, 0) for task in plan.images]
+        if plan.images:
+            self.ctx.progress.image_done(job["_id"], document_key(plan),
+                                         [task.index for task in plan.images])
+        self.finish_document(job, plan, data, records=records, status="failed")
+
+    def finish_document(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
+                        *, records: list[dict[str, Any]] | None = None,
+                        status: str | None = None) -> None:
+        """Write back and count a document whose images are all final.
+
+        ``records`` are its final records when they are not in its metadata.json (a folder
+        conflict); by default they are read from there. ``status`` overrides the write-back
+        status computed from them.
+        """
         job_id = job["_id"]
-        meta = engine.read_metadata(plan) or {"images": []}
-        wanted = {t.index for t in plan.images}
-        records = [r for r in meta.get("images", []) if r.get("index") in wanted]
+        if records is None:
+            meta = engine.read_metadata(plan) or {"images": []}
+            wanted = {t.index for t in plan.images}
+            records = [r for r in meta.get("images", []) if r.get("index") in wanted]
         counts = {s: sum(1 for r in records if r.get("status") == s)
                   for s in (DOWNLOADED, SKIPPED, FAILED)}
-        if counts[FAILED] == 0:
-            status = "completed"
-        else:
-            status = "partial" if counts[DOWNLOADED] + counts[SKIPPED] else "failed"
+        if status is None:
+            status = document_status(counts)
         self.write_back(job_id, plan, data, status, counts)
         first, progress = self.ctx.progress.finalize(
             job_id, document_key(plan), downloaded=counts[DOWNLOADED],
