@@ -12,7 +12,9 @@ The format comes from the bytes only (never the URL or Content-Type). Steps:
    → ``corrupt_image``. JPEG is decoded with DCT scaling (``draft``, 1/8 size): libjpeg still
    entropy-decodes every scan of the file, so truncation and corrupt data are still caught
    (tests/integration check it on truncated baseline and progressive files), at a fraction
-   of the time and memory of a full-size decode.
+   of the time and memory of a full-size decode. :func:`open_validated` yields that decoded
+   frame, so derived images (:mod:`images_service.processing`) are made from the very decode
+   that proved the file valid; it may then ask for JPEG at the larger DCT scale they need.
 
 Animated GIF/WebP and multi-page TIFF: the first frame is decoded; later frames are not
 (decoding every frame of a long animation costs more than the download). The width and
@@ -24,8 +26,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -53,6 +58,23 @@ class ImageInfo:
     bytes: int
 
 
+#: Called with the opened, not yet decoded image; returns the smallest size (in the file's
+#: own orientation, pixels) the decoded first frame must have. Only JPEG can decode smaller.
+DecodeSize = Callable[[Image.Image], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image proved valid: its format and size, and its decoded first frame."""
+
+    format: str
+    width: int  #: of the image in the file; ``image.size`` is smaller when JPEG was drafted
+    height: int
+    image: Image.Image
+    #: The frame was decoded at 1/reduction of the file's size (JPEG DCT scaling: 1, 2, 4, 8).
+    reduction: int = 1
+
+
 def validate_image(
     path: str | os.PathLike[str],
     settings: Settings,
@@ -68,10 +90,42 @@ def validate_image(
     path = Path(path)
     if size is None:
         size = path.stat().st_size
+    with open_validated(path, settings, size=size) as decoded:
+        pass
+    return image_info(decoded, path, sha256=sha256, size=size)
+
+
+def image_info(
+    decoded: DecodedImage, path: str | os.PathLike[str], *, sha256: str | None, size: int
+) -> ImageInfo:
+    """The ImageInfo of a validated file (its hash computed unless given)."""
+    return ImageInfo(
+        format=decoded.format,
+        width=decoded.width,
+        height=decoded.height,
+        sha256=sha256 if sha256 is not None else file_sha256(path),
+        bytes=size,
+    )
+
+
+@contextmanager
+def open_validated(
+    source: str | os.PathLike[str] | BinaryIO,
+    settings: Settings,
+    *,
+    size: int | None = None,
+    decode_size: DecodeSize | None = None,
+) -> Iterator[DecodedImage]:
+    """Open and validate ``source``; yield its decoded first frame, closed on exit.
+
+    The decode that proves validity is the one yielded, so a caller that needs the pixels
+    (derived images) decodes once. ``decode_size`` asks for a JPEG decoded at least that
+    large instead of 1/8 scale; every scan is entropy-decoded at any scale.
+    """
     if size == 0:
         raise DownloadError("not_an_image", "the body is empty")
     try:
-        image = Image.open(path, formats=SUPPORTED_FORMATS)
+        image = Image.open(source, formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as e:
         raise DownloadError("decompression_bomb", str(e)) from e
     except UnidentifiedImageError as e:
@@ -92,21 +146,19 @@ def validate_image(
             )
         if pixels == 0:
             raise DownloadError("corrupt_image", f"image has no pixels ({width}x{height})")
-        _decode(image, image_format)
-    return ImageInfo(
-        format=image_format,
-        width=width,
-        height=height,
-        sha256=sha256 if sha256 is not None else file_sha256(path),
-        bytes=size,
-    )
+        reduction = 1
+        if image_format == "JPEG":
+            # Scale 1/8 (the largest DCT scaling) unless asked for more: every entropy-coded
+            # byte is still decoded.
+            drafted = image.draft(None, decode_size(image) if decode_size else (1, 1))
+            if drafted is not None:  # (mode, (0, 0, width / scale, height / scale))
+                reduction = round(width / drafted[1][2])
+        _decode(image)
+        yield DecodedImage(image_format, width, height, image, reduction)
 
 
-def _decode(image: Image.Image, image_format: str) -> None:
+def _decode(image: Image.Image) -> None:
     """Decode the first frame fully once; raise ``corrupt_image`` on any decoder failure."""
-    if image_format == "JPEG":
-        # Scale 1/8 (the largest DCT scaling): every entropy-coded byte is still decoded.
-        image.draft(None, (1, 1))
     try:
         image.load()
     except Image.DecompressionBombError as e:
