@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
 from images_service import __version__
+from images_service.processing.specs import (
+    VariantSpec,
+    VariantSpecError,
+    format_variants,
+    parse_variants,
+)
 
 T = TypeVar("T")
 
@@ -91,6 +97,8 @@ class Settings:
     worker_metrics_port: int = 9191
     listener_metrics_port: int = 9192
     job_retention_days: int = 30
+    # Derived images (contract §12).
+    processed_variants: tuple[VariantSpec, ...] = ()
 
     @property
     def is_development(self) -> bool:
@@ -137,6 +145,7 @@ class Settings:
             "WORKER_METRICS_PORT": str(self.worker_metrics_port),
             "LISTENER_METRICS_PORT": str(self.listener_metrics_port),
             "JOB_RETENTION_DAYS": str(self.job_retention_days),
+            "PROCESSED_VARIANTS": format_variants(self.processed_variants),
         }
 
 
@@ -345,7 +354,7 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 
 #: Every variable the service reads, for docs and tests.
-VARIABLES = ("API_KEY", "API_KEYS", *_SPEC)
+VARIABLES = ("API_KEY", "API_KEYS", *_SPEC, "PROCESSED_VARIANTS")
 
 
 def _api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -359,6 +368,18 @@ def _api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
             if key not in keys:
                 keys.append(key)
     return tuple(keys)
+
+
+def _processed_variants(env: Mapping[str, str]) -> tuple[VariantSpec, ...]:
+    """``PROCESSED_VARIANTS``: its parser names the bad entry and part, kept in the message."""
+    raw = env.get("PROCESSED_VARIANTS", "")
+    try:
+        return parse_variants(raw)
+    except VariantSpecError as e:
+        raise SettingsError(
+            f"PROCESSED_VARIANTS is invalid: {e}; expected comma-separated "
+            "NAME:WIDTHxHEIGHT:MODE:FORMAT[:QUALITY], e.g. thumb:320x320:fit:webp:80"
+        ) from None
 
 
 def read_env(dotenv_path: str | os.PathLike[str] | None = ".env") -> dict[str, str]:
@@ -379,7 +400,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     write-back, and the list variables where empty means an empty list.
     """
     env = read_env() if env is None else env
-    values: dict[str, object] = {"api_keys": _api_keys(env)}
+    values: dict[str, object] = {
+        "api_keys": _api_keys(env),
+        "processed_variants": _processed_variants(env),
+    }
     for name, (attr, parse) in _SPEC.items():
         raw = env.get(name)
         if raw is None:
