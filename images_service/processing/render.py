@@ -1,0 +1,212 @@
+"""Render the configured variants of one image from one decode (CONTRACT.md §12).
+
+Two entry points, both ending in :func:`_render_decoded`:
+
+* :func:`validate_and_render`, in the download: validation's own decode is the variants'
+  decode (:func:`images_service.validation.open_validated`). Validation alone decodes JPEG
+  at 1/8 scale, too small for most variants; with variants it asks instead for the largest
+  DCT scale that still covers the biggest variant (orientation taken into account). Every
+  scan is still entropy-decoded, so validity is proved exactly as before, and the file is
+  opened and decoded once instead of twice. Measured with ``bench/processing_bench.py``
+  (1024×768 photo-like JPEGs plus PNG/WebP, one 320×320 webp variant, one core): one decode
+  costs less CPU per image than validating and then opening the file again; the margin is
+  largest for PNG/WebP, whose only decode is the full-size one. Numbers in the README
+  are those of that script.
+* :func:`render_variants`, on a re-download: variants that are missing or whose spec changed
+  are made from the stored original (a path or a binary file object from the storage),
+  without any request to the image's server. The original is checked again on the way, as
+  the decode needs to happen anyway; if it is no longer a valid image every variant fails.
+
+Per original: first frame (validation decodes only that), EXIF orientation applied first
+(``ImageOps.exif_transpose``), then colours to a working mode (:mod:`.colour`). Per variant:
+its mode's :class:`~.modes.Plan` is computed on the original's oriented size, applied with
+one ``resize(box=…)`` (``reducing_gap`` lets Pillow ``reduce()`` by an integer factor
+first, near-identical to a full Lanczos and much faster on large originals), converted to
+sRGB and encoded in memory. A variant that fails is a :class:`VariantFailure` for that
+variant only; the others are still made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from PIL import ExifTags, Image, ImageOps
+
+from images_service.errors import DownloadError
+from images_service.processing.colour import SrgbConverter, working_image
+from images_service.processing.specs import VariantSpec
+from images_service.settings import Settings
+from images_service.validation import (
+    DecodedImage,
+    DecodeSize,
+    ImageInfo,
+    image_info,
+    open_validated,
+)
+
+logger = logging.getLogger(__name__)
+
+#: ``resize(reducing_gap=…)``: reduce() by an integer factor while the rest is >= 3× the
+#: output; Pillow's docs: 3.0 is indistinguishable from a full Lanczos resize.
+REDUCING_GAP = 3.0
+#: EXIF orientations that swap width and height (transpose, 90°, transverse, 270°).
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+PROCESSING_FAILED = "processing_failed"
+
+
+@dataclass(frozen=True)
+class RenderedVariant:
+    """One variant made: its file's bytes and what metadata.json records of it."""
+
+    name: str
+    spec: str  #: canonical spec it was made with (VariantSpec.spec)
+    format: str  #: Pillow format name: JPEG, WEBP, PNG
+    extension: str  #: .jpg, .webp, .png
+    content_type: str
+    width: int
+    height: int
+    data: bytes
+    sha256: str
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class VariantFailure:
+    """One variant that could not be made; recorded as ``{"error": {...}}`` under its name."""
+
+    name: str
+    spec: str
+    message: str
+    code: str = PROCESSING_FAILED
+
+
+VariantResult = RenderedVariant | VariantFailure
+
+
+def validate_and_render(
+    path: str | os.PathLike[str],
+    settings: Settings,
+    variants: Sequence[VariantSpec],
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+) -> tuple[ImageInfo, tuple[VariantResult, ...]]:
+    """Validate a downloaded file (as ``validate_image``) and render ``variants`` from it.
+
+    Raises DownloadError when the file is not a valid image (then no variant is made).
+    """
+    path = Path(path)
+    if size is None:
+        size = path.stat().st_size
+    with open_validated(path, settings, size=size, decode_size=_decode_size(variants)) as dec:
+        results = _render_decoded(dec, variants)
+    return image_info(dec, path, sha256=sha256, size=size), results
+
+
+def render_variants(
+    source: str | os.PathLike[str] | BinaryIO,
+    settings: Settings,
+    variants: Sequence[VariantSpec],
+) -> tuple[VariantResult, ...]:
+    """Render ``variants`` from a stored original; never raises for a bad original."""
+    if not variants:
+        return ()
+    try:
+        with open_validated(source, settings, decode_size=_decode_size(variants)) as decoded:
+            return _render_decoded(decoded, variants)
+    except DownloadError as e:
+        message = f"the original is not a valid image ({e.code}): {e.message}"
+        return tuple(VariantFailure(v.name, v.spec, message) for v in variants)
+
+
+def _decode_size(variants: Sequence[VariantSpec]) -> DecodeSize:
+    """The validation hook: the JPEG decode size that covers every variant's output."""
+
+    def decode_size(image: Image.Image) -> tuple[int, int]:
+        swaps = _orientation(image) in _SWAPS_AXES
+        width, height = image.size[::-1] if swaps else image.size
+        need_w = need_h = 1
+        for variant in variants:
+            plan = variant.resize_mode.plan((width, height), (variant.width_px, variant.height_px))
+            (out_w, out_h), (region_w, region_h) = plan.size_px, plan.region_size_px
+            # The region, decoded at 1/s, must still have out_w × out_h pixels: Pillow picks
+            # the largest s with width // need_w >= s, i.e. s <= region_w / out_w.
+            need_w = max(need_w, math.ceil(out_w * width / region_w))
+            need_h = max(need_h, math.ceil(out_h * height / region_h))
+        return (need_h, need_w) if swaps else (need_w, need_h)
+
+    return decode_size
+
+
+def _orientation(image: Image.Image) -> int:
+    return int(image.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+
+
+def _render_decoded(
+    decoded: DecodedImage, variants: Sequence[VariantSpec]
+) -> tuple[VariantResult, ...]:
+    if not variants:
+        return ()
+    image = decoded.image
+    try:
+        orientation = _orientation(image)
+        icc_profile = image.info.get("icc_profile")
+        if orientation != 1:  # exif_transpose copies the image even when nothing changes
+            image = ImageOps.exif_transpose(image)
+        image = working_image(image)
+        converter = SrgbConverter(icc_profile, image.mode)
+    except Exception as e:  # noqa: BLE001 -- Pillow raises many types; every variant fails
+        logger.warning("cannot prepare %s %s for variants: %s", decoded.format, image.mode, e)
+        message = f"cannot convert a {decoded.format} image in mode {image.mode}: {e}"
+        return tuple(VariantFailure(v.name, v.spec, message) for v in variants)
+    size_px = (decoded.height, decoded.width) if orientation in _SWAPS_AXES else (
+        decoded.width, decoded.height)
+    results: list[VariantResult] = []
+    for variant in variants:
+        try:
+            results.append(_render_one(image, size_px, decoded.reduction, converter, variant))
+        except Exception as e:  # noqa: BLE001 -- that variant only; the others go on
+            logger.warning("variant %s (%s) failed: %s", variant.name, variant.spec, e)
+            results.append(VariantFailure(variant.name, variant.spec, f"{e}"))
+    return tuple(results)
+
+
+def _render_one(
+    image: Image.Image,
+    size_px: tuple[int, int],
+    reduction: int,
+    converter: SrgbConverter,
+    variant: VariantSpec,
+) -> RenderedVariant:
+    """``image`` is the oriented working image, decoded at 1/``reduction`` of ``size_px``."""
+    plan = variant.resize_mode.plan(size_px, (variant.width_px, variant.height_px))
+    if plan.scales or reduction != 1:
+        region = tuple(edge / reduction for edge in plan.region)
+        resized = image.resize(
+            plan.size_px, Image.Resampling.LANCZOS, box=region, reducing_gap=REDUCING_GAP
+        )
+    else:
+        resized = image.crop(plan.region)
+    encoder = variant.encoder
+    data = encoder.encode(converter(resized), variant.quality)
+    return RenderedVariant(
+        name=variant.name,
+        spec=variant.spec,
+        format=encoder.pillow_format,
+        extension=encoder.extension,
+        content_type=encoder.content_type,
+        width=plan.size_px[0],
+        height=plan.size_px[1],
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
