@@ -339,3 +339,11 @@ def test_render_from_a_stored_original_that_is_no_longer_an_image() -> None:
     results = render_variants(io.BytesIO(b"<html>"), SETTINGS, [variant("a:10x10:fit:webp")])
     assert [(r.name, r.code) for r in results] == [("a", "processing_failed")]
     assert "not_an_image" in results[0].message
+
+
+@pytest.mark.parametrize("orientation", [0, 9, 65535])
+def test_a_nonsensical_orientation_is_ignored(orientation: int) -> None:
+    made = one(with_orientation(corners((64, 48)), orientation), AS_IS)
+    colours = corner_colours(open_bytes(made.data))
+    assert (made.width, made.height) == (64, 48)
+    assert near(colours["tl"], RED) and near(colours["tr"], GREEN)
