@@ -35,7 +35,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def _mongo_reachable(settings: Settings) -> bool:
     client = mongo_client(settings, timeout_ms=1500, app="images-service-dev")
     try:
-        return check_mongo(client) == "ok"
+        return check_mongo(client, quiet=True) == "ok"
     finally:
         client.close()
 
@@ -43,7 +43,7 @@ def _mongo_reachable(settings: Settings) -> bool:
 def _redis_reachable(settings: Settings) -> bool:
     client = redis_client(settings, timeout_s=1.0)
     try:
-        return check_redis(client) == "ok"
+        return check_redis(client, quiet=True) == "ok"
     finally:
         client.close()
 
