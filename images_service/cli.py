@@ -96,6 +96,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         allow_private_networks=args.allow_private_networks,
         port=args.port,
+        host=args.host,
     )
 
 
@@ -128,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--data-dir", default="./data", help="where embedded servers keep data")
     dev.add_argument("--port", type=int, default=None, help="api port (default: PORT or 8001)")
+    # Loopback by default: the dev stack runs with a printed key and may allow private
+    # networks, which must not be reachable from the LAN by accident.
+    dev.add_argument("--host", default="127.0.0.1",
+                     help="address the api binds (default 127.0.0.1; 0.0.0.0 for every interface)")
     dev.add_argument("--allow-private-networks", action="store_true",
                      help="set ALLOW_PRIVATE_NETWORKS=true (to fetch from local test servers)")
     dev.set_defaults(func=cmd_dev)
