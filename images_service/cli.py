@@ -8,6 +8,7 @@ message naming the variable, whichever process is started. ``api`` and ``worker`
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import sys
@@ -88,7 +89,27 @@ def cmd_listener(settings: Settings, args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+#: Packages of the ``[dev]`` extra the dev stack needs (the embedded MongoDB-compatible server).
+DEV_PACKAGES = ("nx_27017", "neosqlite")
+
+
+def _missing_dev_packages() -> list[str]:
+    missing = []
+    for name in DEV_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    # The production image installs the runtime only: say what to install, not a traceback.
+    missing = _missing_dev_packages()
+    if missing:
+        print(f"images-service dev: the dev stack needs {', '.join(missing)} (the [dev] extra): "
+              "pip install 'images-service[dev]'", file=sys.stderr)
+        return 2
     from images_service.devstack import run_dev_stack
 
     return run_dev_stack(
