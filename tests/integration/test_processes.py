@@ -138,7 +138,8 @@ def test_dev_stack_prints_no_secret_it_was_given(tmp_path) -> None:
     port, proc = free_port(), None
     try:
         # When the stack is up (the worker and listener reach the locked Redis too)
-        proc = _start_dev_stack(tmp_path, port, f"mongodb://svc:mongo-pass-0452@127.0.0.1:{free_port()}",
+        proc = _start_dev_stack(tmp_path, port,
+                                f"mongodb://svc:mongo-pass-0452@127.0.0.1:{free_port()}",
                                 f"redis://:redis-pass-0451@127.0.0.1:{redis_server.port}/0",
                                 API_KEY="env-key-never-printed-77")
         status, _ = wait_http_json(f"http://127.0.0.1:{port}/api/v1/jobs", proc=proc,

@@ -17,7 +17,8 @@ from images_service.redaction import mask, redact
     ("unix:///run/redis.sock?password=pw&db=1", "unix:///run/redis.sock?password=***&db=1"),
     ("mongodb://127.0.0.1:27017", "mongodb://127.0.0.1:27017"),
     ("redis://user:@host/0", "redis://user:@host/0"),
-    ("connect redis://:a1@h:1/0 failed; also mongodb://x:b2@c", "connect redis://:***@h:1/0 failed; also mongodb://x:***@c"),
+    ("connect redis://:a1@h:1/0 failed; also mongodb://x:b2@c",
+     "connect redis://:***@h:1/0 failed; also mongodb://x:***@c"),
 ])
 def test_passwords_are_replaced_and_the_rest_is_kept(raw: str, shown: str) -> None:
     assert redact(raw) == shown

@@ -197,7 +197,8 @@ def test_a_bad_uri_is_quoted_without_its_password() -> None:
 
 def test_repr_hides_api_keys_and_uri_passwords() -> None:
     s = load_settings({"API_KEYS": "first-secret-key,second-secret-key",
-                       "MONGODB_URI": "mongodb://svc:mongo-pass-1@db1:27017,db2:27017/?replicaSet=rs0",
+                       "MONGODB_URI":
+                           "mongodb://svc:mongo-pass-1@db1:27017,db2:27017/?replicaSet=rs0",
                        "REDIS_URL": "rediss://:redis-pass-2@cache:6380/1"})
     for text in (repr(s), str(s), f"{s!r}"):
         for secret in ("first-secret-key", "second-secret-key", "mongo-pass-1", "redis-pass-2"):
