@@ -24,20 +24,24 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions[EXTENSION_KEY] = ApiServices.build(settings)
 
+    from api.limits import FailedAuthLimit, build_limiter
+
     register_error_handlers(app)
-    init_auth(app, settings.api_keys, docs_open=settings.is_development)
+    limiter = build_limiter(redis_url=settings.redis_url, limit=settings.api_rate_limit)
+    init_auth(app, settings.api_keys, docs_open=settings.is_development,
+              failed_attempts=FailedAuthLimit(limiter))
     if settings.cors_origins:
         CORS(app, origins=list(settings.cors_origins), allow_headers=["Content-Type", "X-API-Key"],
              expose_headers=["Location", "Retry-After"])
 
     from api import downloads, health, jobs, openapi
-    from api.limits import init_limiter
     from api.metrics import init_metrics
 
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(downloads.bp)
     app.register_blueprint(jobs.bp)
-    init_limiter(app, redis_url=settings.redis_url, limit=settings.api_rate_limit)
+    # Attached after the auth hook, so the per-key budget counts authenticated calls only.
+    limiter.init_app(app)
     init_metrics(app)
     return app

@@ -2,14 +2,17 @@
 
 Keys are compared in constant time against each accepted key (``API_KEY`` plus ``API_KEYS``
 for rotation). The check runs before routing is trusted, so an unknown path under the prefix
-answers 401 too and reveals nothing about which routes exist.
+answers 401 too and reveals nothing about which routes exist. Failed attempts are counted per
+client address (``failed_attempts``, see api/limits.py); over that budget the answer is 429.
 """
 
 from __future__ import annotations
 
 import hmac
+from typing import Protocol
 
 from flask import Flask, request
+from werkzeug.exceptions import TooManyRequests
 
 from images_service.errors import Unauthorized
 
@@ -37,7 +40,13 @@ def path_needs_key(path: str, *, docs_open: bool) -> bool:
     return path.startswith(PREFIX) or path in ("/docs", "/openapi.json")
 
 
-def init_auth(app: Flask, accepted_keys: tuple[str, ...], *, docs_open: bool) -> None:
+class FailedAttempts(Protocol):
+    def over_limit(self, address: str | None) -> int | None:
+        """Record a failure; seconds to wait when the address is over its budget."""
+
+
+def init_auth(app: Flask, accepted_keys: tuple[str, ...], *, docs_open: bool,
+              failed_attempts: FailedAttempts | None = None) -> None:
     @app.before_request
     def _require_key() -> None:
         if request.method == "OPTIONS":  # CORS preflight carries no credentials
@@ -45,4 +54,7 @@ def init_auth(app: Flask, accepted_keys: tuple[str, ...], *, docs_open: bool) ->
         if path_needs_key(request.path, docs_open=docs_open) and not key_is_valid(
             request.headers.get("X-API-Key"), accepted_keys
         ):
+            wait_s = failed_attempts.over_limit(request.remote_addr) if failed_attempts else None
+            if wait_s is not None:
+                raise TooManyRequests("too many failed authentication attempts", retry_after=wait_s)
             raise Unauthorized("missing or invalid X-API-Key header")

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from images_service.errors import ApiError
+from images_service.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(PyMongoError)
     @app.errorhandler(RedisError)
     def _backend_down(exc: Exception) -> Response:
-        log.warning("backing service error: %s: %s", type(exc).__name__, exc)
+        log.warning("backing service error: %s: %s", type(exc).__name__, redact(str(exc)))
         return error_response(503, "unavailable", f"a backing service is unavailable: {type(exc).__name__}")
 
     @app.errorhandler(Exception)

@@ -8,6 +8,7 @@ message naming the variable, whichever process is started. ``api`` and ``worker`
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import sys
@@ -88,7 +89,27 @@ def cmd_listener(settings: Settings, args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+#: Packages of the ``[dev]`` extra the dev stack needs (the embedded MongoDB-compatible server).
+DEV_PACKAGES = ("nx_27017", "neosqlite")
+
+
+def _missing_dev_packages() -> list[str]:
+    missing = []
+    for name in DEV_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    # The production image installs the runtime only: say what to install, not a traceback.
+    missing = _missing_dev_packages()
+    if missing:
+        print(f"images-service dev: the dev stack needs {', '.join(missing)} (the [dev] extra): "
+              "pip install 'images-service[dev]'", file=sys.stderr)
+        return 2
     from images_service.devstack import run_dev_stack
 
     return run_dev_stack(
@@ -96,6 +117,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         allow_private_networks=args.allow_private_networks,
         port=args.port,
+        host=args.host,
     )
 
 
@@ -128,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--data-dir", default="./data", help="where embedded servers keep data")
     dev.add_argument("--port", type=int, default=None, help="api port (default: PORT or 8001)")
+    # Loopback by default: the dev stack runs with a printed key and may allow private
+    # networks, which must not be reachable from the LAN by accident.
+    dev.add_argument("--host", default="127.0.0.1",
+                     help="address the api binds (default 127.0.0.1; 0.0.0.0 for every interface)")
     dev.add_argument("--allow-private-networks", action="store_true",
                      help="set ALLOW_PRIVATE_NETWORKS=true (to fetch from local test servers)")
     dev.set_defaults(func=cmd_dev)

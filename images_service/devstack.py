@@ -4,6 +4,11 @@ Starts nx-27017 and/or Redis when ``MONGODB_URI`` / ``REDIS_URL`` are not reacha
 api, the worker and the listener as child processes, each in its own process group. Ctrl-C or
 SIGTERM stops every child (SIGTERM, then SIGKILL of the whole group after a grace period) and
 the embedded servers, so nothing is left running.
+
+A dev stack runs with a generated key and may allow private networks, so its api listens on
+loopback only unless ``--host`` says otherwise. The banner shows connection strings with their
+passwords redacted, and the API key only when the stack generated it (a key that came from the
+environment is the operator's secret, and terminals are logged and shared).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pymongo.uri_parser import parse_uri
 
 from images_service.backends import check_mongo, check_redis, mongo_client, redis_client
 from images_service.embedded import ManagedProcess, port_open, start_embedded_mongo, start_redis
+from images_service.redaction import redact
 from images_service.settings import Settings, read_env
 
 log = logging.getLogger("images_service.dev")
@@ -35,7 +41,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def _mongo_reachable(settings: Settings) -> bool:
     client = mongo_client(settings, timeout_ms=1500, app="images-service-dev")
     try:
-        return check_mongo(client) == "ok"
+        return check_mongo(client, quiet=True) == "ok"
     finally:
         client.close()
 
@@ -43,7 +49,7 @@ def _mongo_reachable(settings: Settings) -> bool:
 def _redis_reachable(settings: Settings) -> bool:
     client = redis_client(settings, timeout_s=1.0)
     try:
-        return check_redis(client) == "ok"
+        return check_redis(client, quiet=True) == "ok"
     finally:
         client.close()
 
@@ -73,11 +79,32 @@ def _ensure_redis(settings: Settings, data_dir: Path, servers: list[ManagedProce
     return replace(settings, redis_url=f"redis://127.0.0.1:{server.port}/0")
 
 
-def _spawn(command: str, env: dict[str, str]) -> subprocess.Popen:
+def child_argv(command: str, *, host: str) -> list[str]:
+    """The command line of one child process of the stack (``api``, ``worker``, ``listener``)."""
+    argv = [sys.executable, "-m", "images_service.cli", command]
+    return argv + ["--host", host] if command == "api" else argv
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     # Own process group: Ctrl-C in the terminal reaches only us, and we can kill the group.
-    return subprocess.Popen(
-        [sys.executable, "-m", "images_service.cli", command],
-        env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def banner(settings: Settings, *, host: str, generated_key: bool) -> str:
+    """What the stack prints once it runs: where things are, with no secret it was given."""
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown_host = f"[{shown_host}]" if ":" in shown_host else shown_host
+    base = f"http://{shown_host}:{settings.port}"
+    key = f"{settings.api_keys[0]}  (generated for this run)" if generated_key else \
+        "from API_KEY / API_KEYS (not shown)"
+    return (
+        f"\n  API       {base}/api/v1  (docs: {base}/docs; listening on {host})\n"
+        f"  API key   {key}\n"
+        f"  MongoDB   {redact(settings.mongodb_uri)}\n"
+        f"  Redis     {redact(settings.redis_url)}\n"
+        f"  images    {settings.storage_path.resolve()}\n"
+        f"  private networks allowed: {str(settings.allow_private_networks).lower()}\n"
+        "  Ctrl-C stops everything.\n"
     )
 
 
@@ -98,7 +125,8 @@ def _stop_children(children: dict[str, subprocess.Popen]) -> None:
 
 
 def run_dev_stack(
-    settings: Settings, *, data_dir: Path, allow_private_networks: bool, port: int | None
+    settings: Settings, *, data_dir: Path, allow_private_networks: bool, port: int | None,
+    host: str,
 ) -> int:
     """Run the whole service in the foreground until Ctrl-C / SIGTERM; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dev: %(message)s")
@@ -130,20 +158,8 @@ def run_dev_stack(
 
         env = {**os.environ, **settings.to_env()}
         for command in ("api", "worker", "listener"):
-            children[command] = _spawn(command, env)
-
-        key_note = "(generated for this run)" if generated_key else "(from API_KEY/API_KEYS)"
-        print(
-            f"\n  API       http://127.0.0.1:{settings.port}/api/v1  "
-            f"(docs: http://127.0.0.1:{settings.port}/docs)\n"
-            f"  API key   {settings.api_keys[0]}  {key_note}\n"
-            f"  MongoDB   {settings.mongodb_uri}\n"
-            f"  Redis     {settings.redis_url}\n"
-            f"  images    {settings.storage_path.resolve()}\n"
-            f"  private networks allowed: {str(settings.allow_private_networks).lower()}\n"
-            "  Ctrl-C stops everything.\n",
-            flush=True,
-        )
+            children[command] = _spawn(child_argv(command, host=host), env)
+        print(banner(settings, host=host, generated_key=generated_key is not None), flush=True)
         while not stop.wait(0.5):
             dead = [name for name, proc in children.items() if proc.poll() is not None]
             if dead:

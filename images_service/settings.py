@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
@@ -23,6 +23,7 @@ from images_service.processing.specs import (
     format_variants,
     parse_variants,
 )
+from images_service.redaction import mask, redact
 
 T = TypeVar("T")
 
@@ -41,8 +42,20 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
+#: Settings attributes whose values are secrets: never shown, only counted (see __repr__).
+#: A name match, so a secret added later (``s3_secret_access_key``) is hidden by default.
+SECRET_ATTR_RE = re.compile(r"(key|secret|password|token)", re.I)
+
+
 class SettingsError(ValueError):
-    """A configuration value is missing or malformed; the message names the variable."""
+    """Configuration values are missing or malformed; the message names every variable.
+
+    ``variables`` lists the names of the bad variables, in the order they were checked.
+    """
+
+    def __init__(self, message: str, variables: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.variables = variables
 
 
 @dataclass(frozen=True)
@@ -59,9 +72,13 @@ class WatchNamespace:
         return f"{self.database}.{self.collection}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
-    """Everything the service can be configured with (contract §2 plus documented extras)."""
+    """Everything the service can be configured with (contract §2 plus documented extras).
+
+    The repr hides secrets (API keys, passwords in URIs), so a settings object that ends up
+    in a log line, a traceback or a debugger print leaks nothing.
+    """
 
     api_keys: tuple[str, ...] = ()
     mongodb_uri: str = "mongodb://127.0.0.1:27017"
@@ -99,6 +116,19 @@ class Settings:
     job_retention_days: int = 30
     # Derived images (contract §12).
     processed_variants: tuple[VariantSpec, ...] = ()
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if SECRET_ATTR_RE.search(f.name):
+                text = mask(value if isinstance(value, (tuple, list)) else (value,) * bool(value))
+            elif isinstance(value, str):
+                text = repr(redact(value))
+            else:
+                text = repr(value)
+            shown.append(f"{f.name}={text}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @property
     def is_development(self) -> bool:
@@ -357,29 +387,31 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
 VARIABLES = ("API_KEY", "API_KEYS", *_SPEC, "PROCESSED_VARIANTS")
 
 
-def _api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+def _api_keys(env: Mapping[str, str], problems: dict[str, str]) -> tuple[str, ...]:
+    """The accepted keys; a malformed one is reported in ``problems`` (never quoted)."""
     keys: list[str] = []
     for name in ("API_KEY", "API_KEYS"):
         for key in _csv(env.get(name, "")):
             if len(key) < 8 or any(c.isspace() for c in key):
-                raise SettingsError(
-                    f"{name}: each key must be at least 8 characters without spaces"
-                )
-            if key not in keys:
+                problems[name] = f"{name}: each key must be at least 8 characters without spaces"
+            elif key not in keys:
                 keys.append(key)
     return tuple(keys)
 
 
-def _processed_variants(env: Mapping[str, str]) -> tuple[VariantSpec, ...]:
-    """``PROCESSED_VARIANTS``: its parser names the bad entry and part, kept in the message."""
+def _processed_variants(env: Mapping[str, str],
+                        problems: dict[str, str]) -> tuple[VariantSpec, ...]:
+    """``PROCESSED_VARIANTS``: its parser names the bad entry and part, kept in the message
+    (reported in ``problems``)."""
     raw = env.get("PROCESSED_VARIANTS", "")
     try:
         return parse_variants(raw)
     except VariantSpecError as e:
-        raise SettingsError(
+        problems["PROCESSED_VARIANTS"] = (
             f"PROCESSED_VARIANTS is invalid: {e}; expected comma-separated "
             "NAME:WIDTHxHEIGHT:MODE:FORMAT[:QUALITY], e.g. thumb:320x320:fit:webp:80"
-        ) from None
+        )
+        return ()
 
 
 def read_env(dotenv_path: str | os.PathLike[str] | None = ".env") -> dict[str, str]:
@@ -397,12 +429,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build and validate :class:`Settings` from ``env`` (default: environment + `.env`).
 
     Empty values mean "use the default", except ``STATUS_FIELD`` where empty disables
-    write-back, and the list variables where empty means an empty list.
+    write-back, and the list variables where empty means an empty list. Every variable is
+    checked before failing, so one :class:`SettingsError` names all the bad ones at once
+    (fixing a deployment one restart per variable is slow). Values are quoted in the message
+    with any URI password redacted; API keys are never quoted.
     """
     env = read_env() if env is None else env
+    problems: dict[str, str] = {}
     values: dict[str, object] = {
-        "api_keys": _api_keys(env),
-        "processed_variants": _processed_variants(env),
+        "api_keys": _api_keys(env, problems),
+        "processed_variants": _processed_variants(env, problems),
     }
     for name, (attr, parse) in _SPEC.items():
         raw = env.get(name)
@@ -418,11 +454,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             values[attr] = parse(raw)
         except (ValueError, TypeError):
             form = getattr(parse, "form", "a valid value")
-            raise SettingsError(f"{name}={raw!r} is invalid: expected {form}") from None
-    settings = Settings(**values)  # type: ignore[arg-type]
-    if settings.retry_backoff_min_ms > settings.retry_backoff_max_ms:
-        raise SettingsError(
-            "RETRY_BACKOFF_MIN_MS must not be greater than RETRY_BACKOFF_MAX_MS "
-            f"({settings.retry_backoff_min_ms} > {settings.retry_backoff_max_ms})"
+            problems[name] = f"{name}={redact(raw)!r} is invalid: expected {form}"
+    low = values.get("retry_backoff_min_ms", Settings.retry_backoff_min_ms)
+    high = values.get("retry_backoff_max_ms", Settings.retry_backoff_max_ms)
+    # Compared only when both are well-formed: a bad one is already reported.
+    backoff_parsed = not {"RETRY_BACKOFF_MIN_MS", "RETRY_BACKOFF_MAX_MS"} & problems.keys()
+    if backoff_parsed and low > high:  # type: ignore[operator]
+        problems["RETRY_BACKOFF_MIN_MS"] = (
+            f"RETRY_BACKOFF_MIN_MS must not be greater than RETRY_BACKOFF_MAX_MS ({low} > {high})"
         )
-    return settings
+    if problems:
+        raise SettingsError("; ".join(problems.values()), tuple(problems))
+    return Settings(**values)  # type: ignore[arg-type]

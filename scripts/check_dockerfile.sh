@@ -5,6 +5,8 @@
 # COPY would. Then check what the runtime stage relies on:
 #   - `images-service --help` and each process's --help work from outside the repository;
 #   - api/gunicorn_conf.py is installed where `images-service api` looks for it;
+#   - only the runtime is installed (no [dev]/[test] packages), and `images-service dev`
+#     exits 2 naming the [dev] extra;
 #   - every installed distribution is pinned, at that version, by constraints.txt.
 # Needs python3 (3.11, like the image) and access to PyPI. Exits non-zero on any failure.
 # Usage: bash scripts/check_dockerfile.sh   (about a minute; RUN_DOCKERFILE_CHECK=1 makes
@@ -127,6 +129,25 @@ if "site-packages" not in cli.__file__:
     sys.exit(f"images_service imported from {cli.__file__}, not from the venv")
 print("ok:", conf)
 PY
+
+say "the runtime only: no [dev]/[test] packages, and \`images-service dev\` says what to install"
+"$CHECK_VENV/bin/python" - <<'PY' || fail "development packages installed in the image"
+import sys
+from importlib.metadata import PackageNotFoundError, version
+present = []
+for name in ("nx-27017", "neosqlite", "psutil", "pytest"):
+    try:
+        present.append(f"{name}=={version(name)}")
+    except PackageNotFoundError:
+        pass
+print("\n".join(present) or "ok: none of nx-27017, neosqlite, psutil, pytest")
+sys.exit(1 if present else 0)
+PY
+set +e
+dev_out="$("$CHECK_VENV/bin/images-service" dev 2>&1)"; dev_code=$?
+set -e
+[ "$dev_code" -eq 2 ] && grep -q "pip install 'images-service\[dev\]'" <<<"$dev_out" \
+  || fail "images-service dev without the extra exited $dev_code: $dev_out"
 
 say "every installed distribution is pinned by constraints.txt"
 "$CHECK_VENV/bin/python" - "$REPO/constraints.txt" <<'PY' || fail "unpinned dependencies"

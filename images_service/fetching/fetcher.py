@@ -22,7 +22,9 @@ Limits of one attempt:
   ``timeout``. At the default settings a 20 MiB image must arrive at ~0.5 MB/s or faster.
 * redirects are followed here (at most :data:`MAX_REDIRECTS`), each hop through the guard;
 * ``MAX_IMAGE_BYTES``: a larger Content-Length is refused before the body is read, and the
-  running count is enforced when Content-Length is absent or wrong.
+  running count is enforced when Content-Length is absent or wrong;
+* no ``Content-Encoding`` is ever decoded, so the running count is of received bytes and a
+  compression bomb cannot inflate in memory.
 
 The body streams into a hidden temporary file in the caller's directory, hashed on the way,
 so memory stays at one chunk whatever the image size. Failures raise
@@ -195,7 +197,10 @@ class Fetcher:
                 redirect=False,
                 retries=False,
                 preload_content=False,
-                decode_content=True,
+                # Never inflate: a server may send Content-Encoding despite "identity", and a
+                # few kB of gzip can expand far past MAX_IMAGE_BYTES. The bytes are stored as
+                # received (a compressed body is then refused as not an image).
+                decode_content=False,
                 timeout=self._timeout,
                 headers=self._headers,
             )

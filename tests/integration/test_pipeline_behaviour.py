@@ -106,11 +106,15 @@ def test_worker_killed_mid_job_another_worker_finishes(make_settings, start_work
     start_worker(settings, threads=8, name="second")
     job = wait_job(client, job_id, timeout_s=120)
     assert job["status"] == "completed"
-    assert job["progress"] == {"documents_total": 30, "documents_done": 30, "images_total": 90,
-                               "images_downloaded": job["progress"]["images_downloaded"],
-                               "images_skipped": job["progress"]["images_skipped"],
-                               "images_failed": 0}
-    assert job["progress"]["images_downloaded"] + job["progress"]["images_skipped"] == 90
+    progress = dict(job["progress"])
+    downloaded, skipped = progress.pop("images_downloaded"), progress.pop("images_skipped")
+    assert progress == {"documents_total": 30, "documents_done": 30, "images_total": 90,
+                        "images_failed": 0}
+    # Every image counted once: fetched by one of the workers, or found on disk by the second
+    # (written by the first before it died). The first had finished >= 3 documents (9 images)
+    # and progress only moves forward; each download needed at least one request.
+    assert downloaded + skipped == 90
+    assert 9 <= downloaded <= image_server.hits()
     files = _all_files(settings.storage_path)
     images = [f for f in files if f.parent.name == "original"]
     assert len(images) == 90 and all(f.name.startswith("img_") for f in images)

@@ -37,8 +37,9 @@ def test_collection_job_completes_with_exact_counters(make_settings, start_worke
     assert job["status"] == "completed", job
     assert job["progress"] == {"documents_total": 12, "documents_done": 12, "images_total": 36,
                                "images_downloaded": 35, "images_skipped": 0, "images_failed": 1}
-    assert job["errors"] == [{"document_id": str(ids[0]), "url": image_server.url("/status/404"),
-                              "code": "http_404", "message": job["errors"][0]["message"]}]
+    missing = image_server.url("/status/404")
+    assert job["errors"] == [{"document_id": str(ids[0]), "url": missing, "code": "http_404",
+                              "message": f"HTTP 404 Not Found from {missing}"}]
     assert image_server.hits("/status/404") == 1  # 404 is not retried
     # metadata.json and files in the contract layout
     folder = settings.storage_path / "serpy_db" / "hotels" / f"{ids[3]}-hotel-3"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import psutil
 import pytest
 
-from images_service.embedded import free_port
+from images_service.embedded import free_port, start_redis
 from tests.support.processes import (
     descendants, kill_group, service_command, spawn, terminate_and_wait, wait_http_json,
 )
@@ -81,23 +82,78 @@ def test_background_processes_stop_cleanly_on_sigterm(command, mongo_uri, redis_
         kill_group(proc)
 
 
-def test_dev_stack_starts_embedded_mongo_and_leaves_nothing_behind(redis_url, tmp_path) -> None:
-    port, mongo_port = free_port(), free_port()
-    env = {"MONGODB_URI": f"mongodb://127.0.0.1:{mongo_port}", "REDIS_URL": redis_url,
+def _start_dev_stack(tmp_path, port: int, mongo_uri: str, redis_url: str,
+                     **env: str) -> subprocess.Popen:
+    """`images-service dev` with small sizing, once its api answers /health with both ok."""
+    env = {"MONGODB_URI": mongo_uri, "REDIS_URL": redis_url,
            "WORKER_PROCESSES": "1", "WORKER_THREADS": "2", "API_WORKERS": "1",
-           "WORKER_METRICS_PORT": str(free_port()), "LISTENER_METRICS_PORT": str(free_port())}
+           "WORKER_METRICS_PORT": str(free_port()), "LISTENER_METRICS_PORT": str(free_port()),
+           **env}
     proc = spawn(service_command("dev", "--port", str(port), "--data-dir", str(tmp_path / "data")),
                  env, tmp_path, tmp_path / "dev.log")
     try:
         status, body = wait_http_json(f"http://127.0.0.1:{port}/api/v1/health", 60, proc=proc)
         assert status == 200 and body["checks"] == {"mongodb": "ok", "redis": "ok"}
+    except BaseException:
+        kill_group(proc)
+        raise
+    return proc
+
+
+def test_dev_stack_starts_embedded_mongo_and_leaves_nothing_behind(redis_url, tmp_path) -> None:
+    port, mongo_port = free_port(), free_port()
+    proc = _start_dev_stack(tmp_path, port, f"mongodb://127.0.0.1:{mongo_port}", redis_url)
+    try:
         assert (tmp_path / "data" / "mongo").is_dir()  # --data-dir: one file per database
         log = (tmp_path / "dev.log").read_text()
         assert "API key" in log and f"127.0.0.1:{mongo_port}" in log
+        key = re.search(r"API key\s+(\S+)\s+\(generated for this run\)", log).group(1)
+        status, _ = wait_http_json(f"http://127.0.0.1:{port}/api/v1/jobs", proc=proc,
+                                   headers={"X-API-Key": key})
+        assert status == 200  # the printed key is the one the api accepts
         everything = descendants(proc)
+        assert _listening_addresses(everything, port) == {"127.0.0.1"}  # loopback by default
         assert len(everything) >= 4  # nx-27017, api, worker, listener (and their children)
         code, seconds = terminate_and_wait(proc, 60)
         assert code == 0 and seconds < 60
         assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in everything)
     finally:
         kill_group(proc)
+
+
+def _listening_addresses(processes: list[psutil.Process], port: int) -> set[str]:
+    found = set()
+    for process in processes:
+        try:
+            found |= {c.laddr.ip for c in process.net_connections("tcp")
+                      if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def test_dev_stack_prints_no_secret_it_was_given(tmp_path) -> None:
+    # Given a key from the environment, a Redis that needs a password, a MongoDB URI with one
+    redis_server = start_redis(tmp_path / "locked-redis", password="redis-pass-0451")
+    port, proc = free_port(), None
+    try:
+        # When the stack is up (the worker and listener reach the locked Redis too)
+        proc = _start_dev_stack(tmp_path, port,
+                                f"mongodb://svc:mongo-pass-0452@127.0.0.1:{free_port()}",
+                                f"redis://:redis-pass-0451@127.0.0.1:{redis_server.port}/0",
+                                API_KEY="env-key-never-printed-77")
+        status, _ = wait_http_json(f"http://127.0.0.1:{port}/api/v1/jobs", proc=proc,
+                                   headers={"X-API-Key": "env-key-never-printed-77"})
+        assert status == 200
+        code, _ = terminate_and_wait(proc, 60)
+        assert code == 0
+    finally:
+        if proc is not None:
+            kill_group(proc)
+        redis_server.stop()
+    # Then its whole output names where things are without the secrets
+    log = (tmp_path / "dev.log").read_text()
+    assert "API key   from API_KEY / API_KEYS (not shown)" in log
+    assert f"redis://:***@127.0.0.1:{redis_server.port}/0" in log
+    for secret in ("env-key-never-printed-77", "redis-pass-0451", "mongo-pass-0452"):
+        assert secret not in log

@@ -171,3 +171,39 @@ def test_to_env_round_trips() -> None:
     s = load_settings({"API_KEYS": "aaaaaaaa1,bbbbbbbb2", "WATCH_NAMESPACES": "x.y,z.*",
                        "PRIVATE_NETWORK_ALLOWLIST": "127.0.0.0/27", "STATUS_FIELD": ""})
     assert load_settings(s.to_env()) == s
+
+
+def test_every_bad_variable_is_named_in_one_error() -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings({"MAX_RETRIES": "lots", "PORT": "70000", "SEARCH_FIELD": "name"})
+    message = str(excinfo.value)
+    assert "MAX_RETRIES='lots'" in message and "PORT='70000'" in message
+    assert excinfo.value.variables == ("MAX_RETRIES", "PORT")
+
+
+def test_a_bad_backoff_bound_is_reported_as_malformed_not_compared() -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings({"RETRY_BACKOFF_MIN_MS": "soon", "RETRY_BACKOFF_MAX_MS": "100"})
+    assert excinfo.value.variables == ("RETRY_BACKOFF_MIN_MS",)
+    assert "expected an integer" in str(excinfo.value)
+
+
+def test_a_bad_uri_is_quoted_without_its_password() -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings({"MONGODB_URI": "http://admin:hunter2-secret@db:27017"})
+    assert "hunter2-secret" not in str(excinfo.value)
+    assert "http://admin:***@db:27017" in str(excinfo.value)
+
+
+def test_repr_hides_api_keys_and_uri_passwords() -> None:
+    s = load_settings({"API_KEYS": "first-secret-key,second-secret-key",
+                       "MONGODB_URI":
+                           "mongodb://svc:mongo-pass-1@db1:27017,db2:27017/?replicaSet=rs0",
+                       "REDIS_URL": "rediss://:redis-pass-2@cache:6380/1"})
+    for text in (repr(s), str(s), f"{s!r}"):
+        for secret in ("first-secret-key", "second-secret-key", "mongo-pass-1", "redis-pass-2"):
+            assert secret not in text
+    assert "api_keys=<2 hidden>" in repr(s)
+    assert "mongodb://svc:***@db1:27017,db2:27017/?replicaSet=rs0" in repr(s)
+    assert "rediss://:***@cache:6380/1" in repr(s)
+    assert "max_retries=5" in repr(s)  # everything else is still shown
