@@ -23,8 +23,8 @@ accept that form. Regular expressions inside ``$in``/``$nin``/``$all`` stay ``Re
 
 ``$expr`` is refused: it evaluates aggregation expressions per document, a language far
 larger than the query operators (``$function`` lives there, ``$range``/``$reduce`` can
-allocate without bound) evaluated document by document; the query operators select documents by
-their fields, which is what a download filter is for.
+allocate without bound); the query operators select documents by their fields, which is what
+a download filter is for.
 """
 
 from __future__ import annotations
