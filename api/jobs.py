@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from flask import Blueprint, jsonify, request
 
 from api.context import services
 from images_service import metrics
 from images_service.errors import Conflict, InvalidRequest, NotFound
 from images_service.jobs import JOB_STATUSES, JOB_TYPES, job_to_api
+from images_service.progress import ProgressTracker
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 
@@ -64,4 +70,11 @@ def cancel_job(job_id: str):
         current = services().jobs.get(job_id) or job
         raise Conflict(f"job {job_id} is already {current['status']}", code="job_finished")
     metrics.JOBS.labels(cancelled["type"], "cancelled").inc()
+    try:
+        # The job's Redis state ends with it (contract §10); if Redis does not answer, the
+        # worker's next step of this job removes it instead.
+        ProgressTracker(services().redis).forget(job_id)
+    except redis.RedisError as exc:
+        log.warning("job %s cancelled; its Redis state stays until a worker sees it: %s",
+                    job_id, exc, extra={"job_id": job_id})
     return jsonify(job_to_api(cancelled))

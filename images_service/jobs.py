@@ -2,7 +2,11 @@
 
 A job's state moves pending -> running -> completed | failed | cancelled, each transition a
 conditional update so that no two processes can both make it, and a finished job never comes
-back to life. Progress counters only grow; writers send the totals they know with ``$max``,
+back to life. ``updated_at`` (epoch seconds) is touched by every write of the pipeline: the
+sweeper (workers/sweeper.py) looks only at active jobs idle for a while. Every job carries a
+retention expiry from its creation (``retention.expire_at``: created + retention + a margin,
+so that even a job that never ends leaves the collection), reset to finished + retention
+when it ends. Progress counters only grow; writers send the totals they know with ``$max``,
 so updates are idempotent and may arrive in any order.
 
 Embedded-server quirks handled here (EMBEDDED_MONGO.md, plus one measured for this module):
@@ -35,6 +39,9 @@ PROGRESS_FIELDS = (
 )  # fmt: skip
 #: The job keeps the last this many errors.
 MAX_ERRORS = 100
+#: An active job expires this long after the retention counted from its creation: far
+#: longer than any job runs (the sweeper ends a job within minutes of its work stopping).
+ACTIVE_RETENTION_MARGIN = timedelta(days=7)
 
 
 def now_ts() -> float:
@@ -95,6 +102,7 @@ class JobStore:
         if job_type not in JOB_TYPES:
             raise ValueError(f"unknown job type {job_type!r}")
         job_id = job_id or new_job_id()
+        created = now_ts()
         doc: dict[str, Any] = {
             "_id": job_id,
             "type": job_type,
@@ -103,11 +111,15 @@ class JobStore:
             "collection": collection,
             "force": bool(force),
             "image_fields": list(image_fields) if image_fields else None,
-            "created_at": now_ts(),
+            "created_at": created,
+            "updated_at": created,
             "started_at": None,
             "finished_at": None,
             "progress": {name: 0 for name in PROGRESS_FIELDS},
             "errors": [],
+            # A whole subdocument keeps its date type on nx-27017 (TTL needs a date).
+            "retention": {"expire_at": datetime.now(timezone.utc) + self.retention
+                          + ACTIVE_RETENTION_MARGIN},
         }
         if document_id is not None:
             doc["document_id"] = document_id
@@ -151,7 +163,7 @@ class JobStore:
         """pending -> running; True when this call made the move."""
         result = self.collection.update_one(
             {"_id": job_id, "status": "pending"},
-            {"$set": {"status": "running", "started_at": now_ts()}},
+            {"$set": {"status": "running", "started_at": now_ts(), "updated_at": now_ts()}},
         )
         return result.modified_count == 1
 
@@ -166,6 +178,7 @@ class JobStore:
             "$set": {
                 "status": status,
                 "finished_at": now_ts(),
+                "updated_at": now_ts(),
                 # A whole subdocument keeps its date type on nx-27017 (TTL needs a date).
                 "retention": {"expire_at": datetime.now(timezone.utc) + self.retention},
             }
@@ -182,12 +195,22 @@ class JobStore:
     def cancel(self, job_id: str) -> dict[str, Any] | None:
         return self.finish(job_id, "cancelled")
 
+    def idle_active(self, idle_since_ts: float) -> list[dict[str, Any]]:
+        """Pending and running jobs with no write since ``idle_since_ts`` (epoch seconds)."""
+        # The idle test is made here rather than in the query: active jobs are few, and a job
+        # written before ``updated_at`` existed falls back to its creation time.
+        active = self.collection.find({"status": {"$in": list(ACTIVE)}},
+                                      {"type": 1, "status": 1, "created_at": 1, "updated_at": 1})
+        return [job for job in active
+                if float(job.get("updated_at") or job.get("created_at") or 0) < idle_since_ts]
+
     # --- progress ---------------------------------------------------------------------------
 
     def record_progress(self, job_id: str, progress: Mapping[str, int],
                         errors: list[Mapping[str, Any]] | None = None) -> None:
         """Raise counters to the given totals and append errors (last MAX_ERRORS kept)."""
-        update: dict[str, Any] = {"$max": {f"progress.{k}": int(v) for k, v in progress.items()}}
+        update: dict[str, Any] = {"$max": {f"progress.{k}": int(v) for k, v in progress.items()},
+                                  "$set": {"updated_at": now_ts()}}
         if errors:
             update["$push"] = {"errors": {"$each": [dict(e) for e in errors], "$slice": -MAX_ERRORS}}
         self.collection.update_one({"_id": job_id}, update)

@@ -1,17 +1,25 @@
-"""Live job progress and per-document completion, kept in Redis by atomic Lua scripts.
+"""Live job progress, per-document completion and the scan checkpoint: one Redis hash per job.
 
 Why Redis and scripts: many worker threads and processes finish images of one job (and of
 one document) at once, and a message may be delivered twice (a worker killed after doing its
 work but before acking). Each script is one atomic step that is also idempotent:
 
-- ``plan``: a document counts towards ``documents_total``/``images_total`` once (set of
-  planned document keys), however often its scan batch is replayed;
-- ``image_done``: an image index is added to its document's done-set; the caller learns
-  whether every image of the document is now done;
-- ``finalize``: a document's counters are added once (set of finalized document keys).
+- ``plan``: a document counts towards ``documents_total``/``images_total`` once (field
+  ``p:<document>`` holds its number of images), however often its scan batch is replayed;
+- ``image_done``: an image index is set in its document's bitmap (field ``d:<document>``);
+  the caller learns whether every image of the document is now done;
+- ``finalize``: a document's counters are added once (field ``f:<document>``).
 
 The MongoDB job document receives these totals with ``$max`` (jobs.JobStore), so it can only
-move forward and never double counts. Keys expire ``TTL_S`` after their last write.
+move forward and never double counts.
+
+Lifetime (contract §10: Redis does not grow with finished jobs): the hash ``isv:job:{<id>}``
+holds everything (counters, ``scan_done``, the scan checkpoint ``scan_last_id`` /
+``scan_count``, the per-document fields), so ending a job is one ``DEL`` (:meth:`forget`).
+Only :meth:`start` creates the hash (the scan, after checking the job is active); every other
+script writes only while the hash exists, so a message still in flight when its job ends
+(a cancel from the API, a failure) recreates nothing. ``TTL_S`` after the last write is a
+safety net for a job whose end was never seen.
 """
 
 from __future__ import annotations
@@ -24,61 +32,87 @@ import redis
 from images_service.jobs import PROGRESS_FIELDS
 
 PREFIX = "isv:job"
-#: Runtime state of a job is kept this long after its last change (seconds): 14 days.
+#: Safety net: a job's hash expires this long after its last write (seconds): 14 days.
 TTL_S = 14 * 24 * 3600
+#: Fields returned as the job's counters (progress plus whether the scan is over).
+COUNTERS = (*PROGRESS_FIELDS, "scan_done")
 
-_PLAN = """
-local planned, progress, sizes = KEYS[1], KEYS[2], KEYS[3]
-local ttl = tonumber(ARGV[1])
+# Every script starts with this: a missing hash means the job ended (or never started).
+_LIVE = """
+local h = KEYS[1]
+if redis.call('EXISTS', h) == 0 then return false end
+local function counters() return redis.call('HMGET', h, %s) end
+""" % ", ".join(f"'{name}'" for name in COUNTERS)
+
+_PLAN = _LIVE + """
 for i = 2, #ARGV, 2 do
   local key, n = ARGV[i], tonumber(ARGV[i + 1])
-  if redis.call('SADD', planned, key) == 1 then
-    redis.call('HINCRBY', progress, 'documents_total', 1)
-    redis.call('HINCRBY', progress, 'images_total', n)
-    redis.call('HSET', sizes, key, n)
+  if redis.call('HSETNX', h, 'p:' .. key, n) == 1 then
+    redis.call('HINCRBY', h, 'documents_total', 1)
+    redis.call('HINCRBY', h, 'images_total', n)
   end
 end
-for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ttl) end
-return redis.call('HGETALL', progress)
+redis.call('EXPIRE', h, tonumber(ARGV[1]))
+return counters()
 """
 
-_IMAGE_DONE = """
-local done, sizes = KEYS[1], KEYS[2]
-local ttl = tonumber(ARGV[2])
-for i = 3, #ARGV do redis.call('SADD', done, ARGV[i]) end
-redis.call('EXPIRE', done, ttl)
-local n = tonumber(redis.call('HGET', sizes, ARGV[1]) or '-1')
-return {redis.call('SCARD', done), n}
-"""
-
-_FINALIZE = """
-local finalized, progress = KEYS[1], KEYS[2]
-local ttl = tonumber(ARGV[5])
-local first = redis.call('SADD', finalized, ARGV[1])
-if first == 1 then
-  redis.call('HINCRBY', progress, 'documents_done', 1)
-  redis.call('HINCRBY', progress, 'images_downloaded', tonumber(ARGV[2]))
-  redis.call('HINCRBY', progress, 'images_skipped', tonumber(ARGV[3]))
-  redis.call('HINCRBY', progress, 'images_failed', tonumber(ARGV[4]))
+# The done images of a document are bits of a string field (bit i of byte i // 8 + 1).
+_IMAGE_DONE = _LIVE + """
+local field = 'd:' .. ARGV[1]
+local old = redis.call('HGET', h, field) or ''
+local bytes = {}
+for i = 1, #old do bytes[i] = string.byte(old, i) end
+for i = 3, #ARGV do
+  local index = tonumber(ARGV[i])
+  local pos = math.floor(index / 8) + 1
+  for j = #bytes + 1, pos do bytes[j] = 0 end
+  bytes[pos] = bit.bor(bytes[pos], bit.lshift(1, index % 8))
 end
-redis.call('EXPIRE', finalized, ttl)
-redis.call('EXPIRE', progress, ttl)
-local out = redis.call('HGETALL', progress)
-table.insert(out, '_first')
+local count, chars = 0, {}
+for i = 1, #bytes do
+  local b = bytes[i]
+  chars[i] = string.char(b)
+  while b > 0 do count = count + bit.band(b, 1); b = bit.rshift(b, 1) end
+end
+redis.call('HSET', h, field, table.concat(chars))
+redis.call('EXPIRE', h, tonumber(ARGV[2]))
+return {count, tonumber(redis.call('HGET', h, 'p:' .. ARGV[1]) or '-1')}
+"""
+
+_FINALIZE = _LIVE + """
+local first = redis.call('HSETNX', h, 'f:' .. ARGV[1], 1)
+if first == 1 then
+  redis.call('HINCRBY', h, 'documents_done', 1)
+  redis.call('HINCRBY', h, 'images_downloaded', tonumber(ARGV[2]))
+  redis.call('HINCRBY', h, 'images_skipped', tonumber(ARGV[3]))
+  redis.call('HINCRBY', h, 'images_failed', tonumber(ARGV[4]))
+end
+redis.call('EXPIRE', h, tonumber(ARGV[5]))
+local out = counters()
 table.insert(out, first)
 return out
 """
 
+_SET = _LIVE + """
+for i = 2, #ARGV, 2 do redis.call('HSET', h, ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', h, tonumber(ARGV[1]))
+return counters()
+"""
 
-def _as_dict(flat: list) -> dict[str, int]:
-    it = iter(flat)
-    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in zip(it, it)}
+
+def _counters(values: list) -> dict[str, int]:
+    return {name: int(v) for name, v in zip(COUNTERS, values) if v is not None}
 
 
 @dataclass(frozen=True)
 class Progress:
     counters: dict[str, int]
     scan_done: bool
+
+    @classmethod
+    def from_values(cls, values: list) -> "Progress":
+        counters = _counters(values)
+        return cls(counters, bool(counters.pop("scan_done", 0)))
 
     def complete(self) -> bool:
         """Every planned document is finalized and the scan will plan no more."""
@@ -91,61 +125,72 @@ class Progress:
 
 
 class ProgressTracker:
+    """The Redis side of a job; methods return None once the job's state is gone (ended)."""
+
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._plan = client.register_script(_PLAN)
         self._image_done = client.register_script(_IMAGE_DONE)
         self._finalize = client.register_script(_FINALIZE)
+        self._set = client.register_script(_SET)
 
     @staticmethod
-    def _keys(job_id: str) -> dict[str, str]:
-        base = f"{PREFIX}:{{{job_id}}}"  # one hash slot per job (Redis Cluster friendly)
-        return {
-            "planned": f"{base}:planned",
-            "progress": f"{base}:progress",
-            "sizes": f"{base}:sizes",
-            "finalized": f"{base}:finalized",
-        }
+    def key(job_id: str) -> str:
+        return f"{PREFIX}:{{{job_id}}}"  # the hash tag keeps a job on one Redis Cluster slot
 
-    def plan(self, job_id: str, documents: Iterable[tuple[str, int]]) -> Progress:
+    def start(self, job_id: str) -> None:
+        """Create the job's state (idempotent); only the scan calls this, on an active job."""
+        pipe = self.redis.pipeline()
+        pipe.hsetnx(self.key(job_id), "documents_total", 0)
+        pipe.expire(self.key(job_id), TTL_S)
+        pipe.execute()
+
+    def forget(self, job_id: str) -> None:
+        """Remove the job's state: it has ended (idempotent)."""
+        self.redis.delete(self.key(job_id))
+
+    def plan(self, job_id: str, documents: Iterable[tuple[str, int]]) -> Progress | None:
         """Count each (document key, number of images) once towards the job's totals."""
-        keys = self._keys(job_id)
         args: list[object] = [TTL_S]
         for key, n in documents:
             args += [key, n]
-        flat = self._plan(keys=[keys["planned"], keys["progress"], keys["sizes"]], args=args)
-        counters = _as_dict(flat)
-        return Progress(counters, bool(counters.pop("scan_done", 0)))
+        values = self._plan(keys=[self.key(job_id)], args=args)
+        return None if values is None else Progress.from_values(values)
 
     def image_done(self, job_id: str, document_key: str, indexes: Iterable[int]) -> bool:
         """Mark images final; True when every image of the document is final (also when
         they all were already: a replayed message must still be able to finish it)."""
-        keys = self._keys(job_id)
-        done_key = f"{PREFIX}:{{{job_id}}}:done:{document_key}"
-        count, total = self._image_done(keys=[done_key, keys["sizes"]],
-                                        args=[document_key, TTL_S, *indexes])
+        result = self._image_done(keys=[self.key(job_id)], args=[document_key, TTL_S, *indexes])
+        if result is None:
+            return False  # the job ended: nothing is left to finish
+        count, total = result
         return int(total) >= 0 and int(count) >= int(total)
 
     def finalize(self, job_id: str, document_key: str, *, downloaded: int, skipped: int,
-                 failed: int) -> tuple[bool, Progress]:
+                 failed: int) -> tuple[bool, Progress | None]:
         """Add a finished document's counts once; returns (first time, progress after)."""
-        keys = self._keys(job_id)
-        flat = self._finalize(keys=[keys["finalized"], keys["progress"]],
-                              args=[document_key, downloaded, skipped, failed, TTL_S])
-        counters = _as_dict(flat)
-        first = bool(counters.pop("_first"))
-        return first, Progress(counters, bool(counters.pop("scan_done", 0)))
+        values = self._finalize(keys=[self.key(job_id)],
+                                args=[document_key, downloaded, skipped, failed, TTL_S])
+        if values is None:
+            return False, None
+        return bool(values[-1]), Progress.from_values(values[:-1])
 
-    def mark_scan_done(self, job_id: str) -> Progress:
-        progress_key = self._keys(job_id)["progress"]
-        pipe = self.redis.pipeline()
-        pipe.hset(progress_key, "scan_done", 1)
-        pipe.expire(progress_key, TTL_S)
-        pipe.hgetall(progress_key)
-        counters = _as_dict([x for kv in pipe.execute()[-1].items() for x in kv])
-        return Progress(counters, bool(counters.pop("scan_done", 0)))
+    def mark_scan_done(self, job_id: str) -> Progress | None:
+        values = self._set(keys=[self.key(job_id)], args=[TTL_S, "scan_done", 1])
+        return None if values is None else Progress.from_values(values)
 
-    def current(self, job_id: str) -> Progress:
-        raw = self.redis.hgetall(self._keys(job_id)["progress"])
-        counters = _as_dict([x for kv in raw.items() for x in kv])
-        return Progress(counters, bool(counters.pop("scan_done", 0)))
+    def save_checkpoint(self, job_id: str, last_id_json: str, scanned: int) -> bool:
+        """Where the scan is: the last ``_id`` (Extended JSON) and documents read so far."""
+        values = self._set(keys=[self.key(job_id)],
+                           args=[TTL_S, "scan_last_id", last_id_json, "scan_count", scanned])
+        return values is not None
+
+    def checkpoint(self, job_id: str) -> tuple[str | None, int]:
+        last_id, count = self.redis.hmget(self.key(job_id), ["scan_last_id", "scan_count"])
+        return (last_id.decode() if last_id else None), int(count or 0)
+
+    def current(self, job_id: str) -> Progress | None:
+        values = self.redis.hmget(self.key(job_id), list(COUNTERS))
+        if all(v is None for v in values):
+            return None
+        return Progress.from_values(values)

@@ -1,39 +1,35 @@
 """Starting jobs: the service functions behind the REST triggers and the listener (contract §4, §7).
 
 Each function validates names, checks the collection (and document) exist, creates the job
-and enqueues its first message. Nothing is left half-created: Redis is probed before the job
-is inserted, and a job whose message could not be enqueued is deleted again; either backing
-service failing surfaces as :class:`~images_service.errors.Unavailable` (503).
+and enqueues its first message. A filter is checked against the allow-list
+(images_service.filters), then judged by the server with a bounded probe query, so a job is
+only created for a filter its scan can run. Nothing is left half-created: Redis is probed
+before the job is inserted, and a job whose message could not be enqueued is deleted again;
+either backing service failing surfaces as :class:`~images_service.errors.Unavailable` (503).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Mapping, Protocol, Sequence
 
 import redis
 from bson import ObjectId, json_util
-from bson.errors import InvalidBSON, InvalidDocument
 from pymongo import MongoClient
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from images_service import metrics
 from images_service.errors import InvalidFilter, InvalidRequest, NotFound, Unavailable, UnsafePathError
+from images_service.filters import check_filter
 from images_service.jobs import JobStore
 from images_service.settings import FIELD_PATH_RE, Settings
 from images_service.storage import layout
 
 log = logging.getLogger(__name__)
 
-#: Operators that run code or reach beyond the collection: refused anywhere in a filter.
-FORBIDDEN_OPERATORS = frozenset({
-    "$where", "$function", "$accumulator", "$eval", "$lookup", "$graphLookup", "$unionWith",
-    "$out", "$merge", "$jsonSchema",
-})
-MAX_FILTER_DEPTH = 20
-MAX_FILTER_BYTES = 64 * 1024
 MAX_LIMIT = 100_000
+#: The server judges a filter with one ``find(filter).limit(1)`` bounded by this (milliseconds).
+FILTER_PROBE_MS = 2000
 
 
 class JobExists(Exception):
@@ -77,36 +73,6 @@ def document_id_candidates(raw: str) -> list[Any]:
         if str(number) == raw.strip() and -(2**63) <= number < 2**63:
             candidates.append(number)
     return candidates
-
-
-def check_filter(value: Any) -> dict[str, Any]:
-    """Validate a request's filter; returns it with Extended JSON ($oid, $date) decoded."""
-    if not isinstance(value, dict):
-        raise InvalidRequest("filter must be a JSON object")
-    text = json.dumps(value)
-    if len(text) > MAX_FILTER_BYTES:
-        raise InvalidRequest(f"filter is larger than {MAX_FILTER_BYTES} bytes")
-    _check_operators(value, 0)
-    try:
-        decoded = json_util.loads(text)
-    except (ValueError, TypeError, InvalidBSON, InvalidDocument) as exc:
-        raise InvalidFilter(f"filter is not valid Extended JSON: {exc}") from None
-    return decoded
-
-
-def _check_operators(value: Any, depth: int) -> None:
-    if depth > MAX_FILTER_DEPTH:
-        raise InvalidFilter(f"filter is nested deeper than {MAX_FILTER_DEPTH} levels")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                raise InvalidFilter("filter keys must not contain NUL")
-            if key in FORBIDDEN_OPERATORS:
-                raise InvalidFilter(f"operator {key} is not allowed in filters")
-            _check_operators(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_operators(item, depth + 1)
 
 
 def check_limit(value: Any) -> int | None:
@@ -188,11 +154,26 @@ class Triggers:
                        image_fields: Sequence[str] | None = None,
                        job_type: str = "collection") -> dict[str, Any]:
         check_names(database, collection)
-        if filter is not None:
-            check_filter(filter)
+        query = check_filter(filter) if filter is not None else None
         self._ensure_collection(database, collection)
+        if query:
+            self._probe_filter(database, collection, query)
         return self._start(job_type, database, collection, filter=filter, limit=limit,
                            force=force, image_fields=list(image_fields) if image_fields else None)
+
+    def _probe_filter(self, database: str, collection: str, query: dict[str, Any]) -> None:
+        """Let the server judge what the allow-list cannot (e.g. ``$mod`` by 0): a query it
+        refuses is 400 ``invalid_filter``; a server that does not answer is 503."""
+        try:
+            list(self.mongo[database][collection].find(query, {"_id": 1}).limit(1)
+                 .max_time_ms(FILTER_PROBE_MS))
+        except OperationFailure as exc:
+            if exc.code == 50:  # MaxTimeMSExpired: a slow query is not an invalid one
+                return
+            reason = (exc.details or {}).get("errmsg") or str(exc)
+            raise InvalidFilter(f"the database refused the filter: {reason}") from None
+        except PyMongoError as exc:
+            raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
 
     def find_document_id(self, database: str, collection: str, raw_id: str) -> Any:
         """The ``_id`` of the document named by ``raw_id`` (contract §7 lookup order)."""

@@ -3,8 +3,11 @@
 Retries of *image downloads* are not Dramatiq's: first attempts run several documents in one
 message, so a failed image continues as its own delayed ``retry_image`` message carrying its
 attempt number (workers/pipeline/). Dramatiq's Retries middleware still retries a whole
-message that raised unexpectedly (MongoDB or Redis unreachable), with its own backoff; every
-step is idempotent, so such a replay is harmless.
+message that raised unexpectedly (MongoDB or Redis unreachable), ``MAX_RETRIES`` times with
+backoff between ``RETRY_BACKOFF_MIN_MS`` and ``RETRY_BACKOFF_MAX_MS`` (the broker's settings,
+images_service/queueing/broker.py); every step is idempotent, so such a replay is harmless.
+A message whose retries are exhausted ends its job as failed (``job_work_exhausted``), and a
+message interrupted by a shutdown is requeued (workers/failures.py).
 """
 
 from __future__ import annotations
@@ -14,24 +17,35 @@ import dramatiq
 from images_service.queueing.messages import (
     DOCUMENTS_ACTOR, DOWNLOAD_QUEUE, RETRY_ACTOR, SCAN_ACTOR, SCAN_QUEUE,
 )
+from workers.failures import fail_exhausted_job, requeue_on_shutdown
 from workers.services import current_pipeline
 
 HOUR_MS = 3600 * 1000
+EXHAUSTED_ACTOR = "job_work_exhausted"
 
 
-@dramatiq.actor(actor_name=SCAN_ACTOR, queue_name=SCAN_QUEUE, max_retries=10,
-                time_limit=2 * HOUR_MS, min_backoff=1000, max_backoff=60_000)
+@dramatiq.actor(actor_name=SCAN_ACTOR, queue_name=SCAN_QUEUE, time_limit=2 * HOUR_MS,
+                on_retry_exhausted=EXHAUSTED_ACTOR)
 def scan_job(job_id: str) -> None:
-    current_pipeline().scan(job_id)
+    with requeue_on_shutdown():
+        current_pipeline().scan(job_id)
 
 
-@dramatiq.actor(actor_name=DOCUMENTS_ACTOR, queue_name=DOWNLOAD_QUEUE, max_retries=10,
-                time_limit=HOUR_MS // 2, min_backoff=1000, max_backoff=60_000)
+@dramatiq.actor(actor_name=DOCUMENTS_ACTOR, queue_name=DOWNLOAD_QUEUE, time_limit=HOUR_MS // 2,
+                on_retry_exhausted=EXHAUSTED_ACTOR)
 def download_documents(job_id: str, plans: list[dict]) -> None:
-    current_pipeline().download_documents(job_id, plans)
+    with requeue_on_shutdown():
+        current_pipeline().download_documents(job_id, plans)
 
 
-@dramatiq.actor(actor_name=RETRY_ACTOR, queue_name=DOWNLOAD_QUEUE, max_retries=10,
-                time_limit=HOUR_MS // 6, min_backoff=1000, max_backoff=60_000)
+@dramatiq.actor(actor_name=RETRY_ACTOR, queue_name=DOWNLOAD_QUEUE, time_limit=HOUR_MS // 6,
+                on_retry_exhausted=EXHAUSTED_ACTOR)
 def retry_image(job_id: str, plan: dict, index: int, attempt: int) -> None:
-    current_pipeline().retry_image(job_id, plan, index, attempt)
+    with requeue_on_shutdown():
+        current_pipeline().retry_image(job_id, plan, index, attempt)
+
+
+@dramatiq.actor(actor_name=EXHAUSTED_ACTOR, queue_name=SCAN_QUEUE)
+def job_work_exhausted(message: dict, retry_info: dict) -> None:
+    """Sent by the Retries middleware with the dead-lettered message (as a dict)."""
+    fail_exhausted_job(current_pipeline(), message, int(retry_info.get("retries", 0)))

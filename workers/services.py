@@ -2,7 +2,14 @@
 
 The broker is the service's one global; the pipeline hangs off it instead of living in a
 module global of its own. It is built on first use inside each worker process (after the
-fork, which pymongo requires) and closed when the worker shuts down.
+fork, which pymongo requires), starts the queue-depth sampler and the job sweeper with the
+worker, and is closed when the worker shuts down.
+
+Shutdown order (dramatiq.Worker.stop): ``before_worker_shutdown``, then the worker threads
+are stopped and joined (up to ``--worker-shutdown-timeout``), then consumers are closed and
+unstarted messages requeued, then ``after_worker_shutdown``. So new work is refused in the
+first hook and the pool and fetcher are closed only in the last: downloads in flight finish
+instead of failing (contract §10).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from images_service.settings import Settings
 from images_service.queueing.messages import Enqueuer
 from workers.pipeline import DownloadPipeline
 from workers.queue_metrics import start_sampler
+from workers.sweeper import start_sweeper
 
 
 class PipelineMiddleware(dramatiq.Middleware):
@@ -24,7 +32,7 @@ class PipelineMiddleware(dramatiq.Middleware):
         self.settings = settings
         self._pipeline: DownloadPipeline | None = None
         self._lock = threading.Lock()
-        self._stop_sampler = threading.Event()
+        self._stop_threads = threading.Event()
 
     def pipeline(self, broker: Broker) -> DownloadPipeline:
         if self._pipeline is None:
@@ -39,10 +47,16 @@ class PipelineMiddleware(dramatiq.Middleware):
         return self._pipeline
 
     def after_worker_boot(self, broker: Broker, worker: dramatiq.Worker) -> None:
-        start_sampler(self.pipeline(broker).redis, self._stop_sampler)
+        pipeline = self.pipeline(broker)
+        start_sampler(pipeline.redis, self._stop_threads)
+        start_sweeper(pipeline.ctx, pipeline.finisher, self._stop_threads)
 
     def before_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
-        self._stop_sampler.set()
+        self._stop_threads.set()
+        if self._pipeline is not None:
+            self._pipeline.ctx.begin_shutdown()
+
+    def after_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
         if self._pipeline is not None:
             self._pipeline.close()
 

@@ -172,3 +172,36 @@ def test_mongodb_down_is_503(make_settings):
     assert r.status_code == 503 and r.json["error"]["code"] == "unavailable"
     r = client.get("/api/v1/jobs")
     assert r.status_code == 503 and r.json["error"]["code"] == "unavailable"
+
+
+@pytest.mark.parametrize("filter_", [
+    {"$bogus": 1},                        # unknown operator (nx-27017 would even accept it)
+    {"name": {"$regex": "("}},            # a $regex that does not compile
+    {"x": {"$in": 5}},                    # $in without a list
+    {"$where": "this.a == 1"},            # runs code
+    {"$expr": {"$gt": ["$x", 1]}},        # aggregation expressions: refused (filters.py)
+    {"$and": []},                         # MongoDB refuses an empty $and
+    {"x": {"$mod": [0, 1]}},              # passes the allow-list; the server's probe refuses it
+])
+@pytest.mark.parametrize("endpoint", ["collection", "batch"])
+def test_invalid_filters_are_400_and_create_no_job(setup, filter_, endpoint):
+    settings, client, _ = setup
+    if endpoint == "collection":
+        r = client.post("/api/v1/download/collection/serpy_db/hotels", json={"filter": filter_})
+    else:
+        r = client.post("/api/v1/download/batch", json={"database": "serpy_db",
+                                                        "collection": "hotels", "filter": filter_})
+    assert r.status_code == 400, r.json
+    assert r.json["error"]["code"] == "invalid_filter"
+    assert source_db(settings, settings.jobs_database).jobs.count_documents({}) == 0
+
+
+def test_valid_operator_filters_are_accepted(setup):
+    _, client, _ = setup
+    for filter_ in ({"name": {"$regex": "^A", "$options": "i"}},
+                    {"$or": [{"name": "A"}, {"images": {"$size": 1}}]},
+                    {"_id": {"$in": ["str-id", 42]}}):
+        r = client.post("/api/v1/download/batch", json={"database": "serpy_db",
+                                                        "collection": "hotels", "filter": filter_})
+        assert r.status_code == 202, (filter_, r.json)
+        assert client.get(r.headers["Location"]).json["filter"] == filter_

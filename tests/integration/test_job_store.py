@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 from pymongo import MongoClient
 
-from images_service.jobs import JobStore, job_to_api
+from images_service.jobs import ACTIVE_RETENTION_MARGIN, JobStore, job_to_api
 
 
 def _store(make_settings, days: int = 7) -> JobStore:
@@ -22,7 +23,11 @@ def test_finished_jobs_expire_after_the_retention(make_settings) -> None:
     ttl = [ix for ix in store.collection.list_indexes() if "expireAfterSeconds" in ix]
     assert [dict(ix["key"]) for ix in ttl] == [{"retention.expire_at": 1}]
     job = store.create("collection", "serpy_db", "hotels")
-    assert "retention" not in store.get(job["_id"])  # active jobs never expire
+    # Every job expires, counted from its creation, even one that never ends; far enough
+    # away to outlive the job (retention + margin).
+    active_expiry = store.get(job["_id"])["retention"]["expire_at"]
+    expected_active = datetime.now(timezone.utc) + timedelta(days=7) + ACTIVE_RETENTION_MARGIN
+    assert abs((active_expiry - expected_active).total_seconds()) < 60
     store.mark_running(job["_id"])
     store.finish(job["_id"], "completed", progress={"documents_total": 2, "documents_done": 2})
     expire_at = store.get(job["_id"])["retention"]["expire_at"]
@@ -55,3 +60,14 @@ def test_progress_only_moves_forward_and_errors_keep_the_last_100(make_settings)
     assert api["progress"]["documents_done"] == 5 and api["progress"]["images_total"] == 12
     assert len(api["errors"]) == 100 and api["errors"][-1]["document_id"] == "d2-39"
     assert api["errors"][0]["document_id"] == "d0-20"
+
+
+def test_idle_active_jobs_are_those_without_a_recent_write(make_settings) -> None:
+    store = _store(make_settings)
+    idle = store.create("collection", "serpy_db", "hotels")
+    busy = store.create("collection", "serpy_db", "hotels")
+    ended = store.create("collection", "serpy_db", "hotels")
+    store.finish(ended["_id"], "cancelled")
+    cutoff = time.time()  # everything written so far is older than this
+    store.record_progress(busy["_id"], {"documents_total": 1})  # a write touches updated_at
+    assert [j["_id"] for j in store.idle_active(cutoff)] == [idle["_id"]]

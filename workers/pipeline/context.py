@@ -2,6 +2,13 @@
 
 Built once per process, after the fork (pymongo requires it), by
 :class:`workers.services.PipelineMiddleware`.
+
+Shutdown (SIGTERM, contract §10): :meth:`PipelineContext.begin_shutdown` is called before
+Dramatiq stops its worker threads. From then on no new download or scan batch starts:
+:meth:`~PipelineContext.stopped` raises :class:`WorkerShuttingDown`, which the actors turn
+into a requeue of their message (workers/failures.py), so no image is recorded as failed and
+no attempt is counted. Downloads already in flight finish on the pool, which is closed only
+after Dramatiq has joined its worker threads (:meth:`~PipelineContext.close`).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from pymongo import MongoClient
 
 from images_service.caps import DownloadCaps
 from images_service.fetching.fetcher import Fetcher
-from images_service.jobs import JobStore
+from images_service.jobs import FINISHED, JobStore
 from images_service.progress import ProgressTracker
 from images_service.queueing.messages import Enqueuer
 from images_service.settings import Settings
@@ -27,6 +34,10 @@ log = logging.getLogger(__name__)
 #: Job status is re-read from MongoDB at most this often per process (seconds): the bound on
 #: how late a cancel is seen, well inside the contract's 5 s.
 STATUS_CACHE_S = 1.0
+
+
+class WorkerShuttingDown(Exception):
+    """The worker process is stopping: leave this message's remaining work to another worker."""
 
 
 class PipelineContext:
@@ -48,8 +59,19 @@ class PipelineContext:
         self.pool = ThreadPoolExecutor(download_threads(settings), thread_name_prefix="download")
         self._status: dict[str, tuple[str | None, float]] = {}
         self._status_lock = threading.Lock()
+        self._shutting_down = threading.Event()
+
+    def begin_shutdown(self) -> None:
+        """Start no new work; in-flight downloads go on (see the module docstring)."""
+        self._shutting_down.set()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down.is_set()
 
     def close(self) -> None:
+        """Release the pool, caps and fetcher; only once no message is being processed."""
+        self._shutting_down.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.caps.close()
         self.fetcher.close()
@@ -61,6 +83,10 @@ class PipelineContext:
         if cached and now - cached[1] < STATUS_CACHE_S:
             return cached[0]
         status = self.jobs.status(job_id)
+        if status is None or status in FINISHED:
+            # Whichever way it ended (a cancel from the API, a failure), the job's Redis state
+            # goes when a step first sees it ended; later writes recreate nothing.
+            self.progress.forget(job_id)
         with self._status_lock:
             self._status[job_id] = (status, now)
             if len(self._status) > 10_000:
@@ -68,5 +94,11 @@ class PipelineContext:
         return status
 
     def stopped(self, job_id: str) -> bool:
-        """The job was cancelled (or failed, or deleted): start no new download for it."""
+        """The job was cancelled (or failed, or deleted): start no new download for it.
+
+        Raises WorkerShuttingDown once the process is stopping: every step asks this before
+        it starts a download or a scan batch, so that is where new work is refused.
+        """
+        if self._shutting_down.is_set():
+            raise WorkerShuttingDown("the worker is shutting down")
         return self.job_status(job_id) in (None, "cancelled", "failed")

@@ -4,6 +4,7 @@ When the last image of a document is final, the document is finished: its status
 written back on the source document (contract §4), its counts are added to the job once
 (progress.finalize) and the job is completed when its scan is over and every planned
 document is finished. Every step is idempotent, so a replayed message changes nothing.
+Whichever way a job ends, its Redis state is removed with it (:meth:`Finisher.finish_job`).
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ class Finisher:
         first, progress = self.ctx.progress.finalize(
             job_id, document_key(plan), downloaded=counts[DOWNLOADED],
             skipped=counts[SKIPPED], failed=counts[FAILED])
+        if progress is None:
+            log.info("job %s already ended: document %s not counted", job_id, plan.document_id)
+            return
         errors = [{"document_id": plan.document_id, "url": r.get("url"),
                    "code": r.get("error", {}).get("code"),
                    "message": r.get("error", {}).get("message")}
@@ -126,7 +130,13 @@ class Finisher:
 
     def finish_job(self, job: dict[str, Any], status: str, *,
                    progress: dict[str, int] | None = None, message: str | None = None) -> None:
+        """End the job (at most once) and remove its Redis state, which also goes when the
+        job had already ended some other way (a cancel, a failure): contract §10."""
         finished = self.ctx.jobs.finish(job["_id"], status, progress=progress, message=message)
+        self.ctx.progress.forget(job["_id"])
         if finished is not None:
             metrics.JOBS.labels(job["type"], status).inc()
-            log.info("job %s %s", job["_id"], status)
+            if message:
+                log.warning("job %s %s: %s", job["_id"], status, message)
+            else:
+                log.info("job %s %s", job["_id"], status)

@@ -2,8 +2,8 @@
 
 One cursor over the collection (or filter, or the one document), batches of ``SCAN_BATCH``;
 each document is counted once (progress.plan) and sent in messages of a few documents each.
-The last ``_id`` is saved after every batch, so a scan interrupted by a crash resumes where
-it was.
+The last ``_id`` is saved after every batch (in the job's progress hash, removed when the
+job ends), so a scan interrupted by a crash resumes where it was.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pymongo import ASCENDING
 
 from images_service import engine
 from images_service.engine import DocumentPlan
-from images_service.errors import UnsafePathError
+from images_service.errors import InvalidFilter, UnsafePathError
+from images_service.filters import decode_filter_json
 from images_service.jobs import FINISHED
 from images_service.logs import log_context
 from workers.pipeline.context import PipelineContext
@@ -31,8 +32,6 @@ SCAN_BATCH = 500
 DOCS_PER_MESSAGE = 8
 #: ... or documents with up to about this many images in all.
 IMAGES_PER_MESSAGE = 32
-#: Scan checkpoints expire this long after their last write (seconds).
-CHECKPOINT_TTL_S = 14 * 24 * 3600
 
 
 class Scanner:
@@ -44,6 +43,7 @@ class Scanner:
         ctx = self.ctx
         job = ctx.jobs.get(job_id)
         if job is None or job["status"] in FINISHED:
+            ctx.progress.forget(job_id)  # a replayed scan of an ended job: state goes with it
             return
         ctx.jobs.mark_running(job_id)
         database, collection = job["database"], job["collection"]
@@ -52,24 +52,32 @@ class Scanner:
                 self.finisher.finish_job(job, "failed",
                                          message=f"collection {database}.{collection} not found")
                 return
-            checkpoint_key = f"isv:job:{{{job_id}}}:scan_last_id"
-            raw_last = ctx.redis.get(checkpoint_key)
+            # The job's Redis state is created here, on a job just seen active, and nowhere
+            # else: a message of an ended job recreates nothing (images_service.progress).
+            ctx.progress.start(job_id)
+            raw_last, scanned = ctx.progress.checkpoint(job_id)
             last_id = json_util.loads(raw_last) if raw_last else None
-            scanned = int(ctx.redis.get(checkpoint_key + ":count") or 0)
             limit = job.get("limit")
-            for batch in self._documents(job, last_id, scanned):
-                if ctx.stopped(job_id):
-                    log.info("job %s stopped: scan ends early", job_id)
-                    return
-                self._plan_and_enqueue(job, batch)
-                scanned += len(batch)
-                pipe = ctx.redis.pipeline()
-                pipe.set(checkpoint_key, json_util.dumps(batch[-1]["_id"]), ex=CHECKPOINT_TTL_S)
-                pipe.set(checkpoint_key + ":count", scanned, ex=CHECKPOINT_TTL_S)
-                pipe.execute()
-                if limit and scanned >= limit:
-                    break
+            try:
+                for batch in self._documents(job, last_id, scanned):
+                    if ctx.stopped(job_id):
+                        log.info("job %s stopped: scan ends early", job_id)
+                        return
+                    self._plan_and_enqueue(job, batch)
+                    scanned += len(batch)
+                    if not ctx.progress.save_checkpoint(
+                            job_id, json_util.dumps(batch[-1]["_id"]), scanned):
+                        log.info("job %s ended during its scan", job_id)
+                        return
+                    if limit and scanned >= limit:
+                        break
+            except InvalidFilter as exc:  # a stored filter edited since the trigger checked it
+                self.finisher.finish_job(job, "failed", message=f"invalid filter: {exc.message}")
+                return
             progress = ctx.progress.mark_scan_done(job_id)
+            if progress is None:
+                log.info("job %s ended during its scan", job_id)
+                return
             ctx.jobs.record_progress(job_id, progress.as_job_progress())
             log.info("job %s: scan done, %d documents", job_id,
                      progress.counters.get("documents_total", 0))
@@ -90,7 +98,7 @@ class Scanner:
             if doc is not None and last_id is None:
                 yield [doc]
             return
-        query: dict[str, Any] = json_util.loads(job.get("filter_json") or "{}")
+        query: dict[str, Any] = decode_filter_json(job.get("filter_json"))
         if last_id is not None:
             after = {"_id": {"$gt": last_id}}
             query = {"$and": [query, after]} if query else after

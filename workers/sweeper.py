@@ -1,0 +1,113 @@
+"""The sweeper: ends jobs that no message will ever finish (contract §10).
+
+A job's work lives in its Dramatiq messages. When every one of them is gone (deleted from
+Redis, lost with a Redis that restarted without persistence, dead-lettered while the notice
+of exhaustion was lost), nothing would ever end the job: it would stay ``pending`` or
+``running`` forever. The sweeper finds such jobs and ends them ``failed`` with the message
+"no work left for this job", removing their Redis state like any other end.
+
+A pass: the active jobs idle (no pipeline write, ``updated_at``) for ``idle_s`` are the
+candidates; the broker's message hashes are read (ready, in-flight and delayed messages of
+every queue: ``<namespace>:<queue>.msgs`` and ``<queue>.DQ.msgs``; dead-lettered ``.XQ``
+ones are not work) and a candidate named by no message is failed. Reading the messages costs
+a scan of the queues, which is why it is only done when an idle candidate exists. There is no
+window for a false end: a job's messages are always sent before the message that sends them
+is acked, so a job with work left has a message in those hashes at every instant.
+
+Every worker process runs :meth:`Sweeper.run` in a thread; a Redis key set with ``NX`` and
+an expiry of one interval lets one process of the fleet make each pass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Iterable
+
+from images_service.queueing.broker import NAMESPACE
+from images_service.queueing.messages import QUEUES
+from workers.pipeline.context import PipelineContext
+from workers.pipeline.finish import Finisher
+
+log = logging.getLogger(__name__)
+
+#: One pass per this many seconds, fleet-wide.
+SWEEP_INTERVAL_S = 60.0
+#: A job is a candidate after this many seconds without a pipeline write.
+SWEEP_IDLE_S = 180.0
+#: Fleet-wide key that elects the process making the current pass.
+TICK_KEY = "isv:sweeper:tick"
+#: Messages read per HSCAN call.
+SCAN_COUNT = 500
+NO_WORK_MESSAGE = "no work left for this job (its messages are gone)"
+
+
+class Sweeper:
+    def __init__(self, ctx: PipelineContext, finisher: Finisher, *,
+                 idle_s: float = SWEEP_IDLE_S, interval_s: float = SWEEP_INTERVAL_S,
+                 namespace: str = NAMESPACE, queues: Iterable[str] = QUEUES) -> None:
+        self.ctx = ctx
+        self.finisher = finisher
+        self.idle_s = idle_s
+        self.interval_s = interval_s
+        self.message_hashes = [f"{namespace}:{queue}{suffix}.msgs"
+                               for queue in queues for suffix in ("", ".DQ")]
+
+    def sweep(self) -> list[str]:
+        """One pass; returns the ids of the jobs it ended."""
+        candidates = {job["_id"]: job
+                      for job in self.ctx.jobs.idle_active(time.time() - self.idle_s)}
+        if not candidates:
+            return []
+        stranded = set(candidates) - self._jobs_with_messages(set(candidates))
+        for job_id in sorted(stranded):
+            self.finisher.finish_job(candidates[job_id], "failed", message=NO_WORK_MESSAGE)
+        return sorted(stranded)
+
+    def _jobs_with_messages(self, wanted: set[str]) -> set[str]:
+        found: set[str] = set()
+        for key in self.message_hashes:
+            for _, data in self.ctx.redis.hscan_iter(key, count=SCAN_COUNT):
+                job_id = _message_job_id(data)
+                if job_id in wanted:
+                    found.add(job_id)
+                    if found == wanted:
+                        return found
+        return found
+
+    def tick(self) -> list[str]:
+        """Make a pass unless another process made one within the interval."""
+        if not self.ctx.redis.set(TICK_KEY, str(time.time()), nx=True,
+                                  px=max(1, int(self.interval_s * 1000))):
+            return []
+        return self.sweep()
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick every interval until ``stop`` is set; errors are logged, never fatal."""
+        while not stop.wait(self.interval_s):
+            try:
+                ended = self.tick()
+            except Exception:  # noqa: BLE001 -- a backing service hiccup: the next pass retries
+                log.exception("sweeper pass failed")
+                continue
+            for job_id in ended:
+                log.warning("job %s failed: %s", job_id, NO_WORK_MESSAGE,
+                            extra={"job_id": job_id})
+
+
+def _message_job_id(data: bytes) -> str | None:
+    try:
+        args = json.loads(data).get("args") or []
+    except (ValueError, AttributeError):
+        return None
+    return args[0] if args and isinstance(args[0], str) else None
+
+
+def start_sweeper(ctx: PipelineContext, finisher: Finisher,
+                  stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(target=Sweeper(ctx, finisher).run, args=(stop,), daemon=True,
+                              name="job-sweeper")
+    thread.start()
+    return thread
