@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from images_service.errors import StorageUnavailable
 from images_service.storage.backend import Storage
 from images_service.storage.filesystem import FilesystemStorage
 from images_service.storage.s3 import S3Storage
@@ -237,3 +238,18 @@ def test_local_temp_dir(backend: Backend, tmp_path: Path) -> None:
 
 def test_check_is_ok(backend: Backend) -> None:
     assert backend.storage.check() == "ok"
+
+
+def test_a_failing_disk_is_a_retryable_storage_unavailable(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    root.write_bytes(b"")  # STORAGE_PATH is a file: nothing can be created under it
+    storage = FilesystemStorage(root)
+    with pytest.raises(StorageUnavailable) as info:
+        storage.put_bytes(META, b"{}")
+    assert info.value.code == "connection_error" and info.value.retryable
+    body = tmp_path / "body.part"
+    body.write_bytes(b"image")
+    with pytest.raises(StorageUnavailable):
+        storage.put_file(IMAGE, body, content_type="image/jpeg", sha256="0" * 64)
+    assert body.exists()  # left to the caller
+    assert storage.check().startswith(f"error: STORAGE_PATH {str(root)!r} is not writable")

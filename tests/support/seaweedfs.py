@@ -18,6 +18,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -151,11 +152,22 @@ class SeaweedFS:
     def stop(self) -> None:
         """SIGTERM (SIGKILL after 15 s); data and ports are kept for :meth:`start`."""
         if self.process is not None:
+            if self.process.alive():
+                self.resume()  # a paused process would not act on SIGTERM
             self.process.stop(timeout_s=15.0)
 
     def kill(self) -> None:
         if self.process is not None:
             self.process.kill()
+
+    def pause(self) -> None:
+        """SIGSTOP: the ports stay open but nothing answers (a hung store, not a refused one)."""
+        assert self.process is not None
+        os.kill(self.process.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.process.pid, signal.SIGCONT)
 
     def restart(self) -> SeaweedFS:
         self.stop()
