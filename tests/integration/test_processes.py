@@ -90,7 +90,7 @@ def test_dev_stack_starts_embedded_mongo_and_leaves_nothing_behind(redis_url, tm
                  env, tmp_path, tmp_path / "dev.log")
     try:
         status, body = wait_http_json(f"http://127.0.0.1:{port}/api/v1/health", 60, proc=proc)
-        assert status == 200 and body["checks"] == {"mongodb": "ok", "redis": "ok"}
+        assert status == 200 and body["checks"] == {"mongodb": "ok", "redis": "ok", "storage": "ok"}
         assert (tmp_path / "data" / "mongo").is_dir()  # --data-dir: one file per database
         log = (tmp_path / "dev.log").read_text()
         assert "API key" in log and f"127.0.0.1:{mongo_port}" in log
