@@ -10,8 +10,8 @@ stored image is still the recorded one without downloading it.
 Nothing but the layout is left in the bucket: a failed multipart upload is aborted by
 s3transfer; one that could not be aborted (the store went down mid-upload) is aborted by the
 next successful upload of the same key, or by :meth:`S3Storage.sweep_leftovers`. A download's
-body waits in a directory private to this process (:meth:`S3Storage.local_temp_dir`) and is
-deleted once uploaded; directories of dead processes are removed at start.
+body waits in a directory private to this process (:mod:`~images_service.storage.process_temp`)
+and is deleted once uploaded.
 
 Credentials come only from the standard AWS chain (environment, profile, instance or task
 role); none is passed in, logged or put into an error message.
@@ -23,7 +23,6 @@ import contextlib
 import io
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,7 +36,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from images_service.errors import StorageUnavailable
-from images_service.storage import s3_errors
+from images_service.storage import process_temp, s3_errors
 from images_service.storage.backend import (
     STALE_AGE_S,
     ObjectStat,
@@ -54,8 +53,6 @@ MIB = 1024 * 1024
 MIN_PART_BYTES = 5 * MIB
 #: ``DeleteObjects`` takes at most this many keys per request.
 DELETE_BATCH = 1000
-#: Name of this process's directory for download bodies, under the system temp dir.
-TEMP_DIR_PREFIX = "images-service-"
 
 
 class S3Storage(Storage):
@@ -106,7 +103,7 @@ class S3Storage(Storage):
             max_concurrency=4,
             preferred_transfer_client="classic",
         )
-        _remove_temp_dirs_of_dead_processes(self.temp_root)
+        process_temp.remove_dirs_of_dead_processes(self.temp_root)
 
     def _key(self, key: str) -> str:
         return self.prefix + check_key(key)
@@ -252,17 +249,7 @@ class S3Storage(Storage):
 
     def local_temp_dir(self, folder: str) -> Path:
         folder_prefix(folder)
-        # The pid is read now, not at construction: a forked worker gets its own directory.
-        directory = self.temp_root / f"{TEMP_DIR_PREFIX}{os.getpid()}"
-        if not directory.is_dir():
-            try:
-                self.temp_root.mkdir(parents=True, exist_ok=True)
-                directory.mkdir(mode=0o700, exist_ok=True)
-            except OSError as exc:
-                raise StorageUnavailable(
-                    f"local temporary directory {str(directory)!r}: {exc.strerror or exc}"
-                ) from exc
-        return directory
+        return process_temp.ensure_own_dir(self.temp_root)
 
     def sweep_leftovers(self, folder: str = "", *, older_than_s: float = STALE_AGE_S) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
@@ -306,7 +293,7 @@ class S3Storage(Storage):
 
     def close(self) -> None:
         self._client.close()
-        shutil.rmtree(self.temp_root / f"{TEMP_DIR_PREFIX}{os.getpid()}", ignore_errors=True)
+        process_temp.remove_own_dir(self.temp_root)
 
 
 class _MappedBody(io.RawIOBase):
@@ -338,17 +325,3 @@ def _no_debug_logging_of_signed_requests() -> None:
     if botocore_logger.getEffectiveLevel() < logging.INFO:
         botocore_logger.setLevel(logging.INFO)
 
-
-def _remove_temp_dirs_of_dead_processes(temp_root: Path) -> None:
-    """A worker killed mid-download leaves its directory behind: remove those of dead pids."""
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(temp_root):
-            pid = entry.name[len(TEMP_DIR_PREFIX):]
-            if not entry.name.startswith(TEMP_DIR_PREFIX) or not pid.isdigit():
-                continue
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                shutil.rmtree(entry.path, ignore_errors=True)
-            except PermissionError:
-                pass  # alive, another user's
