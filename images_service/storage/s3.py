@@ -70,7 +70,7 @@ class S3Storage(Storage):
         max_pool_connections: int = 10,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 30.0,
-        max_attempts: int = 3,
+        max_attempts: int = 3,  #: requests in all, the first one included
         multipart_threshold_bytes: int = 8 * MIB,
         temp_root: Path | None = None,
     ) -> None:
@@ -87,7 +87,9 @@ class S3Storage(Storage):
             signature_version="s3v4",
             # Path style works with every S3-compatible server and any bucket name.
             s3={"addressing_style": "path"},
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            # In a Config dict botocore reads "max_attempts" as retries after the first try
+            # (it asked 2 requests of max_attempts=1); "total_max_attempts" counts them all.
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             max_pool_connections=max_pool_connections,
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,

@@ -62,6 +62,7 @@ def test_unreachable_store_answers_within_five_seconds(make_settings, make_seawe
     server.pause()  # accepts connections, never answers
     started = time.monotonic()
     response = client.get("/api/v1/health")
-    assert time.monotonic() - started < 5
+    # One attempt with a 1.5 s read timeout: a retry would double it.
+    assert time.monotonic() - started < 2.5
     assert response.status_code == 503
     assert response.json["checks"]["storage"].startswith(f"error: s3 bucket {bucket!r}")
