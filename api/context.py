@@ -12,6 +12,8 @@ from pymongo import MongoClient
 from images_service.backends import HEALTH_TIMEOUT_MS, mongo_client, redis_client
 from images_service.jobs import JobStore
 from images_service.settings import Settings
+from images_service.storage.backend import Storage
+from images_service.storage.factory import create_storage
 from images_service.triggers import Triggers
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import Enqueuer
@@ -32,6 +34,9 @@ class ApiServices:
     #: Separate clients with short timeouts so `/health` answers within the contract's 5 s.
     health_mongo: MongoClient
     health_redis: redis.Redis
+    #: The image store (contract §11): the api will serve files from it.
+    storage: Storage
+    health_storage: Storage
 
     @classmethod
     def build(cls, settings: Settings) -> "ApiServices":
@@ -49,6 +54,14 @@ class ApiServices:
             triggers=Triggers(settings, mongo, red, jobs, Enqueuer(broker)),
             health_mongo=mongo_client(settings, timeout_ms=HEALTH_TIMEOUT_MS, app="images-service-health"),
             health_redis=redis_client(settings, timeout_s=HEALTH_TIMEOUT_MS / 1000),
+            storage=create_storage(settings, connect_timeout_s=REQUEST_TIMEOUT_MS / 1000),
+            # One attempt with short timeouts: a hung bucket is a quick "error", not a 5 s wait.
+            health_storage=create_storage(
+                settings,
+                connect_timeout_s=HEALTH_TIMEOUT_MS / 1000,
+                read_timeout_s=HEALTH_TIMEOUT_MS / 1000,
+                max_attempts=1,
+            ),
         )
 
     def close(self) -> None:
@@ -56,6 +69,8 @@ class ApiServices:
         self.health_mongo.close()
         self.redis.close()
         self.health_redis.close()
+        self.storage.close()
+        self.health_storage.close()
 
 
 def services() -> ApiServices:

@@ -1,4 +1,5 @@
-"""``GET /api/v1/health``: real, short-timeout checks of MongoDB and Redis (contract §7)."""
+"""``GET /api/v1/health``: real, short-timeout checks of MongoDB, Redis and the image store
+(contract §7, §11: the storage path is writable / the bucket answers)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ bp = Blueprint("health", __name__)
 @bp.get("/health")
 def health():
     svc = services()
-    # Both probes run at once so the worst case is one timeout, not the sum of two.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # The probes run at once so the worst case is one timeout, not the sum of three.
+    with ThreadPoolExecutor(max_workers=3) as pool:
         mongo = pool.submit(check_mongo, svc.health_mongo)
         red = pool.submit(check_redis, svc.health_redis)
-        checks = {"mongodb": mongo.result(), "redis": red.result()}
+        storage = pool.submit(svc.health_storage.check)
+        checks = {"mongodb": mongo.result(), "redis": red.result(), "storage": storage.result()}
     healthy = all(value == "ok" for value in checks.values())
     body = {"status": "ok" if healthy else "degraded", "checks": checks}
     return jsonify(body), 200 if healthy else 503

@@ -55,7 +55,8 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ["ok", "degraded"]},
             "checks": {
                 "type": "object",
-                "properties": {"mongodb": {"type": "string"}, "redis": {"type": "string"}},
+                "properties": {"mongodb": {"type": "string"}, "redis": {"type": "string"},
+                               "storage": {"type": "string"}},
             },
         },
     },

@@ -113,3 +113,15 @@ class Unavailable(ApiError):
     """A backing service (MongoDB or Redis) is unavailable; retry later."""
 
     code, status = "unavailable", 503
+
+
+class StorageUnavailable(DownloadError):
+    """The image store (disk or bucket) failed or could not be reached; retried.
+
+    Contract §11: a storage outage during a download is retried like a connection error, so
+    this is a :class:`DownloadError` with code ``connection_error``. The message names the
+    path or bucket and never carries credentials.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("connection_error", message)

@@ -24,13 +24,17 @@ _QUERY_SECRET_RE = re.compile(r"(?P<key>[?&](?:password|pass|secret|token)=)[^&#
 MASK = "***"
 
 
-def redact(text: str) -> str:
+def redact(text: str, *, hide_user: bool = False) -> str:
     """``text`` with the password of every URI in it replaced by ``***``.
 
     Works on a bare URI and on free text (a driver message may quote the URI it was given).
+    ``hide_user`` hides the whole user part too (``scheme://***@host``): for URLs whose
+    "user" is itself a credential, such as an S3 access key id.
     """
     text = _USERINFO_RE.sub(
-        lambda m: f"{m['scheme']}{m['user']}:{MASK}@" if m["password"] else m[0], text
+        lambda m: (f"{m['scheme']}{MASK}@" if hide_user
+                   else f"{m['scheme']}{m['user']}:{MASK}@") if m["password"] else m[0],
+        text,
     )
     return _QUERY_SECRET_RE.sub(lambda m: f"{m['key']}{MASK}", text)
 

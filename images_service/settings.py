@@ -36,6 +36,12 @@ FIELD_PATH_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 #: ``600/minute``, ``10 per second``, ``100/hour``: the forms flask-limiter parses.
 RATE_LIMIT_RE = re.compile(r"^\s*\d+\s*(/|\s+per\s+)\s*(\d+\s+)?(second|minute|hour|day)s?\s*$")
 
+#: Bucket names: AWS's rules, loosened for the legacy names other S3 servers accept.
+S3_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
+#: ``us-east-1``, and what S3-compatible servers use (``auto`` for R2, ``garage``…).
+S3_REGION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STORAGE_BACKENDS = ("filesystem", "s3")
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENVIRONMENTS = ("development", "production")
 _TRUE = ("1", "true", "yes", "on")
@@ -106,6 +112,12 @@ class Settings:
     api_rate_limit: str = "600/minute"
     environment: str = "production"
     log_level: str = "INFO"
+    # Storage backends (contract §11).
+    storage_backend: str = "filesystem"
+    s3_bucket: str = ""
+    s3_prefix: str = ""  #: empty, or ending in "/" (normalised)
+    s3_endpoint_url: str = ""  #: empty means AWS S3
+    s3_region: str = "us-east-1"
     # Extras, documented in the README.
     port: int = 8001
     api_workers: int = 2
@@ -168,6 +180,11 @@ class Settings:
             "API_RATE_LIMIT": self.api_rate_limit,
             "ENVIRONMENT": self.environment,
             "LOG_LEVEL": self.log_level,
+            "STORAGE_BACKEND": self.storage_backend,
+            "S3_BUCKET": self.s3_bucket,
+            "S3_PREFIX": self.s3_prefix,
+            "S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "S3_REGION": self.s3_region,
             "PORT": str(self.port),
             "API_WORKERS": str(self.api_workers),
             "WORKER_PROCESSES": str(self.worker_processes),
@@ -340,6 +357,44 @@ def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str],
     return parse
 
 
+def _pattern(regex: re.Pattern[str], form: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not regex.match(value):
+            raise ValueError
+        return value
+
+    parse.form = form  # type: ignore[attr-defined]
+    return parse
+
+
+def _s3_prefix(raw: str) -> str:
+    """``images`` and ``/images/`` become ``images/``; segments are checked like keys."""
+    value = raw.strip().strip("/")
+    if not value:
+        return ""
+    for segment in value.split("/"):
+        if not segment or segment in (".", "..") or "\\" in segment or any(
+            ord(ch) < 0x20 or ord(ch) == 0x7F for ch in segment
+        ):
+            raise ValueError
+    return value + "/"
+
+
+_s3_prefix.form = "a key prefix such as images/ (no empty, . or .. segments)"  # type: ignore[attr-defined]
+
+
+def _endpoint_url(raw: str) -> str:
+    value = _uri(("http", "https"))(raw).rstrip("/")
+    # Credentials come only from the AWS chain: a user:password@ in the URL is refused.
+    if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+        raise ValueError
+    return value
+
+
+_endpoint_url.form = "an http:// or https:// URL without credentials, or empty for AWS S3"  # type: ignore[attr-defined]
+
+
 def _port(raw: str) -> int:
     return _int_parser(1, 65535)(raw)
 
@@ -374,6 +429,11 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "API_RATE_LIMIT": ("api_rate_limit", _rate_limit),
     "ENVIRONMENT": ("environment", _choice(ENVIRONMENTS)),
     "LOG_LEVEL": ("log_level", _choice(LOG_LEVELS, upper=True)),
+    "STORAGE_BACKEND": ("storage_backend", _choice(STORAGE_BACKENDS)),
+    "S3_BUCKET": ("s3_bucket", _pattern(S3_BUCKET_RE, "a bucket name (3-255 of a-z 0-9 . _ -)")),
+    "S3_PREFIX": ("s3_prefix", _s3_prefix),
+    "S3_ENDPOINT_URL": ("s3_endpoint_url", _endpoint_url),
+    "S3_REGION": ("s3_region", _pattern(S3_REGION_RE, "a region name such as us-east-1")),
     "PORT": ("port", _port),
     "API_WORKERS": ("api_workers", _int_parser(1, 64)),
     "WORKER_PROCESSES": ("worker_processes", _int_parser(1, 64)),
@@ -454,7 +514,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             values[attr] = parse(raw)
         except (ValueError, TypeError):
             form = getattr(parse, "form", "a valid value")
-            problems[name] = f"{name}={redact(raw)!r} is invalid: expected {form}"
+            shown = redact(raw, hide_user=name == "S3_ENDPOINT_URL")
+            problems[name] = f"{name}={shown!r} is invalid: expected {form}"
     low = values.get("retry_backoff_min_ms", Settings.retry_backoff_min_ms)
     high = values.get("retry_backoff_max_ms", Settings.retry_backoff_max_ms)
     # Compared only when both are well-formed: a bad one is already reported.
@@ -463,6 +524,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         problems["RETRY_BACKOFF_MIN_MS"] = (
             f"RETRY_BACKOFF_MIN_MS must not be greater than RETRY_BACKOFF_MAX_MS ({low} > {high})"
         )
+    backend = values.get("storage_backend", Settings.storage_backend)
+    if (backend == "s3" and not values.get("s3_bucket")
+            and not {"STORAGE_BACKEND", "S3_BUCKET"} & problems.keys()):
+        problems["S3_BUCKET"] = "S3_BUCKET is required when STORAGE_BACKEND=s3"
     if problems:
         raise SettingsError("; ".join(problems.values()), tuple(problems))
     return Settings(**values)  # type: ignore[arg-type]

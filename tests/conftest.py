@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.image_server",
     "tests.support.listener",
     "tests.support.pipeline",
+    "tests.support.seaweedfs",
 ]

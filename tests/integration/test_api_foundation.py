@@ -78,7 +78,8 @@ def test_unexpected_exception_is_500_json(make_settings) -> None:
 def test_health_ok_with_both_backends(client) -> None:
     response = client.get("/api/v1/health")
     assert response.status_code == 200
-    assert response.json == {"status": "ok", "checks": {"mongodb": "ok", "redis": "ok"}}
+    assert response.json == {"status": "ok",
+                             "checks": {"mongodb": "ok", "redis": "ok", "storage": "ok"}}
 
 
 def test_health_degraded_when_redis_is_really_stopped(make_settings, own_redis) -> None:
@@ -91,7 +92,8 @@ def test_health_degraded_when_redis_is_really_stopped(make_settings, own_redis) 
     assert time.monotonic() - started < 5
     assert response.status_code == 503
     assert response.json["status"] == "degraded"
-    assert response.json["checks"] == {"mongodb": "ok", "redis": "error: unreachable"}
+    assert response.json["checks"] == {"mongodb": "ok", "redis": "error: unreachable",
+                                       "storage": "ok"}
 
 
 def test_health_degraded_when_mongodb_is_really_stopped(make_settings, own_mongo) -> None:
@@ -104,7 +106,8 @@ def test_health_degraded_when_mongodb_is_really_stopped(make_settings, own_mongo
     assert time.monotonic() - started < 5
     assert response.status_code == 503
     # A short stable message: no driver internals (exception names, host lists, timeouts).
-    assert response.json["checks"] == {"mongodb": "error: unreachable", "redis": "ok"}
+    assert response.json["checks"] == {"mongodb": "error: unreachable", "redis": "ok",
+                                       "storage": "ok"}
 
 
 def test_health_degraded_with_both_pointed_at_closed_ports(make_settings) -> None:
@@ -115,7 +118,8 @@ def test_health_degraded_with_both_pointed_at_closed_ports(make_settings) -> Non
     response = app.test_client().get("/api/v1/health")
     assert response.status_code == 503
     assert response.json == {"status": "degraded", "checks": {"mongodb": "error: unreachable",
-                                                              "redis": "error: unreachable"}}
+                                                              "redis": "error: unreachable",
+                                                              "storage": "ok"}}
 
 
 def test_health_names_a_refused_login_and_logs_the_detail_redacted(make_settings, tmp_path,
@@ -132,7 +136,8 @@ def test_health_names_a_refused_login_and_logs_the_detail_redacted(make_settings
         server.stop()
     # Then the body says why in a few words, and the log has the detail without the password
     assert response.status_code == 503
-    assert response.json["checks"] == {"mongodb": "ok", "redis": "error: authentication failed"}
+    assert response.json["checks"] == {"mongodb": "ok", "redis": "error: authentication failed",
+                                       "storage": "ok"}
     logged = [r.getMessage() for r in caplog.records if r.name == "images_service.backends"]
     assert logged and "AuthenticationError" in logged[0]
     assert "not-the-password-42" not in caplog.text + response.get_data(as_text=True)

@@ -93,7 +93,7 @@ def _start_dev_stack(tmp_path, port: int, mongo_uri: str, redis_url: str,
                  env, tmp_path, tmp_path / "dev.log")
     try:
         status, body = wait_http_json(f"http://127.0.0.1:{port}/api/v1/health", 60, proc=proc)
-        assert status == 200 and body["checks"] == {"mongodb": "ok", "redis": "ok"}
+        assert status == 200 and body["checks"] == {"mongodb": "ok", "redis": "ok", "storage": "ok"}
     except BaseException:
         kill_group(proc)
         raise

@@ -1,0 +1,174 @@
+"""The storage interface every writer and reader of the image tree goes through (§5, §11).
+
+A :class:`Storage` holds the contract's layout under *keys*: POSIX paths relative to the
+tree's root, ``db/coll/folder/original/img_001.jpg``, ``db/coll/folder/metadata.json``. The
+backend adds its own root (``STORAGE_PATH`` or the bucket and ``S3_PREFIX``) and never exposes
+it, so a key is also what the write-back ``path`` and the API report.
+
+A *folder* argument (``list``, ``delete_prefix``, ``move_folder``…) is a key prefix naming a
+folder, with or without the trailing ``/``; ``""`` is the whole tree. Folders are matched by
+whole segments on every backend (``db/coll/a`` never matches ``db/coll/ab/…``).
+
+Failures: a missing object is ``None`` (or :class:`FileNotFoundError` from :meth:`open`);
+anything else the backend cannot do (disk full, bucket unreachable, credentials refused) is
+:class:`~images_service.errors.StorageUnavailable`, retryable with code ``connection_error``.
+Callers never see ``OSError`` from a write nor anything from botocore.
+
+Implementations: :class:`~images_service.storage.filesystem.FilesystemStorage` and
+:class:`~images_service.storage.s3.S3Storage`; :func:`~images_service.storage.factory.
+create_storage` picks one from the settings.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+# Temporary names start with TEMP_PREFIX (a dot: never a segment of a contract key);
+# leftovers older than STALE_AGE_S belong to a dead writer.
+from images_service.storage.files import STALE_TEMP_AGE_S as STALE_AGE_S
+from images_service.storage.files import TEMP_PREFIX
+
+METADATA_CONTENT_TYPE = "application/json"
+
+__all__ = ["METADATA_CONTENT_TYPE", "STALE_AGE_S", "TEMP_PREFIX", "ObjectStat", "Storage",
+           "check_key", "folder_prefix"]
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    """Size of a stored object, and the sha256 it was stored with when the backend keeps it."""
+
+    size_bytes: int
+    #: Hex sha256 given to :meth:`Storage.put_file` (object metadata on S3); None on the
+    #: filesystem, which does not record it (hash the file if you must know).
+    sha256: str | None
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a relative POSIX key of safe segments, else raise ValueError.
+
+    Every segment must be non-empty, must not start with a dot (``.``, ``..``, and the
+    backends' own temporary names) and must not hold a backslash or a control character.
+    """
+    if not isinstance(key, str) or not key or key.startswith("/"):
+        raise ValueError(f"storage key {key!r}: must be a non-empty relative path")
+    for segment in key.split("/"):
+        if not segment or segment.startswith("."):
+            raise ValueError(f"storage key {key!r}: empty or dot segment")
+        if "\\" in segment or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in segment):
+            raise ValueError(f"storage key {key!r}: backslash or control character")
+    return key
+
+
+def folder_prefix(folder: str) -> str:
+    """``folder`` checked and ending in ``/`` (``""`` stays ``""``: the whole tree)."""
+    folder = folder.rstrip("/")
+    return "" if not folder else check_key(folder) + "/"
+
+
+class Storage(abc.ABC):
+    """Where the image tree lives. Every method is safe to call from several threads."""
+
+    #: ``filesystem`` or ``s3``, as in ``STORAGE_BACKEND``.
+    name: str
+
+    @abc.abstractmethod
+    def put_file(self, key: str, local_path: Path, *, content_type: str, sha256: str) -> None:
+        """Store the finished local file ``local_path`` at ``key``, atomically.
+
+        Readers see the old object or the complete new one, never a part. On success the
+        local file is gone (renamed into place, or uploaded and deleted); on failure it is
+        left to the caller, which discards it (or tries again). ``local_path`` should be in
+        :meth:`local_temp_dir` of the key's folder: then the filesystem only renames it.
+        ``content_type`` and ``sha256`` (hex) are kept with the object where the backend can.
+        """
+
+    @abc.abstractmethod
+    def put_bytes(
+        self, key: str, data: bytes, *, content_type: str = METADATA_CONTENT_TYPE
+    ) -> None:
+        """Store ``data`` at ``key`` atomically and durably (``metadata.json``)."""
+
+    def read_bytes(self, key: str) -> bytes | None:
+        """The whole object at ``key``, or None when there is none."""
+        try:
+            with self.open(key) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            return None
+
+    @abc.abstractmethod
+    def open(self, key: str) -> IO[bytes]:
+        """A readable binary stream of ``key`` (close it); FileNotFoundError when absent."""
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectStat | None:
+        """Size (and sha256 where kept) of ``key`` without reading it; None when absent."""
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored at ``key``."""
+        return self.stat(key) is not None
+
+    @abc.abstractmethod
+    def list(self, folder: str = "") -> list[str]:
+        """Every key under ``folder``, sorted (never a temporary file or an empty folder)."""
+
+    @abc.abstractmethod
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove ``keys``; keys already absent are ignored."""
+
+    @abc.abstractmethod
+    def delete_prefix(self, folder: str) -> int:
+        """Remove the folder and everything in it; returns how many keys were removed."""
+
+    @abc.abstractmethod
+    def move_folder(self, old_folder: str, new_folder: str) -> bool:
+        """Move every key of ``old_folder`` to ``new_folder``; False when old was empty.
+
+        The caller holds the document's lock and has checked (from the two metadata.json)
+        that ``new_folder`` is not another document's. The target must be free: empty, or
+        holding only what an interrupted move of the same folder left there; otherwise
+        FileExistsError and nothing changes. See the backends for how atomic it is.
+        """
+
+    @abc.abstractmethod
+    def ensure_folder(self, folder: str) -> None:
+        """Make the document folder's layout exist (``original/``, the empty ``processed/``).
+
+        A bucket has no empty folders (§11): a no-op there.
+        """
+
+    @abc.abstractmethod
+    def local_temp_dir(self, folder: str) -> Path:
+        """A local directory where a download for ``folder`` streams its body before validation.
+
+        Filesystem: the folder's ``original/``, so that :meth:`put_file` is a rename. S3: a
+        directory private to this process outside ``STORAGE_PATH``. Name files there with
+        :data:`TEMP_PREFIX` (``storage.files.temp_file`` does).
+        """
+
+    @abc.abstractmethod
+    def sweep_leftovers(self, folder: str = "", *, older_than_s: float = STALE_AGE_S) -> int:
+        """Remove what writers killed mid-write left under ``folder``; returns how many.
+
+        Filesystem: ``.tmp-`` files; S3: incomplete multipart uploads. Only leftovers older
+        than ``older_than_s`` are touched, so a live write is never disturbed.
+        """
+
+    @abc.abstractmethod
+    def check(self) -> str:
+        """``"ok"`` or ``"error: …"`` naming the path or bucket, for ``/health``; never raises."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and local temporary directories."""
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

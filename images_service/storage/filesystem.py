@@ -1,0 +1,213 @@
+"""The image tree in a local directory, ``STORAGE_PATH`` (``STORAGE_BACKEND=filesystem``).
+
+Keys map to paths under the root. Writes use :mod:`images_service.storage.files`: a hidden
+``.tmp-`` file in the final folder renamed over the final name, so a reader sees the old file
+or the new one. Downloads stream into the folder's ``original/`` (:meth:`local_temp_dir`), so
+storing an image is one rename on the same file system. A folder move is one ``rename`` of the
+directory: atomic, nothing to resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from stat import S_ISREG
+from typing import IO
+
+from images_service.errors import StorageUnavailable
+from images_service.storage import files
+from images_service.storage.backend import (
+    STALE_AGE_S,
+    TEMP_PREFIX,
+    ObjectStat,
+    Storage,
+    check_key,
+    folder_prefix,
+)
+from images_service.storage.layout import ORIGINAL_DIR
+
+#: ``db/coll/folder/original`` is 4 segments deep: the layout's fixed folders are never
+#: deeper, so an emptied folder below them (``processed/thumb/``) is removed, as it would
+#: not exist in a bucket either.
+LAYOUT_DEPTH = 4
+
+
+@contextlib.contextmanager
+def _os_errors(action: str, key: str) -> Iterator[None]:
+    """Turn a failing disk (full, read-only, permissions) into a retryable StorageUnavailable."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageUnavailable(
+            f"STORAGE_PATH: {action} {key!r} failed: {exc.strerror or exc}"
+        ) from exc
+
+
+class FilesystemStorage(Storage):
+    """The tree under ``root`` on a local (or network) file system."""
+
+    name = "filesystem"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        # check_key refuses absolute keys and dot segments: the path cannot leave the root.
+        return self.root / check_key(key)
+
+    def _folder(self, folder: str) -> Path:
+        return self.root / folder_prefix(folder)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def put_file(self, key: str, local_path: Path, *, content_type: str, sha256: str) -> None:
+        final = self._path(key)
+        with _os_errors("storing", key):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # Not fsynced: after a power loss an image may be short, but then its size no
+                # longer matches metadata.json and the next run fetches it again.
+                files.move_into_place(Path(local_path), final, durable=False)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                self._copy_into_place(Path(local_path), final)
+
+    @staticmethod
+    def _copy_into_place(source: Path, final: Path) -> None:
+        """``source`` is on another file system: copy it next to ``final``, then rename."""
+        fd, tmp = files.temp_file(final.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+            os.replace(tmp, final)
+        except BaseException:
+            files.remove_quietly(tmp)
+            raise
+        files.remove_quietly(source)
+
+    def put_bytes(self, key: str, data: bytes, *, content_type: str = "application/json") -> None:
+        path = self._path(key)
+        with _os_errors("writing", key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            files.atomic_write_bytes(path, data, durable=True)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def open(self, key: str) -> IO[bytes]:
+        path = self._path(key)
+        try:
+            return open(path, "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise FileNotFoundError(f"no object {key!r}") from None
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"STORAGE_PATH: reading {key!r} failed: {exc.strerror}"
+            ) from exc
+
+    def stat(self, key: str) -> ObjectStat | None:
+        try:
+            result = os.stat(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StorageUnavailable(f"STORAGE_PATH: stat {key!r} failed: {exc.strerror}") from exc
+        if not S_ISREG(result.st_mode):
+            return None
+        # The filesystem keeps no sha256: callers that need it hash the file.
+        return ObjectStat(result.st_size, None)
+
+    def list(self, folder: str = "") -> list[str]:
+        prefix = folder_prefix(folder)
+        keys = []
+        for directory, subdirs, names in os.walk(self.root / prefix):
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+            relative = os.path.relpath(directory, self.root).replace(os.sep, "/")
+            base = "" if relative == "." else relative + "/"
+            keys.extend(base + name for name in names if not name.startswith("."))
+        return sorted(keys)
+
+    # -- removing and moving ------------------------------------------------------------------
+
+    def delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            path = self._path(key)
+            with _os_errors("deleting", key):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                self._prune_empty_parents(path.parent)
+
+    def _prune_empty_parents(self, directory: Path) -> None:
+        while len(directory.relative_to(self.root).parts) > LAYOUT_DEPTH:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty (or already gone): stop climbing
+                return
+            directory = directory.parent
+
+    def delete_prefix(self, folder: str) -> int:
+        if not folder.strip("/"):
+            raise ValueError("delete_prefix needs a folder: refusing to delete the whole tree")
+        keys = self.list(folder)
+        with _os_errors("deleting", folder), contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self._folder(folder))
+        return len(keys)
+
+    def move_folder(self, old_folder: str, new_folder: str) -> bool:
+        source, target = self._folder(old_folder), self._folder(new_folder)
+        if not source.is_dir():
+            return False
+        if target.exists():
+            if self.list(new_folder):
+                raise FileExistsError(f"{new_folder!r} already holds files")
+            # Only the empty layout (from ensure_folder) is there: rename needs it gone.
+            with _os_errors("moving to", new_folder):
+                shutil.rmtree(target)
+        with _os_errors("moving to", new_folder):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(source, target)
+        return True
+
+    # -- folders, temporary files, health -----------------------------------------------------
+
+    def ensure_folder(self, folder: str) -> None:
+        with _os_errors("creating", folder):
+            files.ensure_document_dirs(self._folder(folder))
+
+    def local_temp_dir(self, folder: str) -> Path:
+        directory = self._folder(folder) / ORIGINAL_DIR
+        if not directory.is_dir():
+            self.ensure_folder(folder)
+        return directory
+
+    def sweep_leftovers(self, folder: str = "", *, older_than_s: float = STALE_AGE_S) -> int:
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for directory, _subdirs, names in os.walk(self._folder(folder)):
+            for name in names:
+                path = os.path.join(directory, name)
+                with contextlib.suppress(FileNotFoundError):
+                    if name.startswith(TEMP_PREFIX) and os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+        return removed
+
+    def check(self) -> str:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = files.temp_file(self.root, suffix=".health")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            return f"error: STORAGE_PATH {str(self.root)!r} is not writable: {exc.strerror or exc}"
+        return "ok"
+
+    def close(self) -> None:
+        pass  # nothing is held open between calls
