@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         CORS(app, origins=list(settings.cors_origins), allow_headers=["Content-Type", "X-API-Key"],
              expose_headers=["Location", "Retry-After"])
 
-    from api import downloads, health, jobs, openapi
+    from api import downloads, health, jobs, openapi, queues
     from api.limits import init_limiter
     from api.metrics import init_metrics
 
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(downloads.bp)
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(queues.bp)
     init_limiter(app, redis_url=settings.redis_url, limit=settings.api_rate_limit)
     init_metrics(app)
     return app

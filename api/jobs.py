@@ -1,10 +1,11 @@
-"""Job endpoints (contract §7): list, read, cancel."""
+"""Job endpoints (contract §7, §13): list, read, cancel, retry."""
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
 from api.context import services
+from api.downloads import accepted
 from images_service import metrics
 from images_service.errors import Conflict, InvalidRequest, NotFound
 from images_service.jobs import JOB_STATUSES, JOB_TYPES, job_to_api
@@ -65,3 +66,8 @@ def cancel_job(job_id: str):
         raise Conflict(f"job {job_id} is already {current['status']}", code="job_finished")
     metrics.JOBS.labels(cancelled["type"], "cancelled").inc()
     return jsonify(job_to_api(cancelled))
+
+
+@bp.post("/<job_id>/retry")
+def retry_job(job_id: str):
+    return accepted(services().triggers.retry_job(job_id))
