@@ -7,6 +7,7 @@ server's settings in its environment are deliberately invalid (client commands i
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import threading
 from pathlib import Path
@@ -29,12 +30,32 @@ class LiveApi:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def env(self, key: str = KEY, url: str | None = None) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(REPO), "IMAGES_SERVICE_URL": url or self.url,
+                "API_KEY": key, "MAX_RETRIES": "not-a-number"}
+
     def cli(self, *args: str, key: str = KEY, url: str | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "IMAGES_SERVICE_URL": url or self.url,
-               "API_KEY": key, "MAX_RETRIES": "not-a-number"}
-        return subprocess.run(service_command(*args), env=env, cwd=cwd, capture_output=True,
-                              text=True, timeout=90)
+        return subprocess.run(service_command(*args), env=self.env(key, url), cwd=cwd,
+                              capture_output=True, text=True, timeout=90)
+
+    def cli_on_terminal(self, *args: str) -> tuple[int, str]:
+        """Run with stdout on a pseudo-terminal; returns (exit status, what it showed)."""
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(service_command(*args), env=self.env(), stdout=follower,
+                                stderr=subprocess.STDOUT)
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(leader)
+        return proc.wait(timeout=90), shown.decode(errors="replace")
 
 
 @pytest.fixture
@@ -75,6 +96,17 @@ def test_download_wait_ends_0_with_plain_lines(live_api, start_worker, image_ser
     assert lines[-1] == f"job {job_id} completed: 4 documents, 8 images downloaded, 0 skipped, 0 failed"
     assert "\x1b" not in result.stdout + result.stderr
     assert api_client(live_api.settings).get(f"/api/v1/jobs/{job_id}").json["status"] == "completed"
+
+
+def test_wait_on_a_terminal_draws_progress_bars(live_api, start_worker, image_server):
+    _hotels(live_api.settings, image_server, broken=False)
+    start_worker(live_api.settings)
+    status, shown = live_api.cli_on_terminal("download", "document", "serpy_db", "hotels", "h1",
+                                             "--wait")
+    assert status == 0, shown
+    assert "\x1b[" in shown and "━" in shown  # rich's bars, drawn with control codes
+    assert "documents" in shown and "images" in shown and "2/2" in shown
+    assert "completed: 1 documents, 2 images downloaded, 0 skipped, 0 failed" in shown
 
 
 def test_failed_images_end_1_and_retry_makes_a_job_that_names_the_first(
