@@ -34,13 +34,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         CORS(app, origins=list(settings.cors_origins), allow_headers=["Content-Type", "X-API-Key"],
              expose_headers=["Location", "Retry-After"])
 
-    from api import downloads, health, jobs, openapi
+    from api import downloads, health, jobs, openapi, queues
     from api.metrics import init_metrics
 
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(downloads.bp)
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(queues.bp)
     # Attached after the auth hook, so the per-key budget counts authenticated calls only.
     limiter.init_app(app)
     init_metrics(app)

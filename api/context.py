@@ -43,7 +43,7 @@ class ApiServices:
         mongo = mongo_client(settings, timeout_ms=REQUEST_TIMEOUT_MS, app="images-service-api")
         red = redis_client(settings, timeout_s=REQUEST_TIMEOUT_MS / 1000)
         # The api only enqueues: its broker is not Dramatiq's global and needs no actors.
-        broker = build_broker(settings, client=red)
+        broker = build_broker(settings, client=red, producer=True)
         jobs = JobStore(mongo, settings.jobs_database, retention_days=settings.job_retention_days)
         return cls(
             settings=settings,

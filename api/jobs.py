@@ -1,4 +1,4 @@
-"""Job endpoints (contract §7): list, read, cancel."""
+"""Job endpoints (contract §7, §13): list, read, cancel, retry."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import redis
 from flask import Blueprint, jsonify, request
 
 from api.context import services
+from api.downloads import accepted
 from images_service import metrics
 from images_service.errors import Conflict, InvalidRequest, NotFound
 from images_service.jobs import JOB_STATUSES, JOB_TYPES, job_to_api
@@ -78,3 +79,8 @@ def cancel_job(job_id: str):
         log.warning("job %s cancelled; its Redis state stays until a worker sees it: %s",
                     job_id, exc, extra={"job_id": job_id})
     return jsonify(job_to_api(cancelled))
+
+
+@bp.post("/<job_id>/retry")
+def retry_job(job_id: str):
+    return accepted(services().triggers.retry_job(job_id))

@@ -97,6 +97,7 @@ SCHEMAS.update({
                                "code": {"type": "string", "nullable": True},
                                "message": {"type": "string", "nullable": True}}}},
             "message": {"type": "string"},
+            "retry_of": {"type": "string", "description": "the job this one retries"},
         },
     },
     "JobList": {
@@ -261,6 +262,52 @@ PATHS.update({
         }
     },
 })
+
+_COUNT = {"type": "integer", "minimum": 0}
+SCHEMAS.update({
+    "QueueList": {
+        "type": "object",
+        "required": ["queues", "workers"],
+        "properties": {
+            "queues": {"type": "array", "items": {
+                "type": "object", "required": ["name", "ready", "delayed", "dead"],
+                "properties": {"name": {"type": "string"}, "ready": _COUNT, "delayed": _COUNT,
+                               "dead": _COUNT}}},
+            "workers": {**_COUNT, "description": "worker processes seen in the last minute"},
+        },
+    },
+    "Redriven": {"type": "object", "required": ["redriven"], "properties": {"redriven": _COUNT}},
+})
+AUTH_ERRORS = {"401": UNAUTHORIZED, "429": RATE_LIMITED, "503": _error("unavailable")}
+
+PATHS.update({
+    "/api/v1/jobs/{job_id}/retry": {
+        "post": {
+            "summary": "Start a new job of the same type and scope as a finished job",
+            "parameters": [_path_param("job_id")],
+            "responses": {"202": ACCEPTED,
+                          "404": _error("job_not_found, or collection_not_found / "
+                                        "document_not_found when the job's source is gone"),
+                          "409": _error("job_active: the job is pending or running"),
+                          **AUTH_ERRORS},
+        }
+    },
+    "/api/v1/queues": {
+        "get": {
+            "summary": "Ready, delayed and dead messages per queue, and live workers",
+            "responses": {"200": _json("The queues", "QueueList"), **AUTH_ERRORS},
+        }
+    },
+    "/api/v1/queues/{name}/redrive": {
+        "post": {
+            "summary": "Enqueue the queue's dead-lettered messages again",
+            "parameters": [_path_param("name")],
+            "responses": {"200": _json("How many were enqueued again", "Redriven"),
+                          "404": _error("queue_not_found"), **AUTH_ERRORS},
+        }
+    },
+})
+
 
 def build_document() -> dict[str, Any]:
     return {

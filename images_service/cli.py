@@ -1,8 +1,10 @@
-"""The `images-service` command: api, worker, listener and the embedded dev stack.
+"""The `images-service` command: api, worker, listener, the dev stack, and the api's client.
 
-Every subcommand reads and validates all settings first, so a bad value fails fast with a
-message naming the variable, whichever process is started. ``api`` and ``worker`` then
-*exec* gunicorn / the Dramatiq CLI, so SIGTERM reaches the real server process directly.
+Every process subcommand reads and validates all settings first, so a bad value fails fast
+with a message naming the variable, whichever process is started. ``api`` and ``worker`` then
+*exec* gunicorn / the Dramatiq CLI, so SIGTERM reaches the real server process directly. The
+client subcommands (download, jobs, job, cancel, retry: images_service/client/) only talk to
+the api and skip the settings: they must work where no server is configured.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from images_service import __version__
+from images_service.client.commands import add_client_commands
 from images_service.settings import Settings, SettingsError, load_settings
 
 #: Dramatiq waits this long (ms) for in-flight messages on SIGTERM before requeueing them,
@@ -157,11 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--allow-private-networks", action="store_true",
                      help="set ALLOW_PRIVATE_NETWORKS=true (to fetch from local test servers)")
     dev.set_defaults(func=cmd_dev)
+
+    add_client_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "client_command", False):
+        return args.func(args)
     try:
         settings = load_settings()
         return args.func(settings, args)

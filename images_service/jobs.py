@@ -98,6 +98,7 @@ class JobStore:
         image_fields: list[str] | None = None,
         job_id: str | None = None,
         source: Mapping[str, Any] | None = None,
+        retry_of: str | None = None,
     ) -> dict[str, Any]:
         if job_type not in JOB_TYPES:
             raise ValueError(f"unknown job type {job_type!r}")
@@ -131,6 +132,8 @@ class JobStore:
             doc["limit"] = limit
         if source:
             doc["source"] = dict(source)
+        if retry_of is not None:
+            doc["retry_of"] = retry_of
         self.collection.insert_one(doc)
         return doc
 
@@ -242,4 +245,6 @@ def job_to_api(doc: Mapping[str, Any]) -> dict[str, Any]:
     out["errors"] = _decode_errors(doc.get("errors", []))[-MAX_ERRORS:]
     if doc.get("failure"):
         out["message"] = doc["failure"]
+    if doc.get("retry_of"):
+        out["retry_of"] = doc["retry_of"]
     return out

@@ -10,6 +10,7 @@ either backing service failing surfaces as :class:`~images_service.errors.Unavai
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Mapping, Protocol, Sequence
 
@@ -19,9 +20,11 @@ from pymongo import MongoClient
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from images_service import metrics
-from images_service.errors import InvalidFilter, InvalidRequest, NotFound, Unavailable, UnsafePathError
+from images_service.errors import (
+    Conflict, InvalidFilter, InvalidRequest, NotFound, Unavailable, UnsafePathError,
+)
 from images_service.filters import check_filter
-from images_service.jobs import JobStore
+from images_service.jobs import ACTIVE, JobStore
 from images_service.settings import FIELD_PATH_RE, Settings
 from images_service.storage import layout
 
@@ -211,3 +214,40 @@ class Triggers:
                            document_id=layout.document_id_str(source_id),
                            source={"id": json_util.dumps(source_id), "trigger": trigger},
                            job_id=job_id)
+
+    def retry_job(self, job_id: str) -> dict[str, Any]:
+        """A new job of the same type and scope as finished job ``job_id`` (contract §13).
+
+        The new job gets a fresh id and ``force`` false: images already stored are skipped,
+        so in effect only failed and missing ones are fetched again. A ``change_stream`` job
+        stays a ``change_stream`` job (what started it is still what it is about); its fresh
+        uuid id never collides with the listener's deterministic ids (hashes of the change).
+        """
+        try:
+            job = self.jobs.get(job_id)
+        except PyMongoError as exc:
+            raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
+        if job is None:
+            raise NotFound(f"job {job_id} not found", code="job_not_found")
+        if job["status"] in ACTIVE:
+            raise Conflict(f"job {job_id} is still {job['status']}", code="job_active")
+        database, collection = job["database"], job["collection"]
+        self._ensure_collection(database, collection)
+        scope: dict[str, Any] = {"image_fields": job.get("image_fields"), "retry_of": job_id}
+        if "source" in job:  # document and change_stream jobs: the same document
+            self._ensure_document(database, collection, json_util.loads(job["source"]["id"]))
+            scope.update(document_id=job["document_id"], source=job["source"])
+        if "filter_json" in job:
+            scope["filter"] = json.loads(job["filter_json"])
+        if job.get("limit") is not None:
+            scope["limit"] = job["limit"]
+        return self._start(job["type"], database, collection, **scope)
+
+    def _ensure_document(self, database: str, collection: str, source_id: Any) -> None:
+        try:
+            found = self.mongo[database][collection].find_one({"_id": source_id}, {"_id": 1})
+        except PyMongoError as exc:
+            raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
+        if found is None:
+            raise NotFound(f"document {layout.document_id_str(source_id)} not found in "
+                           f"{database}.{collection}", code="document_not_found")

@@ -25,10 +25,17 @@ MAINTENANCE_CHANCE = 50_000
 DEAD_MESSAGE_TTL_MS = 3 * 24 * 3600 * 1000
 #: Redis key namespace of the broker's queues.
 NAMESPACE = "images-service"
+#: Broker ids of enqueue-only processes (api, listener) start with this. The dispatch script
+#: records every caller in the heartbeats set, so this is how a worker count tells them apart.
+PRODUCER_ID_PREFIX = "producer-"
 
 
-def build_broker(settings: Settings, *, client: redis.Redis | None = None) -> RedisBroker:
-    """A Redis broker with the built-in middleware the actors rely on."""
+def build_broker(settings: Settings, *, client: redis.Redis | None = None,
+                 producer: bool = False) -> RedisBroker:
+    """A Redis broker with the built-in middleware the actors rely on.
+
+    ``producer``: the broker only enqueues (api, listener); its id is marked as such.
+    """
     middleware = [
         AgeLimit(),
         TimeLimit(time_limit=10 * 60 * 1000),
@@ -39,7 +46,7 @@ def build_broker(settings: Settings, *, client: redis.Redis | None = None) -> Re
                 max_backoff=settings.retry_backoff_max_ms),
         CurrentMessage(),
     ]
-    return RedisBroker(
+    broker = RedisBroker(
         url=None if client is not None else settings.redis_url,
         client=client,
         namespace=NAMESPACE,
@@ -48,6 +55,9 @@ def build_broker(settings: Settings, *, client: redis.Redis | None = None) -> Re
         dead_message_ttl=DEAD_MESSAGE_TTL_MS,
         middleware=middleware,
     )
+    if producer:
+        broker.broker_id = PRODUCER_ID_PREFIX + broker.broker_id
+    return broker
 
 
 def install_broker(settings: Settings) -> RedisBroker:

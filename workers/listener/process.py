@@ -90,7 +90,7 @@ def run_listener(settings: Settings, *, rescan: bool = False) -> int:
     mongo = mongo_client(settings, timeout_ms=MONGO_TIMEOUT_MS, app="images-service-listener")
     red = redis_client(settings, timeout_s=REDIS_TIMEOUT_S)
     # The listener only enqueues: its broker is not Dramatiq's global and needs no actors.
-    broker = build_broker(settings, client=red)
+    broker = build_broker(settings, client=red, producer=True)
     jobs = JobStore(mongo, settings.jobs_database, retention_days=settings.job_retention_days)
     enqueuer = Enqueuer(broker)
     lease = Lease(red, settings.jobs_database)

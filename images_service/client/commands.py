@@ -1,0 +1,176 @@
+"""The client subcommands of `images-service`: download, jobs, job, cancel, retry (contract §13).
+
+They talk to the api only (``IMAGES_SERVICE_URL``, ``API_KEY``), so they run anywhere and
+never need the server's settings. Exit status: 0 when the job completed without a failed
+image (or, without ``--wait``, when the request succeeded), 1 when the job ended failed,
+cancelled or with failed images, 2 for usage and API errors, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+from urllib.parse import quote
+
+from images_service.client import format as fmt
+from images_service.client.http import ApiClient, ApiClientError, ClientSettings
+from images_service.client.progress import follow
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+JOB_TYPES = ("collection", "document", "batch", "change_stream")
+
+
+class UsageError(Exception):
+    """A command line value the api would refuse anyway, caught before any request."""
+
+
+def _started(client: ApiClient, accepted: dict[str, Any], args: argparse.Namespace,
+             note: str = "") -> int:
+    """After a 202: say which job, then follow it when asked to."""
+    job_id = accepted["job_id"]
+    print(f"job {job_id} {accepted['status']}{note}", flush=True)
+    return _wait(client, job_id) if args.wait else EXIT_OK
+
+
+def _wait(client: ApiClient, job_id: str) -> int:
+    job = follow(client, job_id, sys.stdout)
+    for line in fmt.error_lines(job):
+        print(line)
+    print(fmt.final_line(job), flush=True)
+    return fmt.exit_status(job)
+
+
+def _filter(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"--filter is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError("--filter must be a JSON object, e.g. '{\"city\": \"Madrid\"}'")
+    return value
+
+
+def _path(*segments: str) -> str:
+    # Names go into the URL as single path segments, whatever characters they hold (the api
+    # refuses unsafe names with its own message).
+    return "/" + "/".join(quote(segment, safe="") for segment in segments)
+
+
+def cmd_download(client: ApiClient, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"force": args.force}
+    if args.target == "collection":
+        body["filter"] = _filter(args.filter)
+        body["limit"] = args.limit
+        path = _path("download", "collection", args.database, args.collection)
+    else:
+        path = _path("download", "document", args.database, args.collection, args.document_id)
+    return _started(client, client.post(path, {k: v for k, v in body.items() if v is not None}),
+                    args)
+
+
+def cmd_jobs(client: ApiClient, args: argparse.Namespace) -> int:
+    page = client.get("/jobs", status=args.status, type=args.type, limit=args.limit)
+    if args.json:
+        print(json.dumps(page, indent=2))
+    elif sys.stdout.isatty():
+        _print_rich_table(page)
+    else:
+        for line in fmt.plain_table(page["jobs"]):
+            print(line)
+    return EXIT_OK
+
+
+def _print_rich_table(page: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*fmt.TABLE_COLUMNS, box=None, header_style="bold")
+    for job in page["jobs"]:
+        table.add_row(*fmt.table_row(job))
+    console = Console()
+    console.print(table)
+    console.print(f"{len(page['jobs'])} of {page['total']} jobs", style="dim")
+
+
+def cmd_job(client: ApiClient, args: argparse.Namespace) -> int:
+    if args.wait:
+        return _wait(client, args.job_id)
+    job = client.get(_path("jobs", args.job_id))
+    print(json.dumps(job, indent=2) if args.json else "\n".join(fmt.details(job)))
+    return EXIT_OK
+
+
+def cmd_cancel(client: ApiClient, args: argparse.Namespace) -> int:
+    print(fmt.final_line(client.post(_path("jobs", args.job_id, "cancel"))))
+    return EXIT_OK
+
+
+def cmd_retry(client: ApiClient, args: argparse.Namespace) -> int:
+    accepted = client.post(_path("jobs", args.job_id, "retry"))
+    return _started(client, accepted, args, note=f" (retry of {args.job_id})")
+
+
+def run(handler: Callable[[ApiClient, argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a client command; errors become a message on stderr and exit status 2."""
+    client = ApiClient(ClientSettings.from_env())
+    try:
+        return handler(client, args)
+    except (ApiClientError, UsageError) as exc:
+        print(f"images-service: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        if getattr(args, "wait", False):
+            print("images-service: stopped waiting; the job goes on", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def add_client_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the client subcommands; each sets ``client_command`` (no server settings)."""
+
+    def command(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text)
+        parser.set_defaults(func=lambda args: run(handler, args), client_command=True)
+        return parser
+
+    def wait_flag(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--wait", action="store_true",
+                            help="follow the job until it ends (exit 0 only if it completed "
+                                 "without a failed image)")
+
+    download = command("download", cmd_download, "start a download job through the api")
+    targets = download.add_subparsers(dest="target", metavar="TARGET", required=True)
+    coll = targets.add_parser("collection", help="every document of a collection")
+    coll.add_argument("database")
+    coll.add_argument("collection")
+    coll.add_argument("--filter", help="MongoDB query as JSON (Extended JSON: $oid, $date)")
+    coll.add_argument("--limit", type=int, help="at most this many documents")
+    doc = targets.add_parser("document", help="one document")
+    doc.add_argument("database")
+    doc.add_argument("collection")
+    doc.add_argument("document_id", metavar="ID")
+    for parser in (coll, doc):
+        parser.add_argument("--force", action="store_true", help="download stored images again")
+        wait_flag(parser)
+
+    jobs = command("jobs", cmd_jobs, "list jobs, newest first")
+    jobs.add_argument("--status", choices=JOB_STATUSES)
+    jobs.add_argument("--type", choices=JOB_TYPES)
+    jobs.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 500)")
+    jobs.add_argument("--json", action="store_true", help="print the api's JSON")
+
+    job = command("job", cmd_job, "show one job")
+    job.add_argument("job_id", metavar="JOB_ID")
+    job.add_argument("--json", action="store_true", help="print the api's JSON")
+    wait_flag(job)
+
+    cancel = command("cancel", cmd_cancel, "cancel a pending or running job")
+    cancel.add_argument("job_id", metavar="JOB_ID")
+
+    retry = command("retry", cmd_retry, "start a new job with the scope of a finished one")
+    retry.add_argument("job_id", metavar="JOB_ID")
+    wait_flag(retry)

@@ -1,0 +1,100 @@
+"""Jobs as text: progress lines, the final status line, job details and the jobs table.
+
+Pure functions of the job JSON (contract §6), so the command line's output is tested without
+an api. Plain text only: terminal decoration (bars, colours) is left to ``progress`` and the
+table printer, and only when stdout is a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+FINISHED = ("completed", "failed", "cancelled")
+#: Errors shown under a finished job (the job keeps the last 100; `job` shows them all).
+ERRORS_SHOWN = 5
+TABLE_COLUMNS = ("JOB ID", "TYPE", "STATUS", "SCOPE", "DOCUMENTS", "IMAGES", "FAILED", "CREATED")
+
+
+def images_finished(progress: Mapping[str, int]) -> int:
+    return progress["images_downloaded"] + progress["images_skipped"] + progress["images_failed"]
+
+
+def progress_line(job: Mapping[str, Any]) -> str:
+    """One line per change while following a job (stdout is not a terminal)."""
+    p = job["progress"]
+    return (f"{job['status']:<9} documents {p['documents_done']}/{p['documents_total']}  "
+            f"images {images_finished(p)}/{p['images_total']} "
+            f"(downloaded {p['images_downloaded']}, skipped {p['images_skipped']}, "
+            f"failed {p['images_failed']})")
+
+
+def final_line(job: Mapping[str, Any]) -> str:
+    """The last line: the job's status and counts, and why it failed when it did."""
+    p = job["progress"]
+    line = (f"job {job['job_id']} {job['status']}: {p['documents_done']} documents, "
+            f"{p['images_downloaded']} images downloaded, {p['images_skipped']} skipped, "
+            f"{p['images_failed']} failed")
+    if job.get("message"):
+        line += f" ({job['message']})"
+    return line
+
+
+def error_lines(job: Mapping[str, Any], limit: int | None = ERRORS_SHOWN) -> list[str]:
+    errors = job.get("errors") or []
+    shown = errors if limit is None else errors[-limit:]
+    lines = [f"  {e.get('code')}  {e.get('document_id')}  {e.get('url') or ''}".rstrip()
+             for e in shown]
+    if len(shown) < len(errors):
+        lines.insert(0, f"  ... {len(errors) - len(shown)} more errors: "
+                        f"images-service job {job['job_id']}")
+    return lines
+
+
+def exit_status(job: Mapping[str, Any]) -> int:
+    """0 when the job completed without a failed image, 1 otherwise (contract §13)."""
+    ok = job["status"] == "completed" and job["progress"]["images_failed"] == 0
+    return 0 if ok else 1
+
+
+def scope(job: Mapping[str, Any]) -> str:
+    text = f"{job['database']}.{job['collection']}"
+    if job.get("document_id") is not None:
+        text += f"/{job['document_id']}"
+    return text
+
+
+def table_row(job: Mapping[str, Any]) -> tuple[str, ...]:
+    p = job["progress"]
+    return (job["job_id"], job["type"], job["status"], scope(job),
+            f"{p['documents_done']}/{p['documents_total']}",
+            f"{images_finished(p)}/{p['images_total']}", str(p["images_failed"]),
+            job["created_at"] or "")
+
+
+def plain_table(jobs: list[Mapping[str, Any]]) -> list[str]:
+    """Tab-separated rows without a header, for pipes (``cut -f1`` gives the ids)."""
+    return ["\t".join(table_row(job)) for job in jobs]
+
+
+def details(job: Mapping[str, Any]) -> list[str]:
+    """`images-service job ID`: one field a line, then every error the job kept."""
+    p = job["progress"]
+    fields: list[tuple[str, Any]] = [
+        ("job", job["job_id"]), ("type", job["type"]), ("status", job["status"]),
+        ("scope", scope(job)),
+        ("filter", json.dumps(job["filter"]) if "filter" in job else None), ("limit", job.get("limit")),
+        ("image fields", ", ".join(job.get("image_fields") or []) or None),
+        ("force", "yes" if job.get("force") else None), ("retry of", job.get("retry_of")),
+        ("created", job["created_at"]), ("started", job["started_at"]),
+        ("finished", job["finished_at"]), ("message", job.get("message")),
+        ("documents", f"{p['documents_done']}/{p['documents_total']}"),
+        ("images", f"{images_finished(p)}/{p['images_total']} (downloaded "
+                   f"{p['images_downloaded']}, skipped {p['images_skipped']}, "
+                   f"failed {p['images_failed']})"),
+    ]
+    lines = [f"{name + ':':<13} {value}" for name, value in fields if value is not None]
+    if job.get("errors"):
+        lines.append("errors:")
+        lines.extend(error_lines(job, limit=None))
+    return lines
