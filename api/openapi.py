@@ -186,7 +186,8 @@ PATHS: dict[str, Any] = {
             "summary": "This document",
             "responses": {"200": {"description": "OpenAPI 3 document",
                                   "content": {"application/json": {"schema": {"type": "object"}}}},
-                          "401": UNAUTHORIZED},
+                          # 429: failed authentication attempts are limited per address.
+                          "401": UNAUTHORIZED, "429": RATE_LIMITED},
         }
     },
     "/api/v1/docs": {

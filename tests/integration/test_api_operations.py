@@ -178,30 +178,44 @@ def test_redrive_of_a_queue_without_dead_letters(setup):
 
 
 def test_a_dead_lettered_message_completes_after_redrive(setup, start_worker, image_server):
-    # Given a job whose scan fails for good: its filter uses an operator the server refuses,
-    # and its message allows no retry
+    # Given a job whose scan fails for good: its filter passes the decoder but the server
+    # refuses it at query time ($mod by zero), and its message allows no retry
     settings, client, _ = setup
     db = source_db(settings)
     db.hotels.insert_one({"_id": "h-1", "name": "Ritz", "images": [image_server.url("/image/PNG/r")]})
     jobs = JobStore(MongoClient(settings.mongodb_uri), settings.jobs_database)
-    job_id = jobs.create("collection", "serpy_db", "hotels", filter={"_id": {"$nosuchop": 1}})["_id"]
+    job_id = jobs.create("collection", "serpy_db", "hotels", filter={"n": {"$mod": [0, 1]}})["_id"]
     broker = build_broker(settings, producer=True)
     broker.enqueue(dramatiq.Message(queue_name=SCAN_QUEUE, actor_name=SCAN_ACTOR, args=(job_id,),
                                     kwargs={}, options={"max_retries": 0}))
     start_worker(settings)
+    # ... the exhausted message ends its job (contract §10: no job stays running), through
+    # the exhausted notice that the Retries middleware sends to the same queue
+    failed = wait_job(client, job_id, timeout_s=20)
+    assert failed["status"] == "failed" and "retries exhausted" in failed["message"]
     deadline = time.monotonic() + 20
-    while _depth(client, SCAN_QUEUE)["dead"] != 1 and time.monotonic() < deadline:
+    while _depth(client, SCAN_QUEUE)["ready"] != 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _depth(client, SCAN_QUEUE) == {"name": SCAN_QUEUE, "ready": 0, "delayed": 0, "dead": 1}
-    assert client.get(f"/api/v1/jobs/{job_id}").json["status"] == "running"
 
     # When the cause is fixed and the queue redriven
     jobs.collection.update_one({"_id": job_id}, {"$set": {"filter_json": '{"name": "Ritz"}'}})
     assert client.post(f"/api/v1/queues/{SCAN_QUEUE}/redrive").json == {"redriven": 1}
 
-    # Then the message runs again and the job completes; nothing is left dead
-    job = wait_job(client, job_id, timeout_s=30)
-    assert job["status"] == "completed", job
-    assert job["progress"]["images_downloaded"] == 1
-    assert _depth(client, SCAN_QUEUE)["dead"] == 0
+    # Then the message runs again and is acked (a no-op for its ended job): nothing is dead,
+    # nothing waits, nothing is in flight
+    red = redis.Redis.from_url(settings.redis_url)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        in_flight = sum(red.scard(key) for key in red.scan_iter(f"{NAMESPACE}:__acks__.*"))
+        if _depth(client, SCAN_QUEUE)["ready"] == 0 and in_flight == 0:
+            break
+        time.sleep(0.1)
+    assert _depth(client, SCAN_QUEUE) == {"name": SCAN_QUEUE, "ready": 0, "delayed": 0, "dead": 0}
+    assert client.get(f"/api/v1/jobs/{job_id}").json["status"] == "failed"  # never revived
+    # ... and the job itself is redone by a retry, which completes
+    retried = client.post(f"/api/v1/jobs/{job_id}/retry")
+    assert retried.status_code == 202
+    job = wait_job(client, retried.json["job_id"], timeout_s=30)
+    assert job["status"] == "completed" and job["progress"]["images_downloaded"] == 1
     assert client.post(f"/api/v1/queues/{SCAN_QUEUE}/redrive").json == {"redriven": 0}

@@ -68,15 +68,25 @@ def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+#: Deletes every key of the DB but the session's claim (atomic: the claim is never absent,
+#: so another test run can never claim this DB between a flush and a re-claim).
+_CLEAR_BUT_CLAIM = """
+local n = 0
+for _, key in ipairs(redis.call('KEYS', '*')) do
+  if key ~= KEYS[1] then redis.call('DEL', key); n = n + 1 end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return n
+"""
+
+
 @pytest.fixture
 def redis_url(redis_base_url: str) -> Iterator[str]:
     client = redis.Redis.from_url(redis_base_url)
-    token = client.get(CLAIM_KEY)
-    client.flushdb()  # only our test DB
-    client.set(CLAIM_KEY, token or b"claimed", ex=CLAIM_TTL_S)
+    clear = client.register_script(_CLEAR_BUT_CLAIM)
+    clear(keys=[CLAIM_KEY], args=[CLAIM_TTL_S])  # only our test DB
     yield redis_base_url
-    client.flushdb()
-    client.set(CLAIM_KEY, token or b"claimed", ex=CLAIM_TTL_S)
+    clear(keys=[CLAIM_KEY], args=[CLAIM_TTL_S])
     client.close()
 
 
