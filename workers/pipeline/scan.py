@@ -1,9 +1,9 @@
 """Step 1 of a job: page through its documents, plan each, enqueue ``download_documents``.
 
-One cursor over the collection (or filter, or the one document), batches of ``SCAN_BATCH``;
-each document is counted once (progress.plan) and sent in messages of a few documents each.
-The last ``_id`` is saved after every batch, so a scan interrupted by a crash resumes where
-it was.
+One cursor over the collection (or filter, or the one document) per ``_id`` type, batches
+of ``SCAN_BATCH``; each document is counted once (progress.plan) and sent in messages of a few
+documents each. The last ``_id`` is saved after every batch, so a scan interrupted by a crash
+resumes where it was, also over mixed ``_id`` types (images_service/id_order.py).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import logging
 from typing import Any, Iterator
 
 from bson import json_util
-from pymongo import ASCENDING
 
 from images_service import engine
 from images_service.engine import DocumentPlan
 from images_service.errors import UnsafePathError
+from images_service.id_order import scan_in_id_order
 from images_service.jobs import FINISHED
 from images_service.logs import log_context
 from workers.pipeline.context import PipelineContext
@@ -91,17 +91,15 @@ class Scanner:
                 yield [doc]
             return
         query: dict[str, Any] = json_util.loads(job.get("filter_json") or "{}")
-        if last_id is not None:
-            after = {"_id": {"$gt": last_id}}
-            query = {"$and": [query, after]} if query else after
         limit = job.get("limit")
         remaining = (limit - scanned) if limit else 0
         if limit and remaining <= 0:
             return
-        cursor = coll.find(query, projection, sort=[("_id", ASCENDING)], batch_size=SCAN_BATCH,
-                           limit=remaining)
+        # Resumes after last_id across _id types (images_service/id_order.py).
+        docs = scan_in_id_order(coll, query, projection, last_id, batch_size=SCAN_BATCH,
+                                limit=remaining)
         batch: list[dict[str, Any]] = []
-        for doc in cursor:
+        for doc in docs:
             batch.append(doc)
             if len(batch) >= SCAN_BATCH:
                 yield batch
