@@ -32,6 +32,7 @@ from typing import Any
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
+from images_service.projection import top_level_projection
 from images_service.settings import Settings
 from images_service.urls import extract_image_urls
 
@@ -134,13 +135,10 @@ def scan_filter(settings: Settings) -> dict[str, Any]:
 
 
 def scan_projection(settings: Settings) -> dict[str, int]:
-    """Top-level fields a decision needs. Whole top-level fields, not dotted paths: nx-27017
-    returns a dotted projection as a flat key (handled by :func:`field_value` anyway)."""
-    roots = {path.split(".")[0] for path in settings.image_fields}
-    roots.add(settings.download_flag_field.split(".")[0])
-    if settings.status_field:
-        roots.add(settings.status_field.split(".")[0])
-    return {root: 1 for root in sorted(roots)}
+    """Top-level fields a decision needs (images_service/projection.py: nx-27017 returns a
+    dotted projection as a flat key)."""
+    return top_level_projection([*settings.image_fields, settings.download_flag_field,
+                                 settings.status_field])
 
 
 def decide_scanned(doc: Mapping[str, Any], database: str, collection: str,

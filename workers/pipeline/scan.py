@@ -19,6 +19,7 @@ from images_service.errors import UnsafePathError
 from images_service.id_order import scan_in_id_order
 from images_service.jobs import FINISHED
 from images_service.logs import log_context
+from images_service.projection import top_level_projection
 from workers.pipeline.context import PipelineContext
 from workers.pipeline.finish import Finisher
 from workers.pipeline.plans import document_key, plan_to_message
@@ -81,10 +82,11 @@ class Scanner:
         settings = self.ctx.settings
         coll = self.ctx.mongo[job["database"]][job["collection"]]
         fields = job.get("image_fields") or list(settings.image_fields)
-        projection = {f: 1 for f in fields}
-        projection[settings.search_field] = 1
-        if settings.status_field:
-            projection[f"{settings.status_field}.path"] = 1
+        # Whole top-level fields: nx-27017 returns a dotted projection as a flat key
+        # (images_service/projection.py); the planner walks the dotted paths itself.
+        projection = top_level_projection(
+            [*fields, settings.search_field,
+             f"{settings.status_field}.path" if settings.status_field else ""])
         if job["type"] in ("document", "change_stream"):
             doc = coll.find_one({"_id": json_util.loads(job["source"]["id"])}, projection)
             if doc is not None and last_id is None:
