@@ -6,26 +6,25 @@ collection sorted by ``_id``, remember the last ``_id`` handled and resume after
 (``{_id: {$gt: 5}}`` matches no string and no ObjectId), so a resumed scan over numbers,
 strings and ObjectIds would skip every type other than the last one's.
 
-So a scan is a sequence of *passes*, one per type bracket, in a fixed order of ours: numbers,
-strings, ObjectIds, then everything else. The type of the last ``_id`` says which pass it
-belongs to: the passes before it are done, its own pass resumes with ``$gt`` (exact within
-one type) and the later passes run in full. Because the order of the passes is ours, the
-result does not depend on how a server sorts different types against each other.
+A scan from the start is one cursor sorted by ``_id``. Numbers sort before strings and
+strings before ObjectIds (BSON order on MongoDB; nx-27017 too, see below), so the type of the
+last ``_id`` says what is done. A resumed scan reads the rest in *passes*, one cursor per type:
+the last ``_id``'s own type with ``$gt`` (exact within one type), then each later type in
+full, then every other type ("others": null, objects, binary, booleans, dates, …; rare as
+``_id``) in full, since servers place those differently. Reading some of them twice is
+harmless to both scans (planning and job creation are idempotent). A resume after an ``_id``
+of another type starts over.
 
 nx-27017 quirks (measured with 0.8.1; tests/integration/test_id_order.py):
 
 - a query without an ``_id`` predicate (``{}``, ``{"f": {"$exists": true}}``) is sorted by
-  the text of ``_id`` (1, 10, 2), while ``$gt`` compares numbers as numbers: every pass
-  carries an ``_id`` type predicate, and such queries nx sorts by value;
+  the text of ``_id`` (1, 10, 2; strings and ObjectIds interleaved), while ``$gt`` compares
+  numbers as numbers: the scan from the start adds :data:`ANY_ID`, an ``_id`` predicate that
+  every document matches, and such queries nx sorts by value and type (numbers, strings,
+  objects, booleans, dates, then ObjectIds);
 - ``{"$type": "objectId"}`` (and ``"date"``) match nothing: ObjectIds are selected by the
   range ``ObjectId("00…")``–``ObjectId("ff…")``, which on MongoDB is exactly every ObjectId;
-- ``$gt`` with a number also matches booleans: the number pass keeps ``$type: "number"``;
-- across types it sorts neither like MongoDB nor consistently between query shapes (which the
-  passes make irrelevant).
-
-The last pass (null, objects, binary, booleans, dates, …: rare as ``_id``) restarts from its
-beginning when resumed: nx-27017 compares those types unlike MongoDB, and reading a few
-documents twice is harmless to both scans (planning and job creation are idempotent).
+- ``$gt`` with a number also matches booleans: the number pass keeps ``$type: "number"``.
 """
 
 from __future__ import annotations
@@ -43,8 +42,10 @@ OBJECT_IDS: dict[str, Any] = {"_id": {"$gte": ObjectId("0" * 24), "$lte": Object
 NUMBERS: dict[str, Any] = {"_id": {"$type": "number"}}
 STRINGS: dict[str, Any] = {"_id": {"$type": "string"}}
 OTHERS: dict[str, Any] = {"$nor": [NUMBERS, STRINGS, OBJECT_IDS]}
-#: The ``_id`` predicate of each pass, in scan order.
+#: The ``_id`` predicate of each pass of a resumed scan, in scan order.
 PASSES: tuple[dict[str, Any], ...] = (NUMBERS, STRINGS, OBJECT_IDS, OTHERS)
+#: Every document (nx-27017 quirk: gets a query sorted by value, see the module docstring).
+ANY_ID: dict[str, Any] = {"$or": list(PASSES)}
 
 
 def pass_of(value: Any) -> int:
@@ -61,24 +62,27 @@ def pass_of(value: Any) -> int:
 
 
 def remaining_passes(last_id: Any) -> list[dict[str, Any]]:
-    """The ``_id`` predicates still to run after ``last_id`` (``None``: not started)."""
+    """The ``_id`` predicates of the cursors that read what follows ``last_id``.
+
+    ``None`` (not started): one cursor over every type. Otherwise the passes of the module
+    docstring; ``others`` always last and in full.
+    """
     if last_id is None:
-        return list(PASSES)
+        return [ANY_ID]
     index = pass_of(last_id)
-    resumable = index < len(PASSES) - 1 and not (isinstance(last_id, float) and
-                                                 math.isnan(last_id))  # NaN: $gt matches none
-    current = {"$and": [PASSES[index], {"_id": {"$gt": last_id}}]} if resumable \
-        else PASSES[index]
-    return [current, *PASSES[index + 1:]]
+    if index == len(PASSES) - 1 or (isinstance(last_id, float) and math.isnan(last_id)):
+        return [ANY_ID]  # an other type, or NaN ($gt NaN matches nothing): start over
+    return [{"$and": [PASSES[index], {"_id": {"$gt": last_id}}]}, *PASSES[index + 1:]]
 
 
 def scan_in_id_order(collection: Collection, query: Mapping[str, Any] | None,
                      projection: Mapping[str, Any] | None, last_id: Any = None, *,
                      batch_size: int, limit: int = 0) -> Iterator[dict[str, Any]]:
-    """Documents matching ``query`` after ``last_id``, pass by pass, ``_id`` ascending within
-    each pass; at most ``limit`` documents (0: no limit).
+    """Documents matching ``query`` after ``last_id`` (``None``: from the start), ``_id``
+    ascending within each cursor of :func:`remaining_passes`; at most ``limit`` documents
+    (0: no limit).
 
-    One cursor per pass, read ``batch_size`` at a time; closing the generator closes it.
+    Each cursor is read ``batch_size`` documents at a time; closing the generator closes it.
     """
     left = limit
     for predicate in remaining_passes(last_id):

@@ -7,8 +7,8 @@ are never captured), and on any server when a token is unusable, a stream is inv
 had to be reopened after an error, a collection appears, or ``--rescan`` asks for one.
 
 Cost: one pass per collection in ``_id`` order, with one cursor read ``SCAN_BATCH`` documents
-at a time, the trigger rules' filter evaluated by the server (workers/listener/decide.py: the flag
-rule's ``$in`` or "image fields present and no ``STATUS_FIELD.status``") and only the
+at a time, the trigger rules' filter evaluated by the server (workers/listener/decide.py:
+the flag rule's ``$in`` or "image fields present and no ``STATUS_FIELD.status``") and only the
 top-level fields a decision needs projected; then one ``$in`` query on the jobs collection per
 batch to skip documents whose job already exists. Documents that need nothing (downloaded,
 not flagged) never leave the server. Measured on nx-27017 (bench/README.md, "Listener"):
@@ -18,8 +18,8 @@ the flagged half of the filter cheap, the other half is a collection scan either
 
 Progress (the namespaces left and the last ``_id`` done) is saved after every batch, so a
 scan interrupted by a crash or a lost lease resumes from there where that is enough (see
-workers/listener/loop.py), also over mixed ``_id`` types: the pass reads numbers, strings,
-ObjectIds and other ids one after the other (images_service/id_order.py).
+workers/listener/loop.py), also over mixed ``_id`` types: a resumed pass reads the rest type
+by type (images_service/id_order.py).
 """
 
 from __future__ import annotations
@@ -102,10 +102,10 @@ class CatchUpScan:
 
     def _open_cursor(self, client: MongoClient, settings: Settings,
                      item: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
-        # One cursor per pass (and _id type), read batch by batch: nx-27017 evaluates a
-        # filtered query over the whole collection each time (its _id range is no index
-        # seek), so re-querying from the last _id for every batch would cost a full pass per
-        # batch. After an error or a restart the pass continues after the last _id done.
+        # One cursor per pass, read batch by batch: nx-27017 evaluates a filtered query over
+        # the whole collection each time (its _id range is no index seek), so re-querying
+        # from the last _id for every batch would cost a full pass per batch. After an error
+        # or a restart the pass continues after the last _id done (one cursor per _id type).
         self.close()
         self._cursor = scan_in_id_order(
             client[item["database"]][item["collection"]], scan_filter(settings),

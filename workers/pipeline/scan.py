@@ -1,9 +1,9 @@
 """Step 1 of a job: page through its documents, plan each, enqueue ``download_documents``.
 
-One cursor over the collection (or filter, or the one document) per ``_id`` type, batches
-of ``SCAN_BATCH``; each document is counted once (progress.plan) and sent in messages of a few
-documents each. The last ``_id`` is saved after every batch, so a scan interrupted by a crash
-resumes where it was, also over mixed ``_id`` types (images_service/id_order.py).
+One cursor over the collection (or filter, or the one document), batches of ``SCAN_BATCH``;
+each document is counted once (progress.plan) and sent in messages of a few documents each.
+The last ``_id`` is saved after every batch, so a scan interrupted by a crash resumes where
+it was, also over mixed ``_id`` types (images_service/id_order.py).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import math
 from bson import Int64, ObjectId
 
 from images_service.id_order import (
-    NUMBERS,
+    ANY_ID,
     OBJECT_IDS,
     OTHERS,
     STRINGS,
@@ -61,9 +61,15 @@ def test_limits_count_across_passes_and_filters_are_kept():
     assert [d["_id"] for d in scan_in_id_order(coll, only, None, batch_size=2)] == [1, "b", "zz"]
 
 
-def test_resume_points_that_cannot_use_gt_restart_their_pass():
-    assert remaining_passes(None)[0] == NUMBERS
-    assert remaining_passes(math.nan)[0] == NUMBERS  # $gt NaN would match nothing
-    assert remaining_passes(True) == [OTHERS]
+def test_a_scan_from_the_start_is_one_query_and_a_resume_reads_type_by_type():
+    assert remaining_passes(None) == [ANY_ID]
     assert remaining_passes("m") == [{"$and": [STRINGS, {"_id": {"$gt": "m"}}]},
                                      OBJECT_IDS, OTHERS]
+    assert remaining_passes(3)[1:] == [STRINGS, OBJECT_IDS, OTHERS]
+    # ids of other types (placed differently by the servers) and NaN ($gt NaN matches
+    # nothing) start over: some documents are read twice, none is skipped
+    assert remaining_passes(True) == remaining_passes({"a": 1}) == [ANY_ID]
+    assert remaining_passes(math.nan) == [ANY_ID]
+    coll = _collection()
+    assert len(list(scan_in_id_order(coll, {}, None, batch_size=4))) == len(MIXED)
+    assert coll.queries == [ANY_ID]
