@@ -11,18 +11,14 @@ import pytest
 import redis
 from pymongo import MongoClient
 
-from images_service.backends import mongo_client, redis_client
 from images_service.errors import Unavailable
-from images_service.jobs import JobStore
-from images_service.triggers import Triggers
+from tests.support.listener import make_submitter
 from workers.listener import scan as listener_scan
-from images_service.queueing.broker import build_broker
 from workers.listener.checkpoint import Fenced, StateStore
 from workers.listener.decide import decide_scanned, job_id_for
-from workers.listener.enqueue import DEDUPLICATED, ENQUEUED, REPAIRED, JobSubmitter, LeaseLost
+from workers.listener.enqueue import DEDUPLICATED, ENQUEUED, REPAIRED, LeaseLost
 from workers.listener.lease import Lease
 from workers.listener.scan import CatchUpScan
-from images_service.queueing.messages import Enqueuer
 
 SCAN_MESSAGES = "images-service:images-scan.msgs"
 
@@ -114,14 +110,6 @@ def test_scan_progress_and_rescan_requests_round_trip(mongo_uri, make_settings):
 # --- de-duplication ----------------------------------------------------------------------------
 
 
-def _submitter(settings, lease, redis_url=None):
-    mongo = mongo_client(settings)
-    red = redis_client(settings)
-    jobs = JobStore(mongo, settings.jobs_database)
-    enqueuer = Enqueuer(build_broker(settings, client=red))
-    return JobSubmitter(Triggers(settings, mongo, red, jobs, enqueuer), jobs, enqueuer, lease), jobs
-
-
 def _decision(settings, doc):
     return decide_scanned(doc, "src", "hotels", settings)
 
@@ -131,7 +119,7 @@ def test_the_same_document_version_makes_one_job_and_one_message(make_settings, 
     red = redis.Redis.from_url(redis_url)
     lease = Lease(red, "d1")
     assert lease.try_acquire()
-    submitter, jobs = _submitter(settings, lease)
+    submitter, jobs = make_submitter(settings, lease)
     doc = {"_id": 7, "images": ["http://x/a.jpg"], "download_images": True}
     decision = _decision(settings, doc)
     assert submitter.submit("src", "hotels", 7, decision) == ENQUEUED
@@ -148,7 +136,7 @@ def test_a_job_created_but_never_enqueued_is_repaired_on_replay(make_settings, r
     red = redis.Redis.from_url(redis_url)
     lease = Lease(red, "d2")
     assert lease.try_acquire()
-    submitter, jobs = _submitter(settings, lease)
+    submitter, jobs = make_submitter(settings, lease)
     decision = _decision(settings, {"_id": 8, "images": ["http://x/a.jpg"]})
     # Given a crash right after the job was inserted, before its message was enqueued
     jobs.create("change_stream", "src", "hotels", document_id="8", job_id=decision.job_id)
@@ -163,7 +151,7 @@ def test_a_job_created_but_never_enqueued_is_repaired_on_replay(make_settings, r
 def test_a_listener_without_the_lease_creates_nothing(make_settings, redis_url):
     settings = make_settings()
     lease = Lease(redis.Redis.from_url(redis_url), "d3")  # never acquired
-    submitter, jobs = _submitter(settings, lease)
+    submitter, jobs = make_submitter(settings, lease)
     decision = _decision(settings, {"_id": 9, "images": ["http://x/a.jpg"]})
     with pytest.raises(LeaseLost):
         submitter.submit("src", "hotels", 9, decision)
@@ -174,7 +162,7 @@ def test_redis_down_leaves_no_job_behind(make_settings, own_redis):
     settings = make_settings({"REDIS_URL": f"redis://127.0.0.1:{own_redis.port}/0"})
     lease = Lease(redis.Redis.from_url(settings.redis_url), "d4")
     assert lease.try_acquire()
-    submitter, jobs = _submitter(settings, lease)
+    submitter, jobs = make_submitter(settings, lease)
     own_redis.stop()
     decision = _decision(settings, {"_id": 10, "images": ["http://x/a.jpg"]})
     with pytest.raises(Unavailable):
@@ -229,7 +217,7 @@ def test_a_flagged_document_rewritten_after_its_download_gets_a_new_job(make_set
     red = redis.Redis.from_url(redis_url)
     lease = Lease(red, "d5")
     assert lease.try_acquire()
-    submitter, jobs = _submitter(settings, lease)
+    submitter, jobs = make_submitter(settings, lease)
     coll = MongoClient(settings.mongodb_uri)["src"][f"r_{settings.jobs_database}"]
     doc_id = coll.insert_one({"images": ["http://x/a.jpg"], "download_images": True}).inserted_id
     first = decide_scanned(coll.find_one({"_id": doc_id}), "src", coll.name, settings)

@@ -18,8 +18,15 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
+from images_service.backends import mongo_client, redis_client
 from images_service.embedded import free_port
+from images_service.jobs import JobStore
+from images_service.queueing.broker import build_broker
+from images_service.queueing.messages import Enqueuer
 from images_service.settings import Settings
+from images_service.triggers import Triggers
+from workers.listener.enqueue import JobSubmitter
+from workers.listener.lease import Lease
 from tests.support.processes import kill_group, service_command, spawn, terminate_and_wait
 
 
@@ -32,6 +39,16 @@ def listener_settings(make_settings: Callable[..., Settings], database: str,
         "LISTENER_METRICS_PORT": str(free_port()), "WORKER_METRICS_PORT": str(free_port()),
         **env,
     })
+
+
+def make_submitter(settings: Settings, lease: Lease) -> tuple[JobSubmitter, JobStore]:
+    """The listener's job submitter on the test servers, and its job store."""
+    mongo = mongo_client(settings)
+    red = redis_client(settings)
+    jobs = JobStore(mongo, settings.jobs_database)
+    enqueuer = Enqueuer(build_broker(settings, client=red))
+    return JobSubmitter(Triggers(settings, mongo, red, jobs, enqueuer), jobs, enqueuer,
+                        lease), jobs
 
 
 def unique_db(prefix: str = "lst") -> str:

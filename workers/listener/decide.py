@@ -8,18 +8,26 @@ same document version compute the same job id and can never create two jobs.
 
 Rules, in order (one job per event even when both match: the flag wins):
 
-1. ``DOWNLOAD_FLAG_FIELD`` is true → trigger ``flag``, version = ``STATUS_FIELD.job_id`` (the
-   job of the last write-back, or none). A document flagged again after its previous download
-   finished has a new version, so it triggers again; the service's own write-back sets the
-   flag to false, so it never triggers.
+1. ``DOWNLOAD_FLAG_FIELD`` is set (:func:`is_flagged`) → trigger ``flag``, version =
+   ``STATUS_FIELD.job_id`` (the job of the last write-back, or none). A document flagged again
+   after its previous download finished has a new version, so it triggers again; the
+   service's own write-back sets the flag to false, so it never triggers.
 2. the operation is an insert (or a scan), ``WATCH_INSERTS`` is on, the document has at least
    one image URL and no finished ``STATUS_FIELD`` (``status`` missing) → trigger ``insert``,
    no version (a document is inserted once). Requiring "no status" makes a replayed insert
    event of an already downloaded document a no-op.
 
+The flag rule, the same for events and for the catch-up scan's server filter: the flag is set
+when its value is the boolean ``true`` or the number 1 (``1``, ``1.0``, Int64, Decimal128),
+or, as the server matches a query value against array elements, an array holding one of
+those. ``false``, ``0``, ``"true"``, ``null`` and a missing field never count. Numbers count
+because nx-27017 stores a boolean set by a top-level ``$set`` as ``1``; on MongoDB
+``{f: true}`` does not match ``1``, hence the scan's ``{f: {"$in": [true, 1]}}``.
+
 The job id is a hash of (database, collection, ``_id``, trigger, version): the idempotency key.
-(A flagged document rewritten after its last write-back, e.g. replaced without the status
-field, carries a stale version; workers/listener/enqueue.py continues the version then.)
+(A flagged document whose version did not change since a job of that version ended, e.g. it
+was replaced without the status field after a download, or flagged again after a cancelled
+or failed job, carries a stale version; workers/listener/enqueue.py continues the version.)
 """
 
 from __future__ import annotations
@@ -29,9 +37,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bson import json_util
+from bson import Decimal128, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
+from images_service.projection import top_level_projection
 from images_service.settings import Settings
 from images_service.urls import extract_image_urls
 
@@ -41,6 +50,8 @@ INSERT, FLAG = "insert", "flag"
 SCAN = "scan"
 #: Bumped if the key layout ever changes (old keys then simply stop matching).
 KEY_VERSION = "v1"
+#: Flag values the server filter matches: ``true``, and the number 1 of any numeric type.
+FLAG_VALUES = [True, 1]
 
 
 @dataclass(frozen=True)
@@ -69,9 +80,27 @@ def field_value(doc: Mapping[str, Any], path: str) -> Any:
     return current
 
 
+def _is_flag_value(value: Any) -> bool:
+    """``value`` equals an element of :data:`FLAG_VALUES` the way the server compares."""
+    if isinstance(value, bool):  # before the numbers: False must not equal 0 here, nor 1 True
+        return value
+    if isinstance(value, (int, float)):  # bson.Int64 is an int
+        return value == 1
+    if isinstance(value, Decimal128):
+        return value.to_decimal() == 1
+    return False
+
+
 def is_flagged(doc: Mapping[str, Any], settings: Settings) -> bool:
-    # nx-27017 quirk: a boolean set by a top-level $set reads back as 1, so never `is True`.
-    return field_value(doc, settings.download_flag_field) == True  # noqa: E712
+    """The flag rule (module docstring): exactly what ``{flag: {"$in": FLAG_VALUES}}`` matches.
+
+    nx-27017 quirk: a boolean set by a top-level ``$set`` reads back as ``1``, so never
+    ``is True``.
+    """
+    value = field_value(doc, settings.download_flag_field)
+    if isinstance(value, list):  # the server matches $in against array elements too
+        return any(_is_flag_value(element) for element in value)
+    return _is_flag_value(value)
 
 
 def status_of(doc: Mapping[str, Any], settings: Settings) -> Mapping[str, Any] | None:
@@ -120,11 +149,14 @@ def decide(doc: Mapping[str, Any] | None, operation: str, database: str, collect
 def scan_filter(settings: Settings) -> dict[str, Any]:
     """Server-side filter of the catch-up scan: flagged, or never downloaded with images.
 
-    Works on MongoDB and nx-27017 (``$or``, ``$exists: false`` on a dotted path and
-    ``{flag: true}`` all match there). With ``STATUS_FIELD`` empty a finished download
-    cannot be told apart, so only flagged documents are scanned (README: listener).
+    Works on MongoDB and nx-27017 (``$or``, ``$exists: false`` on a dotted path and ``$in``
+    all match there). The flag half matches what :func:`is_flagged` accepts; nx-27017 quirk:
+    its ``{f: {"$in": [...]}}`` alone (not inside ``$or``) also matches a subdocument holding
+    the value 1, a candidate :func:`decide_scanned` then rejects. With ``STATUS_FIELD`` empty
+    a finished download cannot be told apart, so only flagged documents are scanned (README:
+    listener).
     """
-    flagged = {settings.download_flag_field: True}
+    flagged = {settings.download_flag_field: {"$in": FLAG_VALUES}}
     if not (settings.watch_inserts and settings.status_field):
         return flagged
     has_images = [{path: {"$exists": True}} for path in settings.image_fields]
@@ -134,13 +166,10 @@ def scan_filter(settings: Settings) -> dict[str, Any]:
 
 
 def scan_projection(settings: Settings) -> dict[str, int]:
-    """Top-level fields a decision needs. Whole top-level fields, not dotted paths: nx-27017
-    returns a dotted projection as a flat key (handled by :func:`field_value` anyway)."""
-    roots = {path.split(".")[0] for path in settings.image_fields}
-    roots.add(settings.download_flag_field.split(".")[0])
-    if settings.status_field:
-        roots.add(settings.status_field.split(".")[0])
-    return {root: 1 for root in sorted(roots)}
+    """Top-level fields a decision needs (images_service/projection.py: nx-27017 returns a
+    dotted projection as a flat key)."""
+    return top_level_projection([*settings.image_fields, settings.download_flag_field,
+                                 settings.status_field])
 
 
 def decide_scanned(doc: Mapping[str, Any], database: str, collection: str,

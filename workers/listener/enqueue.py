@@ -20,11 +20,16 @@ again, because the checkpoint only moves after the job is enqueued:
 The mark only saves that second message: a mark that is lost (MongoDB down at the flush)
 costs at most one harmless duplicate message, never a job.
 
-A flag job of some version that has *completed* wrote its status back (flag false, status =
-that job) before finishing; a document still flagged with that old version was rewritten
-afterwards (e.g. replaced without the status field), which is a new request: the version
-then continues as ``after:<completed job>`` (:meth:`JobSubmitter.submit`), the same chain
-for events and scans, so it still makes exactly one job.
+A flag job that has *ended* never swallows a new flag (contract §10). One that *completed*
+wrote its status back (flag false, status = that job) before finishing, so a document still
+flagged with that old version was rewritten afterwards (e.g. replaced without the status
+field); one that was *cancelled* or *failed* may have ended before any write-back, so the
+document flagged again (or still flagged) carries the same version as the job. Either way it
+is a new request: the version then continues as ``after:<ended job>``
+(:meth:`JobSubmitter.submit`), the same chain for events and scans, so it still makes exactly
+one job, and a replay finds that job. An active (pending or running) job still de-duplicates.
+Without ``STATUS_FIELD`` a completed job is final (no write-back clears the flag, so nothing
+tells a new flag from the old one: README, listener caveats).
 
 An enqueue that fails deletes the job again (images_service.triggers), so a Redis outage
 never leaves a key without its job; if even that delete fails, the repair above applies.
@@ -46,7 +51,7 @@ from pymongo.errors import PyMongoError
 
 from images_service import metrics
 from images_service.errors import Unavailable
-from images_service.jobs import JobStore
+from images_service.jobs import FINISHED, JobStore
 from images_service.logs import log_context
 from images_service.triggers import JobExists, Triggers
 from workers.listener.decide import FLAG, Decision, decide, job_id_for
@@ -56,14 +61,25 @@ from images_service.queueing.messages import Enqueuer
 log = logging.getLogger(__name__)
 
 ENQUEUED, DEDUPLICATED, REPAIRED = "enqueued", "deduplicated", "repaired"
-#: Internal: the job of this version completed, the document asks again (see submit).
+#: Internal: the flag job of this version ended, the document asks again (see submit).
 SUPERSEDED = "superseded"
+#: Fields of a job read to tell what it still does for its document (top-level: nx-27017
+#: returns dotted projections as flat keys).
+JOB_STATE_FIELDS = {"status": 1, "listener": 1, "source": 1}
 #: Rewrites followed for one document in one submit before giving up (pathological).
 MAX_REWRITES = 20
 
 
 class LeaseLost(Exception):
     """This process no longer holds the leader lease: it must not enqueue."""
+
+
+def superseded(job: dict[str, Any], status_field: str) -> bool:
+    """``job`` is a flag job that has ended, so a document flagged with its version needs a
+    new one (module docstring); without ``STATUS_FIELD`` a completed one is final."""
+    if (job.get("source") or {}).get("trigger") != FLAG or job.get("status") not in FINISHED:
+        return False
+    return job["status"] != "completed" or bool(status_field)
 
 
 class CrashPoints:
@@ -117,11 +133,11 @@ class JobSubmitter:
             outcome = self._submit_once(database, collection, source_id, decision)
             if outcome != SUPERSEDED:
                 return outcome
-            # The flag job of this version has completed, so its write-back (flag false,
-            # status = that job) has landed; yet the document is still flagged with the old
-            # version. Unless a fresh read says otherwise, the document was rewritten after
-            # the write-back (a replace that dropped the status, say): a new request, whose
-            # version follows the completed job. Event and scan walk the same chain.
+            # The flag job of this version has ended (completed: its write-back has landed;
+            # cancelled or failed: maybe before any write-back), yet the document is flagged
+            # with that version. Unless a fresh read says otherwise (not flagged any more, or
+            # a late write-back changed the version), it is a new request, whose version
+            # follows the ended job. Event and scan walk the same chain.
             fresh = self._reread(database, collection, source_id)
             again = decide(fresh, "update", database, collection, self.triggers.settings)
             if again is None:
@@ -164,13 +180,12 @@ class JobSubmitter:
     def _existing(self, decision: Decision) -> str | None:
         job_id = decision.job_id
         try:
-            job = self.jobs.collection.find_one({"_id": job_id}, {"status": 1, "listener": 1})
+            job = self.jobs.collection.find_one({"_id": job_id}, JOB_STATE_FIELDS)
         except PyMongoError as exc:
             raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
         if job is None:
             return None
-        if decision.trigger == FLAG and job.get("status") == "completed" and \
-                self.triggers.settings.status_field:
+        if superseded(job, self.triggers.settings.status_field):
             return SUPERSEDED
         if job.get("listener") or job.get("status") != "pending" or job_id in self._unmarked:
             metrics.LISTENER_DECISIONS.labels(DEDUPLICATED).inc()
@@ -211,16 +226,17 @@ class JobSubmitter:
     def settled(self, job_ids: Iterable[str]) -> set[str]:
         """Those of ``job_ids`` that exist and need nothing more (one query, for scans).
 
-        Completed jobs are not settled: a document still matching one was rewritten after
-        its write-back (see :meth:`submit`).
+        Ended flag jobs are not settled: a document still flagged with their version asks
+        again (see :meth:`submit`); ended insert jobs are (a document is inserted once).
         """
         ids = list(job_ids)
         if not ids:
             return set()
         self.flush_marks()
+        status_field = self.triggers.settings.status_field
         try:
-            found = self.jobs.collection.find({"_id": {"$in": ids}}, {"status": 1, "listener": 1})
-            return {job["_id"] for job in found if job.get("status") != "completed" and
+            found = self.jobs.collection.find({"_id": {"$in": ids}}, JOB_STATE_FIELDS)
+            return {job["_id"] for job in found if not superseded(job, status_field) and
                     (job.get("listener") or job.get("status") != "pending")}
         except PyMongoError as exc:
             raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None

@@ -8,7 +8,7 @@ had to be reopened after an error, a collection appears, or ``--rescan`` asks fo
 
 Cost: one pass per collection in ``_id`` order, with one cursor read ``SCAN_BATCH`` documents
 at a time, the trigger rules' filter evaluated by the server (workers/listener/decide.py:
-``flag == true`` or "image fields present and no ``STATUS_FIELD.status``") and only the
+the flag rule's ``$in`` or "image fields present and no ``STATUS_FIELD.status``") and only the
 top-level fields a decision needs projected; then one ``$in`` query on the jobs collection per
 batch to skip documents whose job already exists. Documents that need nothing (downloaded,
 not flagged) never leave the server. Measured on nx-27017 (bench/README.md, "Listener"):
@@ -18,21 +18,21 @@ the flagged half of the filter cheap, the other half is a collection scan either
 
 Progress (the namespaces left and the last ``_id`` done) is saved after every batch, so a
 scan interrupted by a crash or a lost lease resumes from there where that is enough (see
-workers/listener/loop.py). Assumes one ``_id`` type per collection for the resume (``$gt``
-compares within one BSON type).
+workers/listener/loop.py), also over mixed ``_id`` types: a resumed pass reads the rest type
+by type (images_service/id_order.py).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
-from pymongo import ASCENDING, MongoClient
-from pymongo.cursor import Cursor
+from pymongo import MongoClient
 
 from images_service import metrics
+from images_service.id_order import scan_in_id_order
 from images_service.settings import Settings
 from workers.listener.decide import decide_scanned, scan_filter, scan_projection
 
@@ -49,7 +49,7 @@ class CatchUpScan:
 
     def __init__(self, state: dict[str, Any] | None = None) -> None:
         state = state or {}
-        self._cursor: Cursor | None = None
+        self._cursor: Generator[dict[str, Any], None, None] | None = None
         self._cursor_item: dict[str, Any] | None = None
         self.items: list[dict[str, Any]] = list(state.get("items", []))
         self.reasons: list[str] = list(state.get("reasons", []))
@@ -101,17 +101,15 @@ class CatchUpScan:
         self._cursor = self._cursor_item = None
 
     def _open_cursor(self, client: MongoClient, settings: Settings,
-                     item: dict[str, Any]) -> Cursor:
+                     item: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
         # One cursor per pass, read batch by batch: nx-27017 evaluates a filtered query over
         # the whole collection each time (its _id range is no index seek), so re-querying
         # from the last _id for every batch would cost a full pass per batch. After an error
-        # or a restart the pass continues from the last _id done.
+        # or a restart the pass continues after the last _id done (one cursor per _id type).
         self.close()
-        query: dict[str, Any] = scan_filter(settings)
-        if item["last_id"] is not None:
-            query = {"$and": [query, {"_id": {"$gt": item["last_id"]}}]}
-        self._cursor = client[item["database"]][item["collection"]].find(
-            query, scan_projection(settings), sort=[("_id", ASCENDING)], batch_size=SCAN_BATCH)
+        self._cursor = scan_in_id_order(
+            client[item["database"]][item["collection"]], scan_filter(settings),
+            scan_projection(settings), item["last_id"], batch_size=SCAN_BATCH)
         self._cursor_item = item
         return self._cursor
 

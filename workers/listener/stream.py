@@ -28,6 +28,7 @@ from pymongo import MongoClient
 from pymongo.change_stream import ChangeStream
 
 from images_service.settings import Settings
+from workers.listener.decide import FLAG_VALUES
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def pipeline(settings: Settings, caps: Capabilities) -> list[dict[str, Any]]:
         match: dict[str, Any] = {"$or": [
             {"operationType": {"$in": ["insert", "replace", *STREAM_END_OPERATIONS]}},
             {"operationType": "update",
-             f"updateDescription.updatedFields.{flag}": {"$in": [True, 1]}},
+             f"updateDescription.updatedFields.{flag}": {"$in": FLAG_VALUES}},
         ]}
     else:
         # nx-27017: a $match on operationType ($in of strings) is the most it filters right.

@@ -3,7 +3,8 @@
 One cursor over the collection (or filter, or the one document), batches of ``SCAN_BATCH``;
 each document is counted once (progress.plan) and sent in messages of a few documents each.
 The last ``_id`` is saved after every batch (in the job's progress hash, removed when the
-job ends), so a scan interrupted by a crash resumes where it was.
+job ends), so a scan interrupted by a crash resumes where it was, also over mixed ``_id``
+types (images_service/id_order.py).
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import logging
 from typing import Any, Iterator
 
 from bson import json_util
-from pymongo import ASCENDING
 
 from images_service import engine
 from images_service.engine import DocumentPlan
 from images_service.errors import InvalidFilter, UnsafePathError
 from images_service.filters import decode_filter_json
+from images_service.id_order import scan_in_id_order
 from images_service.jobs import FINISHED
 from images_service.logs import log_context
+from images_service.projection import top_level_projection
 from workers.pipeline.context import PipelineContext
 from workers.pipeline.finish import Finisher
 from workers.pipeline.plans import document_key, plan_to_message
@@ -89,27 +91,26 @@ class Scanner:
         settings = self.ctx.settings
         coll = self.ctx.mongo[job["database"]][job["collection"]]
         fields = job.get("image_fields") or list(settings.image_fields)
-        projection = {f: 1 for f in fields}
-        projection[settings.search_field] = 1
-        if settings.status_field:
-            projection[f"{settings.status_field}.path"] = 1
+        # Whole top-level fields: nx-27017 returns a dotted projection as a flat key
+        # (images_service/projection.py); the planner walks the dotted paths itself.
+        projection = top_level_projection(
+            [*fields, settings.search_field,
+             f"{settings.status_field}.path" if settings.status_field else ""])
         if job["type"] in ("document", "change_stream"):
             doc = coll.find_one({"_id": json_util.loads(job["source"]["id"])}, projection)
             if doc is not None and last_id is None:
                 yield [doc]
             return
         query: dict[str, Any] = decode_filter_json(job.get("filter_json"))
-        if last_id is not None:
-            after = {"_id": {"$gt": last_id}}
-            query = {"$and": [query, after]} if query else after
         limit = job.get("limit")
         remaining = (limit - scanned) if limit else 0
         if limit and remaining <= 0:
             return
-        cursor = coll.find(query, projection, sort=[("_id", ASCENDING)], batch_size=SCAN_BATCH,
-                           limit=remaining)
+        # Resumes after last_id across _id types (images_service/id_order.py).
+        docs = scan_in_id_order(coll, query, projection, last_id, batch_size=SCAN_BATCH,
+                                limit=remaining)
         batch: list[dict[str, Any]] = []
-        for doc in cursor:
+        for doc in docs:
             batch.append(doc)
             if len(batch) >= SCAN_BATCH:
                 yield batch

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from bson import ObjectId
+from bson import Decimal128, Int64, ObjectId
 
 from images_service.settings import load_settings
 from workers.listener.decide import (
@@ -14,6 +14,7 @@ from workers.listener.decide import (
     decide,
     decide_scanned,
     field_value,
+    is_flagged,
     job_id_for,
     scan_filter,
     scan_projection,
@@ -118,17 +119,29 @@ def test_dotted_fields_nested_or_flat_as_nx_projects_them():
 
 
 def test_the_scan_filter_matches_the_rules():
+    flagged = {"download_images": {"$in": [True, 1]}}
     assert scan_filter(SETTINGS) == {"$or": [
-        {"download_images": True},
+        flagged,
         {"$and": [{"images_download.status": {"$exists": False}},
                   {"$or": [{"images": {"$exists": True}}]}]},
     ]}
-    assert scan_filter(replace(SETTINGS, watch_inserts=False)) == {"download_images": True}
+    assert scan_filter(replace(SETTINGS, watch_inserts=False)) == flagged
+
+
+@pytest.mark.parametrize("value,flagged", [
+    (True, True), (1, True), (1.0, True), (Int64(1), True), (Decimal128("1.0"), True),
+    ([False, 1], True), ([True], True),            # $in matches array elements
+    (False, False), (0, False), (0.0, False), (2, False), ("true", False), ("1", False),
+    (None, False), ([], False), ([[True]], False), ({"a": 1}, False), (Decimal128("2"), False),
+])
+def test_the_flag_rule_is_what_the_servers_in_matches(value, flagged):
+    assert is_flagged({"_id": 1, "download_images": value}, SETTINGS) is flagged
+    assert not is_flagged({"_id": 1}, SETTINGS)
 
 
 def test_without_write_back_the_scan_only_backfills_flags():
     settings = replace(SETTINGS, status_field="")
-    assert scan_filter(settings) == {"download_images": True}
+    assert scan_filter(settings) == {"download_images": {"$in": [True, 1]}}
     assert decide_scanned(make_doc(), "db", "hotels", settings) is None
     assert decide_scanned(make_doc(download_images=1), "db", "hotels", settings).trigger == FLAG
     # events still apply the insert rule
