@@ -65,8 +65,11 @@ def interlaced_png(size: tuple[int, int] = (37, 23)) -> bytes:
             + _png_chunk(b"IDAT", zlib.compress(bytes(raw))) + _png_chunk(b"IEND", b""))
 
 
-def tiled_tiff(size: tuple[int, int] = (40, 24), tile_px: int = 16) -> bytes:
-    """An uncompressed RGB TIFF stored in 16×16 tiles (Pillow reads them, writes strips)."""
+def tiled_tiff(size: tuple[int, int] = (40, 24), tile_px: int = 16, order: str = "<") -> bytes:
+    """An uncompressed RGB TIFF stored in 16×16 tiles (Pillow reads them, writes strips).
+
+    ``order`` is the byte order, ``<`` (II) or ``>`` (MM: Pillow writes only II).
+    """
     image = photo(size)
     width, height = size
     across, down = -(-width // tile_px), -(-height // tile_px)
@@ -86,14 +89,16 @@ def tiled_tiff(size: tuple[int, int] = (40, 24), tile_px: int = 16) -> bytes:
     data_at = counts_at + 4 * count
     offsets = [data_at + i * len(tiles[0]) for i in range(count)]
     values = {258: bits_at, 324: offsets_at, 325: counts_at}
-    ifd = struct.pack("<H", len(entries))
+    ifd = struct.pack(order + "H", len(entries))
     for tag, kind, n, value in entries:
-        packed = struct.pack("<I", values[tag]) if value is None else struct.pack("<HH", value, 0)
-        ifd += struct.pack("<HHI", tag, kind, n) + packed
-    ifd += struct.pack("<I", 0)
-    return (b"II*\x00" + struct.pack("<I", ifd_at) + ifd + struct.pack("<HHH", 8, 8, 8)
-            + struct.pack(f"<{count}I", *offsets)
-            + struct.pack(f"<{count}I", *(len(t) for t in tiles)) + b"".join(tiles))
+        packed = (struct.pack(order + "I", values[tag]) if value is None
+                  else struct.pack(order + "HH", value, 0))  # a SHORT, left-justified
+        ifd += struct.pack(order + "HHI", tag, kind, n) + packed
+    ifd += struct.pack(order + "I", 0)
+    header = {"<": b"II", ">": b"MM"}[order] + struct.pack(order + "HI", 42, ifd_at)
+    return (header + ifd + struct.pack(order + "HHH", 8, 8, 8)
+            + struct.pack(f"{order}{count}I", *offsets)
+            + struct.pack(f"{order}{count}I", *(len(t) for t in tiles)) + b"".join(tiles))
 
 
 def rle8_bmp() -> bytes:
@@ -155,6 +160,8 @@ VALID: dict[str, Callable[[], bytes]] = {
     "tiff-deflate": lambda: encode(photo(), "TIFF", compression="tiff_adobe_deflate"),
     "tiff-jpeg": lambda: encode(photo(), "TIFF", compression="jpeg"),
     "tiff-tiled": tiled_tiff,
+    "tiff-bigtiff": lambda: encode(photo(), "TIFF", big_tiff=True),
+    "tiff-tiled-big-endian": lambda: tiled_tiff(order=">"),
     # Pillow's multi-page writer leaves zero padding after the last page, referenced by
     # nothing: removing it is no truncation, so the sample ends with the last page's data.
     "tiff-multipage": lambda: animation("TIFF").rstrip(b"\0"),
