@@ -41,6 +41,8 @@ S3_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
 #: ``us-east-1``, and what S3-compatible servers use (``auto`` for R2, ``garage``…).
 S3_REGION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STORAGE_BACKENDS = ("filesystem", "s3")
+#: ``IMAGE_VALIDATION``: one full decode per image, or structural checks only (contract §8).
+IMAGE_VALIDATION_MODES = ("full", "fast")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENVIRONMENTS = ("development", "production")
@@ -118,6 +120,8 @@ class Settings:
     s3_prefix: str = ""  #: empty, or ending in "/" (normalised)
     s3_endpoint_url: str = ""  #: empty means AWS S3
     s3_region: str = "us-east-1"
+    # Validation of downloaded images (contract §8): "full" decodes, "fast" checks structure.
+    image_validation: str = "full"
     # Extras, documented in the README.
     port: int = 8001
     api_workers: int = 2
@@ -185,6 +189,7 @@ class Settings:
             "S3_PREFIX": self.s3_prefix,
             "S3_ENDPOINT_URL": self.s3_endpoint_url,
             "S3_REGION": self.s3_region,
+            "IMAGE_VALIDATION": self.image_validation,
             "PORT": str(self.port),
             "API_WORKERS": str(self.api_workers),
             "WORKER_PROCESSES": str(self.worker_processes),
@@ -434,6 +439,7 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "S3_PREFIX": ("s3_prefix", _s3_prefix),
     "S3_ENDPOINT_URL": ("s3_endpoint_url", _endpoint_url),
     "S3_REGION": ("s3_region", _pattern(S3_REGION_RE, "a region name such as us-east-1")),
+    "IMAGE_VALIDATION": ("image_validation", _choice(IMAGE_VALIDATION_MODES)),
     "PORT": ("port", _port),
     "API_WORKERS": ("api_workers", _int_parser(1, 64)),
     "WORKER_PROCESSES": ("worker_processes", _int_parser(1, 64)),

@@ -19,6 +19,12 @@ The format comes from the bytes only (never the URL or Content-Type). Steps:
 Animated GIF/WebP and multi-page TIFF: the first frame is decoded; later frames are not
 (decoding every frame of a long animation costs more than the download). The width and
 height reported are those of the image (the canvas), as Pillow gives them.
+
+``IMAGE_VALIDATION=fast`` changes step 3 in :func:`validate_image` only: steps 1 and 2 are the
+same, then the file's structure is checked instead of decoded
+(:mod:`images_service.validation.structure`); a format or variant without structural rules
+(AVIF, RLE-compressed BMP) is still decoded. :func:`open_validated` always decodes, whatever
+the mode: derived images need the pixels anyway (contract §12).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from PIL import Image, UnidentifiedImageError
 
 from images_service.errors import DownloadError
 from images_service.settings import Settings
+from images_service.validation.structure import check_structure
 
 logger = logging.getLogger(__name__)
 
@@ -85,24 +92,37 @@ def validate_image(
     """Validate the image at ``path``; raise DownloadError when it is not a usable image.
 
     ``sha256`` and ``size`` may be passed when already known (the fetcher hashes while
-    streaming); otherwise they are computed from the file.
+    streaming); otherwise they are computed from the file. ``settings.image_validation``
+    chooses between one decode (``full``) and structural checks (``fast``).
     """
     path = Path(path)
     if size is None:
         size = path.stat().st_size
-    with open_validated(path, settings, size=size) as decoded:
-        pass
-    return image_info(decoded, path, sha256=sha256, size=size)
+    if settings.image_validation == "fast":
+        with _open_header(path, settings, size=size) as (image, image_format):
+            if not check_structure(path, image_format):
+                logger.debug("no structural rules for this %s file: decoding it", image_format)
+                _decode(image)
+            width, height = image.size
+    else:
+        with open_validated(path, settings, size=size) as decoded:
+            image_format, width, height = decoded.format, decoded.width, decoded.height
+    return _info(image_format, width, height, path, sha256=sha256, size=size)
 
 
 def image_info(
     decoded: DecodedImage, path: str | os.PathLike[str], *, sha256: str | None, size: int
 ) -> ImageInfo:
     """The ImageInfo of a validated file (its hash computed unless given)."""
+    return _info(decoded.format, decoded.width, decoded.height, path, sha256=sha256, size=size)
+
+
+def _info(image_format: str, width: int, height: int, path: str | os.PathLike[str], *,
+          sha256: str | None, size: int) -> ImageInfo:
     return ImageInfo(
-        format=decoded.format,
-        width=decoded.width,
-        height=decoded.height,
+        format=image_format,
+        width=width,
+        height=height,
         sha256=sha256 if sha256 is not None else file_sha256(path),
         bytes=size,
     )
@@ -122,6 +142,24 @@ def open_validated(
     (derived images) decodes once. ``decode_size`` asks for a JPEG decoded at least that
     large instead of 1/8 scale; every scan is entropy-decoded at any scale.
     """
+    with _open_header(source, settings, size=size) as (image, image_format):
+        width, height = image.size
+        reduction = 1
+        if image_format == "JPEG":
+            # Scale 1/8 (the largest DCT scaling) unless asked for more: every entropy-coded
+            # byte is still decoded.
+            drafted = image.draft(None, decode_size(image) if decode_size else (1, 1))
+            if drafted is not None:  # (mode, (0, 0, width / scale, height / scale))
+                reduction = round(width / drafted[1][2])
+        _decode(image)
+        yield DecodedImage(image_format, width, height, image, reduction)
+
+
+@contextmanager
+def _open_header(
+    source: str | os.PathLike[str] | BinaryIO, settings: Settings, *, size: int | None
+) -> Iterator[tuple[Image.Image, str]]:
+    """Steps 1 and 2: yield the opened image (header read, nothing decoded) and its format."""
     if size == 0:
         raise DownloadError("not_an_image", "the body is empty")
     try:
@@ -146,15 +184,7 @@ def open_validated(
             )
         if pixels == 0:
             raise DownloadError("corrupt_image", f"image has no pixels ({width}x{height})")
-        reduction = 1
-        if image_format == "JPEG":
-            # Scale 1/8 (the largest DCT scaling) unless asked for more: every entropy-coded
-            # byte is still decoded.
-            drafted = image.draft(None, decode_size(image) if decode_size else (1, 1))
-            if drafted is not None:  # (mode, (0, 0, width / scale, height / scale))
-                reduction = round(width / drafted[1][2])
-        _decode(image)
-        yield DecodedImage(image_format, width, height, image, reduction)
+        yield image, image_format
 
 
 def _decode(image: Image.Image) -> None:

@@ -1,0 +1,48 @@
+"""download_image with IMAGE_VALIDATION=fast over a real loopback server (contract §8)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from images_service import engine
+from images_service.errors import DownloadError
+from images_service.fetching.fetcher import Fetcher
+from tests.support.engine import make_settings
+from tests.support.image_server import FORMATS, ImageServer, can_write, make_image
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_every_format_is_stored_with_the_same_record_as_full_mode(
+        tmp_path: Path, image_server: ImageServer, fmt: str) -> None:
+    if not can_write(fmt):
+        pytest.skip(f"this Pillow cannot write {fmt}")
+    records = {}
+    for mode in ("full", "fast"):
+        settings = make_settings(tmp_path / mode, IMAGE_VALIDATION=mode)
+        plan = engine.plan_document({"_id": 1, "name": "Doc",
+                                     "images": [image_server.url(f"/image/{fmt}?w=40&h=30")]},
+                                    "db", "coll", settings)
+        with Fetcher(settings) as fetcher:
+            record = engine.download_image(plan, plan.images[0], fetcher, settings)
+        records[mode] = {k: v for k, v in record.items() if k != "downloaded_at"}
+    assert records["fast"] == records["full"]
+    assert records["fast"]["sha256"] == hashlib.sha256(make_image(fmt, 40, 30, 0)).hexdigest()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PJPEG", "PNG", "WEBP", "ANIWEBP", "GIF", "ANIGIF",
+                                 "BMP", "TIFF"])
+def test_a_body_missing_its_last_byte_is_corrupt(tmp_path: Path, image_server: ImageServer,
+                                                 fmt: str) -> None:
+    settings = make_settings(tmp_path, IMAGE_VALIDATION="fast")
+    image_server.set_response(f"/cut-{fmt}", 200, make_image(fmt, 64, 48, 3)[:-1],
+                              {"Content-Type": FORMATS[fmt][2]})
+    plan = engine.plan_document({"_id": 1, "name": "Doc",
+                                 "images": [image_server.url(f"/cut-{fmt}")]}, "db", "coll",
+                                settings)
+    with Fetcher(settings) as fetcher, pytest.raises(DownloadError) as info:
+        engine.download_image(plan, plan.images[0], fetcher, settings)
+    assert info.value.code == "corrupt_image" and not info.value.retryable
+    assert not list((plan.folder / "original").iterdir())  # nothing stored
