@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         CORS(app, origins=list(settings.cors_origins), allow_headers=["Content-Type", "X-API-Key"],
              expose_headers=["Location", "Retry-After"])
 
-    from api import downloads, health, jobs, openapi, queues
+    from api import documents, downloads, health, jobs, openapi, queues
     from api.metrics import init_metrics
 
     app.register_blueprint(health.bp)
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(downloads.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(queues.bp)
+    app.register_blueprint(documents.bp)
     # Attached after the auth hook, so the per-key budget counts authenticated calls only.
     limiter.init_app(app)
     init_metrics(app)
