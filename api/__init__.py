@@ -28,13 +28,15 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     register_error_handlers(app)
     limiter = build_limiter(redis_url=settings.redis_url, limit=settings.api_rate_limit)
+    failed_attempts = FailedAuthLimit(limiter)
     init_auth(app, settings.api_keys, docs_open=settings.is_development,
-              failed_attempts=FailedAuthLimit(limiter))
+              failed_attempts=failed_attempts)
     if settings.cors_origins:
         CORS(app, origins=list(settings.cors_origins), allow_headers=["Content-Type", "X-API-Key"],
              expose_headers=["Location", "Retry-After"])
 
-    from api import downloads, health, jobs, openapi, queues
+    from api import documents, downloads, health, jobs, openapi, queues
+    from api.console import init_console
     from api.metrics import init_metrics
 
     app.register_blueprint(health.bp)
@@ -42,6 +44,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(downloads.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(queues.bp)
+    app.register_blueprint(documents.bp)
+    # The web console (/ui/): its own sign-in, and failed sign-ins share the failed-auth budget.
+    init_console(app, settings, failed_attempts)
     # Attached after the auth hook, so the per-key budget counts authenticated calls only.
     limiter.init_app(app)
     init_metrics(app)

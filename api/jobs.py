@@ -65,6 +65,11 @@ def get_job(job_id: str):
 
 @bp.post("/<job_id>/cancel")
 def cancel_job(job_id: str):
+    return jsonify(job_to_api(cancel(job_id)))
+
+
+def cancel(job_id: str) -> dict:
+    """Cancel a pending or running job (also the web console's cancel button)."""
     job = _get(job_id)
     cancelled = services().jobs.cancel(job_id)
     if cancelled is None:
@@ -78,7 +83,7 @@ def cancel_job(job_id: str):
     except redis.RedisError as exc:
         log.warning("job %s cancelled; its Redis state stays until a worker sees it: %s",
                     job_id, exc, extra={"job_id": job_id})
-    return jsonify(job_to_api(cancelled))
+    return cancelled
 
 
 @bp.post("/<job_id>/retry")

@@ -310,6 +310,55 @@ PATHS.update({
 })
 
 
+SCHEMAS["Metadata"] = {
+    "type": "object",
+    "description": "The document's metadata.json as stored (contract §6)",
+    "required": ["schema_version", "database", "collection", "document_id", "images"],
+    "properties": {"schema_version": {"type": "integer"}, "database": {"type": "string"},
+                   "collection": {"type": "string"}, "document_id": {"type": "string"},
+                   "images": {"type": "array", "items": {"type": "object"}},
+                   "summary": {"type": "object"}},
+}
+_DOCUMENT_PARAMS = [_path_param("database"), _path_param("collection"), _path_param("document_id")]
+_CACHE_HEADERS = {"ETag": {"description": "the file's sha256, quoted", "schema": {"type": "string"}},
+                  "Cache-Control": {"schema": {"type": "string", "example": "private, max-age=3600"}}}
+PATHS.update({
+    "/api/v1/documents/{database}/{collection}/{document_id}": {
+        "get": {
+            "summary": "The document's metadata.json as stored",
+            "parameters": _DOCUMENT_PARAMS,
+            "responses": {"200": _json("metadata.json", "Metadata"),
+                          "400": _error("invalid_request: a bad name or id"),
+                          "404": _error("document_not_found: unknown, or never downloaded"),
+                          **AUTH_ERRORS},
+        }
+    },
+    "/api/v1/documents/{database}/{collection}/{document_id}/files/{file}": {
+        "get": {
+            "summary": "A file listed in the document's metadata.json "
+                       "(original/img_001.jpg, processed/thumb/img_001.webp)",
+            "parameters": [*_DOCUMENT_PARAMS,
+                           {**_path_param("file"), "description": "may contain /"},
+                           {"name": "If-None-Match", "in": "header", "required": False,
+                            "schema": {"type": "string"}}],
+            "responses": {
+                "200": {"description": "The file's bytes, with the Content-Type of its format",
+                        "headers": _CACHE_HEADERS,
+                        "content": {"image/*": {"schema": {"type": "string", "format": "binary"}},
+                                    "application/octet-stream": {
+                                        "schema": {"type": "string", "format": "binary"}}}},
+                "304": {"description": "Not modified (If-None-Match matched the ETag)",
+                        "headers": _CACHE_HEADERS},
+                "400": _error("invalid_request: a bad name or id"),
+                "404": _error("file_not_found (anything metadata.json does not list) or "
+                              "document_not_found"),
+                **AUTH_ERRORS,
+            },
+        }
+    },
+})
+
+
 def build_document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",

@@ -132,6 +132,10 @@ class Settings:
     job_retention_days: int = 30
     # Derived images (contract §12).
     processed_variants: tuple[VariantSpec, ...] = ()
+    # Web console (contract §13): session lifetime, and the key signing its cookies (empty:
+    # derived from the API keys, see api/console/auth.py).
+    console_session_hours: int = 8
+    console_secret_key: str = ""
 
     def __repr__(self) -> str:
         shown = []
@@ -198,6 +202,8 @@ class Settings:
             "LISTENER_METRICS_PORT": str(self.listener_metrics_port),
             "JOB_RETENTION_DAYS": str(self.job_retention_days),
             "PROCESSED_VARIANTS": format_variants(self.processed_variants),
+            "CONSOLE_SESSION_HOURS": str(self.console_session_hours),
+            "CONSOLE_SECRET_KEY": self.console_secret_key,
         }
 
 
@@ -407,6 +413,17 @@ def _port(raw: str) -> int:
 _port.form = "a TCP port from 1 to 65535"  # type: ignore[attr-defined]
 
 
+def _secret_key(raw: str) -> str:
+    # Never quoted in messages: SettingsError shows the value, so the check is on length only
+    # and a bad key is reported by the caller without it (see load_settings).
+    if len(raw) < 32 or any(c.isspace() for c in raw):
+        raise ValueError("too short")
+    return raw
+
+
+_secret_key.form = "at least 32 characters without spaces"  # type: ignore[attr-defined]
+
+
 #: variable name -> (Settings attribute, parser)
 _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "MONGODB_URI": ("mongodb_uri", _uri(("mongodb", "mongodb+srv"))),
@@ -447,6 +464,8 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "WORKER_METRICS_PORT": ("worker_metrics_port", _port),
     "LISTENER_METRICS_PORT": ("listener_metrics_port", _port),
     "JOB_RETENTION_DAYS": ("job_retention_days", _int_parser(1, 3650)),
+    "CONSOLE_SESSION_HOURS": ("console_session_hours", _int_parser(1, 720)),
+    "CONSOLE_SECRET_KEY": ("console_secret_key", _secret_key),
 }
 
 #: Every variable the service reads, for docs and tests.
@@ -520,6 +539,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             values[attr] = parse(raw)
         except (ValueError, TypeError):
             form = getattr(parse, "form", "a valid value")
+            if SECRET_ATTR_RE.search(attr):  # a secret is never quoted, not even a bad one
+                problems[name] = f"{name} is invalid: expected {form}"
+                continue
             shown = redact(raw, hide_user=name == "S3_ENDPOINT_URL")
             problems[name] = f"{name}={shown!r} is invalid: expected {form}"
     low = values.get("retry_backoff_min_ms", Settings.retry_backoff_min_ms)

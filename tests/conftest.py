@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.support.image_server",
     "tests.support.listener",
     "tests.support.pipeline",
+    "tests.support.console",
     "tests.support.seaweedfs",
 ]

@@ -1,0 +1,145 @@
+"""What the console's pages show, computed from the service functions (kept out of the views).
+
+Progress bars are built here once, for the templates and for the JSON the progress script
+polls, so both always say the same. A job's documents are the source documents whose
+write-back (``STATUS_FIELD.job_id``) names the job — the write-back is the one durable
+record of which documents a job finished — plus, for document and change-stream jobs, their
+one document. Thumbnails prefer the smallest processed variant (§12) and fall back to the
+original, which the browser scales down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from bson import json_util
+from pymongo.errors import PyMongoError
+
+from images_service.documents import DocumentFiles, StoredDocument, listed_files
+from images_service.errors import Unavailable
+from images_service.jobs import ACTIVE
+from images_service.settings import Settings
+from images_service.storage import layout
+
+#: Source documents listed per page of a job.
+DOCUMENTS_PER_PAGE = 12
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One progress bar: ``value`` of ``max`` and the text said next to it."""
+
+    value: int
+    max: int
+    text: str
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.value / self.max) if self.max else 0
+
+
+def _bar(done: int, total: int, noun: str, completed: bool, detail: str = "") -> Bar:
+    if total <= 0:
+        # Nothing to do (or not counted yet): full once the job completed, empty otherwise.
+        value = 1 if completed else 0
+        return Bar(value, 1, f"0 of 0 {noun}" + (" (100 %)" if completed else "") + detail)
+    done = min(done, total)
+    percent = round(100 * done / total)
+    return Bar(done, total, f"{done} of {total} {noun} ({percent} %){detail}")
+
+
+def progress_bars(job: Mapping[str, Any]) -> dict[str, Bar]:
+    """The documents and images bars of an API job (``job_to_api`` form)."""
+    p = job["progress"]
+    completed = job["status"] == "completed"
+    images_done = p["images_downloaded"] + p["images_skipped"] + p["images_failed"]
+    detail = (f": {p['images_downloaded']} downloaded, {p['images_skipped']} skipped, "
+              f"{p['images_failed']} failed")
+    return {
+        "documents": _bar(p["documents_done"], p["documents_total"], "documents", completed),
+        "images": _bar(images_done, p["images_total"], "images", completed, detail),
+    }
+
+
+def live_progress(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's state as the progress script reads it (``GET /ui/progress.json``)."""
+    return {"status": job["status"], "active": job["status"] in ACTIVE,
+            "bars": {name: {"value": bar.value, "max": bar.max, "text": bar.text}
+                     for name, bar in progress_bars(job).items()}}
+
+
+@dataclass
+class ImageView:
+    index: int
+    url: str
+    status: str
+    error_code: str | None = None
+    thumbnail: str | None = None  #: a file of the document (``processed/thumb/img_001.webp``)
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class DocumentView:
+    document_id: str
+    folder: str | None  #: None when nothing is stored for it
+    images: list[ImageView] = field(default_factory=list)
+    summary: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _thumbnail(record: Mapping[str, Any]) -> tuple[str, int | None, int | None] | None:
+    """(file, width, height) of the smallest file listed for an image, or None."""
+    best: tuple[int, str, int | None, int | None] | None = None
+    for name, _format, entry in listed_files(record):
+        width, height = entry.get("width"), entry.get("height")
+        area = width * height if isinstance(width, int) and isinstance(height, int) else 1 << 62
+        if best is None or area < best[0]:
+            best = (area, name, width, height)
+    return None if best is None else best[1:]
+
+
+def document_view(document_id: str, stored: StoredDocument | None) -> DocumentView:
+    view = DocumentView(document_id, stored.folder if stored else None)
+    if stored is None:
+        return view
+    view.summary = stored.metadata.get("summary") or {}
+    for record in sorted(stored.images(), key=lambda r: r.get("index") or 0):
+        image = ImageView(index=int(record.get("index") or 0), url=str(record.get("url", "")),
+                          status=str(record.get("status", "")))
+        error = record.get("error")
+        if isinstance(error, dict):
+            image.error_code = error.get("code")
+        thumb = _thumbnail(record)
+        if thumb:
+            image.thumbnail, image.width, image.height = thumb
+        view.images.append(image)
+    return view
+
+
+def job_documents(raw_job: Mapping[str, Any], files: DocumentFiles, settings: Settings, *,
+                  page: int) -> tuple[list[DocumentView], bool]:
+    """The documents of a job (one page), and whether another page follows."""
+    database, collection = raw_job["database"], raw_job["collection"]
+    coll = files.mongo[database][collection]
+    projection = {"_id": 1, settings.search_field.split(".")[0]: 1}
+    if settings.status_field:
+        projection[settings.status_field.split(".")[0]] = 1
+    try:
+        if raw_job.get("source"):  # document and change_stream jobs: their one document
+            found = coll.find_one({"_id": json_util.loads(raw_job["source"]["id"])}, projection)
+            sources, more = ([found] if found and page == 1 else []), False
+        elif settings.status_field:
+            cursor = (coll.find({f"{settings.status_field}.job_id": raw_job["_id"]}, projection)
+                      .sort("_id", 1).skip((page - 1) * DOCUMENTS_PER_PAGE)
+                      .limit(DOCUMENTS_PER_PAGE + 1))
+            sources = list(cursor)
+            more = len(sources) > DOCUMENTS_PER_PAGE
+            sources = sources[:DOCUMENTS_PER_PAGE]
+        else:
+            sources, more = [], False
+    except PyMongoError as exc:
+        raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
+    views = [document_view(layout.document_id_str(doc["_id"]),
+                           files.stored_for_source(database, collection, doc)) for doc in sources]
+    return views, more
