@@ -3,6 +3,9 @@
 The document is written out by hand next to the views (``PATHS``) and kept honest by a test
 that compares it with the app's URL map. ``/docs`` is served only in development; the page
 embeds the document, so it needs no second, authenticated fetch.
+
+Longer than our ~300-line modules on purpose: it is one document, mostly data, and reads best
+as one table of paths next to its schemas.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ The body streams into a hidden temporary file in the caller's directory, hashed 
 so memory stays at one chunk whatever the image size. Failures raise
 :class:`~images_service.errors.DownloadError` with the contract's codes and, for HTTP
 statuses, ``http_status`` and the parsed ``Retry-After``.
+
+A little over 300 lines: one attempt (redirect loop, body streaming with the cap, error
+classification) reads best as one unit; connections and the deadline live in their own modules.
 """
 
 from __future__ import annotations

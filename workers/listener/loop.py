@@ -12,6 +12,10 @@ stream is reopened from its in-memory watermark, counted in ``images_listener_re
 where the server cannot vouch for the history in between, its collections are scanned.
 The term ends when the lease is lost (nothing is enqueued or checkpointed after that) or the
 process is asked to stop (a final checkpoint is saved first).
+
+Over 300 lines on purpose: the term is one state machine (start, poll, handle, reopen,
+discover, scan, checkpoint) whose steps share its fields; splitting it would scatter the
+ordering rules that make the checkpoint a contiguous watermark.
 """
 
 from __future__ import annotations
