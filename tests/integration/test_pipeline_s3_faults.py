@@ -87,19 +87,22 @@ def assert_all_downloaded(server, bucket, count, per_doc):
 def test_two_worker_hosts_share_one_job_through_the_bucket(
         make_settings, workers, image_server, seaweedfs, s3_bucket, tmp_path):
     settings = settings_for(make_settings, seaweedfs, s3_bucket, MAX_CONCURRENT_PER_DOMAIN="2")
-    insert_docs(settings, 24, 3, delay_s=0.15)
+    insert_docs(settings, 48, 2, delay_s=0.15)  # 6 messages of 8 documents
     with_urls(settings, image_server, hosts=("127.0.0.1", "localhost"))
-    first, second = workers(settings, "host-a"), workers(settings, "host-b")
+    # One Dramatiq thread each: a worker prefetches 2 messages, so neither can take them all
+    # (each message's downloads still run concurrently on the worker's download pool).
+    first = workers(settings, "host-a", threads=1)
+    second = workers(settings, "host-b", threads=1)
     client = api_client(settings)
 
     job = wait_job(client, client.post(
         "/api/v1/download/collection/serpy_db/hotels").json["job_id"], timeout_s=120)
 
-    assert job["status"] == "completed" and job["progress"]["images_downloaded"] == 72
-    assert_all_downloaded(seaweedfs, s3_bucket, 24, 3)
+    assert job["status"] == "completed" and job["progress"]["images_downloaded"] == 96
+    assert_all_downloaded(seaweedfs, s3_bucket, 48, 2)
     # Both hosts worked, and the per-host cap held across them.
     assert downloads_of(first) > 0 and downloads_of(second) > 0
-    assert downloads_of(first) + downloads_of(second) == 72
+    assert downloads_of(first) + downloads_of(second) == 96
     assert max(image_server.max_concurrency().values()) <= 2
     # Nothing but each worker's log in its working directory; the local trees never existed.
     for host in ("host-a", "host-b"):
