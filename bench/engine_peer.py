@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from images_service import engine  # noqa: E402
 from images_service.fetching.fetcher import Fetcher  # noqa: E402
 from images_service.settings import Settings, load_settings  # noqa: E402
+from images_service.storage.factory import create_storage  # noqa: E402
 
 
 def download(settings: Settings, docs: list[dict], threads: int) -> tuple[int, dict[str, int]]:
@@ -43,10 +44,11 @@ def download(settings: Settings, docs: list[dict], threads: int) -> tuple[int, d
     errors: dict[str, int] = {}
     ok = 0
     fetcher = Fetcher(settings)
+    storage = create_storage(settings, max_pool_connections=threads)
 
     def run(doc: dict) -> dict:
         return engine.download_document(doc, "bench", "images", settings, job_id="bench",
-                                        fetcher=fetcher, max_workers=1)
+                                        storage=storage, fetcher=fetcher, max_workers=1)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for meta in pool.map(run, docs):
@@ -58,6 +60,7 @@ def download(settings: Settings, docs: list[dict], threads: int) -> tuple[int, d
                     errors[code] = errors.get(code, 0) + 1
     # Closing the pools is teardown, outside the timed phase in spirit; it is quick anyway.
     fetcher.close()
+    storage.close()
     return ok, errors
 
 

@@ -1,21 +1,26 @@
 """The download engine: plan a document, download its images, record them (contract §3–§6, §8).
 
 This is the API the actors, the listener and the CLI build on; it knows nothing of queues.
+Everything it reads or writes goes through a :class:`~images_service.storage.backend.Storage`
+passed in (filesystem or S3, contract §11); a plan names its folder by key.
 
-* :func:`plan_document` — names, folder and the numbered image URLs of one document.
+* :func:`plan_document` — names, folder key and the numbered image URLs of one document.
 * :func:`prepare_folder` — create the layout (and move the folder of a renamed document).
 * :func:`download_image` — **one** attempt for one image (the actors own retries and
-  backoff): skip it when already on disk and unchanged, else fetch, validate and move it
-  atomically into ``original/img_NNN.ext``. Returns the image's metadata record; failures
-  raise :class:`~images_service.errors.DownloadError` (see :func:`failed_record`).
+  backoff): skip it when already stored and unchanged, else fetch into the storage's local
+  temporary directory, validate, and ``put_file`` it atomically as ``original/img_NNN.ext``.
+  Returns the image's metadata record; failures raise
+  :class:`~images_service.errors.DownloadError` (a storage failure is its subclass
+  ``StorageUnavailable``, code ``connection_error``, retried like one).
 * :func:`record_images` — merge records into ``metadata.json`` under a lock.
 * :func:`download_document` — all of the above with a small thread pool (tests, bench, CLI).
 
 Skipping (idempotency). Without ``force`` an image is skipped — no request sent — when the
 previous record for its index says ``downloaded`` or ``skipped`` for the *same URL*, and the
-file it names exists with the recorded size and sha256. Hashing costs one sequential read of
-the file (about 0.3 ms per 100 KB), far below a download, and catches files damaged or
-replaced on disk; a mismatch means the image is fetched again.
+object it names is stored with the recorded size and sha256. On S3 that is one HEAD: the
+sha256 given at upload is kept in the object's metadata. On the filesystem the file is hashed
+(one sequential read, about 0.3 ms per 100 KB, far below a download), which catches files
+damaged or replaced on disk; a mismatch means the image is fetched again.
 
 When the URL list changes. Records are kept by index and only while they still match the
 document: when a document is planned and recorded again, a record whose index is beyond the
@@ -25,29 +30,31 @@ current list, or whose URL is no longer the one at that index, is dropped from
 fails). A failed record never names a file: when the latest attempt for an index fails (e.g.
 a forced re-fetch answered 404), the older file of that index is deleted, so metadata.json
 always describes exactly the files present. When the search value changes, the folder name
-changes with it; :func:`prepare_folder` renames the old folder (known from the write-back
+changes with it; :func:`prepare_folder` moves the old folder (known from the write-back
 field's ``path``) so already downloaded images are kept and skipped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from images_service.errors import DownloadError, UnsafePathError
-from images_service.fetching.fetcher import Fetcher
+from images_service.fetching.fetcher import FetchedBody, Fetcher
 from images_service.settings import Settings
-from images_service.storage import files, layout, metadata
+from images_service.storage import folders, layout, metadata
+from images_service.storage.backend import Storage
+from images_service.storage.factory import create_storage
 from images_service.storage.metadata import DOWNLOADED, FAILED, SKIPPED
 from images_service.urls import extract_image_urls, get_path
-from images_service.validation import file_sha256, validate_image
+from images_service.validation import ImageInfo, validate_image
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +78,8 @@ class DocumentPlan:
     document_id: str
     search_field: str
     search_value: Any  #: a JSON scalar, None when the field is missing
-    folder: Path  #: STORAGE_PATH / relative_folder
-    relative_folder: str  #: POSIX, relative to STORAGE_PATH (the write-back ``path``)
+    #: The folder's key: POSIX, relative to the tree's root (the write-back ``path``).
+    relative_folder: str
     images: tuple[ImageTask, ...]
     #: The folder of an earlier download under another search value (from the write-back
     #: field), checked to belong to this document; None when there is none.
@@ -117,50 +124,41 @@ def plan_document(
         document_id=document_id,
         search_field=settings.search_field,
         search_value=search_value,
-        folder=layout.document_folder(settings.storage_path, relative),
         relative_folder=relative,
         images=tuple(ImageTask(i, url) for i, url in enumerate(urls, start=1)),
         previous_relative_folder=previous,
     )
 
 
-def prepare_folder(plan: DocumentPlan, settings: Settings) -> None:
+def prepare_folder(plan: DocumentPlan, storage: Storage) -> None:
     """Create the document's layout; first move its folder from an old search value, if any.
 
     Call once per document before its images are downloaded (the document-level step).
     """
-    folder = plan.folder
-    if os.path.isdir(folder):
-        files.ensure_document_dirs(folder)
-        # Only a folder that existed can hold leftovers of a writer killed mid-write.
-        files.sweep_stale_temp_files(folder)
-        return
-    if plan.previous_relative_folder:
-        old = layout.document_folder(settings.storage_path, plan.previous_relative_folder)
-        old_meta = metadata.read_metadata(old)
-        if old_meta is not None and old_meta.get("document_id") == plan.document_id:
-            try:
-                os.rename(old, folder)
-                logger.info("moved %s to %s", plan.previous_relative_folder, plan.relative_folder)
-            except OSError as e:  # a concurrent move, or the target appeared meanwhile
-                logger.warning("could not move %s: %s", plan.previous_relative_folder, e)
-    files.ensure_document_dirs(folder)
+    folders.prepare(storage, plan.relative_folder, plan.header,
+                    previous_folder=plan.previous_relative_folder)
 
 
 def claim_folder(
-    plan: DocumentPlan, *, job_id: str, lock: AbstractContextManager[Any] | None = None
+    plan: DocumentPlan,
+    storage: Storage,
+    *,
+    job_id: str,
+    lock: AbstractContextManager[Any] | None = None,
 ) -> dict[str, Any]:
     """Claim the document's folder (after :func:`prepare_folder`); returns its metadata.
 
     Raises FolderConflict when the folder's metadata.json names another document.
     """
-    return metadata.claim(plan.folder, plan.header, job_id=job_id, urls=plan.urls, lock=lock)
+    return metadata.claim(storage, plan.relative_folder, plan.header, job_id=job_id,
+                          urls=plan.urls, lock=lock)
 
 
 def download_image(
     plan: DocumentPlan,
     task: ImageTask,
     fetcher: Fetcher,
+    storage: Storage,
     settings: Settings,
     *,
     previous: Mapping[str, Any] | None = None,
@@ -170,35 +168,33 @@ def download_image(
     """One attempt at one image; returns its record (``downloaded`` or ``skipped``).
 
     ``previous`` is the image's record from metadata.json, if any. ``attempt`` is the
-    1-based attempt number, recorded as ``attempts``. Raises DownloadError on failure.
+    1-based attempt number, recorded as ``attempts``. Raises DownloadError on failure
+    (StorageUnavailable when the storage failed: nothing stored is lost then).
     """
     if not force and previous is not None:
-        skipped = skip_record(plan, task, previous)
+        skipped = skip_record(plan, task, previous, storage)
         if skipped is not None:
             return skipped
-    original = plan.folder / layout.ORIGINAL_DIR
-    if not os.path.isdir(original):
-        files.ensure_document_dirs(plan.folder)
-    body = fetcher.fetch(task.url, original)
+    body = fetcher.fetch(task.url, storage.local_temp_dir(plan.relative_folder))
     try:
         info = validate_image(body.path, settings, sha256=body.sha256, size=body.bytes)
-        extension = layout.extension_for(info.format)
-        name = layout.image_filename(task.index, extension)
-        # Not fsynced: after a power loss an image may be empty or short, but its recorded
-        # size and sha256 no longer match and the next run fetches it again (skip_record).
-        files.move_into_place(body.path, original / name, durable=False)
+        # Derived images (processed/, contract §12) are made here, from the validated local
+        # body, before store_original moves it away.
+        key = store_original(storage, plan, task, body, info)
     except BaseException:
-        body.discard()
+        body.discard()  # a no-op once put_file has taken it
         raise
+    name = PurePosixPath(key).name
     if previous is not None and isinstance(previous.get("file"), str):
         old_name = PurePosixPath(previous["file"]).name
         if old_name != name and layout.parse_image_filename(old_name) is not None:
-            files.remove_quietly(original / old_name)  # e.g. img_001.png now img_001.jpg
+            # e.g. img_001.png now img_001.jpg
+            storage.delete([f"{plan.relative_folder}/{layout.ORIGINAL_DIR}/{old_name}"])
     return {
         "index": task.index,
         "url": task.url,
         "status": DOWNLOADED,
-        "file": layout.image_relpath(task.index, extension),
+        "file": layout.image_relpath(task.index, layout.extension_for(info.format)),
         "sha256": info.sha256,
         "bytes": info.bytes,
         "format": info.format,
@@ -211,10 +207,27 @@ def download_image(
     }
 
 
+def store_original(
+    storage: Storage, plan: DocumentPlan, task: ImageTask, body: FetchedBody, info: ImageInfo
+) -> str:
+    """Store a validated body as ``original/img_NNN.ext`` atomically; returns its key.
+
+    The object's Content-Type comes from the detected format; its sha256 is kept with it
+    (S3 object metadata) so a later run can skip it with one HEAD.
+    """
+    key = layout.image_key(plan.relative_folder, task.index, layout.extension_for(info.format))
+    storage.put_file(key, body.path, content_type=layout.CONTENT_TYPES[info.format],
+                     sha256=info.sha256)
+    return key
+
+
 def skip_record(
-    plan: DocumentPlan, task: ImageTask, previous: Mapping[str, Any]
+    plan: DocumentPlan, task: ImageTask, previous: Mapping[str, Any], storage: Storage
 ) -> dict[str, Any] | None:
-    """The ``skipped`` record when ``previous`` still describes an intact file, else None."""
+    """The ``skipped`` record when ``previous`` still describes an intact object, else None.
+
+    Raises StorageUnavailable when the storage cannot tell.
+    """
     if previous.get("status") not in (DOWNLOADED, SKIPPED):
         return None
     if previous.get("index") != task.index or previous.get("url") != task.url:
@@ -228,17 +241,31 @@ def skip_record(
     parsed = layout.parse_image_filename(parts[1])
     if parsed is None or parsed[0] != task.index:
         return None
-    path = plan.folder / layout.ORIGINAL_DIR / parts[1]
-    try:
-        size = path.stat().st_size
-    except OSError:
+    key = f"{plan.relative_folder}/{relpath}"
+    stat = storage.stat(key)
+    if stat is None:
         return None
-    if size != previous.get("bytes") or file_sha256(path) != previous.get("sha256"):
-        logger.info("file %s of %s changed on disk: fetching again", relpath, plan.relative_folder)
+    # The stored sha256 (S3: object metadata, one HEAD) when the backend keeps one; else the
+    # object is hashed (the filesystem: one local read), so a changed file is fetched again.
+    sha256 = stat.sha256 if stat.sha256 is not None else _stored_sha256(storage, key)
+    if stat.size_bytes != previous.get("bytes") or sha256 != previous.get("sha256"):
+        logger.info("file %s of %s changed in storage: fetching again", relpath,
+                    plan.relative_folder)
         return None
     record = dict(previous)
     record["status"] = SKIPPED
     return record
+
+
+def _stored_sha256(storage: Storage, key: str) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with storage.open(key) as stream:
+            while chunk := stream.read(1024 * 1024):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
 
 
 def failed_record(task: ImageTask, error: DownloadError, attempts: int) -> dict[str, Any]:
@@ -254,6 +281,7 @@ def failed_record(task: ImageTask, error: DownloadError, attempts: int) -> dict[
 
 def record_images(
     plan: DocumentPlan,
+    storage: Storage,
     records: Sequence[Mapping[str, Any]],
     *,
     job_id: str,
@@ -262,57 +290,31 @@ def record_images(
     """Merge ``records`` into metadata.json (by index) under ``lock``; return the metadata.
 
     ``lock`` must exclude every other writer of this document's metadata.json: the actors
-    pass a Redis lock; the default, an flock on the folder, covers one host. Files that no
-    longer belong to a record are removed under the same lock (see the module docstring).
+    pass a Redis lock; the default (:mod:`images_service.storage.locks`) covers one host on
+    the filesystem and one process otherwise. Files that no longer belong to a record are
+    removed under the same lock (see the module docstring). Idempotent: merging the same
+    records again writes the same images.
     """
-    original = plan.folder / layout.ORIGINAL_DIR
-    if not os.path.isdir(original):
-        files.ensure_document_dirs(plan.folder)
-    total = len(plan.images)
-    recorded = {r["index"]: r for r in records}
+    recorded = {r["index"] for r in records}
 
     def prune(merged: dict[int, dict[str, Any]]) -> None:
-        for name in os.listdir(original):
-            parsed = layout.parse_image_filename(name)
-            if parsed is None:
-                continue
-            index = parsed[0]
-            stale = index > total
-            if index in recorded and index in merged:
-                # The record just written for this index names the only file it may have.
-                named = merged[index].get("file") if merged[index].get("status") != FAILED else None
-                stale = stale or name != PurePosixPath(named or "").name
-            if stale:
-                files.remove_quietly(original / name)
+        folders.prune(storage, plan.relative_folder, merged, recorded=recorded,
+                      total=len(plan.images))
 
-    return metadata.merge(
-        plan.folder,
-        plan.header,
-        records,
-        job_id=job_id,
-        urls=plan.urls,
-        lock=lock,
-        under_lock=prune,
-    )
+    return metadata.merge(storage, plan.relative_folder, plan.header, records, job_id=job_id,
+                          urls=plan.urls, lock=lock, under_lock=prune)
 
 
-def read_metadata(plan: DocumentPlan) -> dict[str, Any] | None:
+def read_metadata(plan: DocumentPlan, storage: Storage) -> dict[str, Any] | None:
     """The document's metadata.json, or None when it has none yet."""
-    return metadata.read_metadata(plan.folder)
+    return metadata.read_metadata(storage, plan.relative_folder)
 
 
-def previous_records(
-    plan: DocumentPlan, current: Mapping[str, Any] | None = None
-) -> dict[int, dict[str, Any]]:
-    """The records of the existing metadata.json by index (for ``previous=``).
-
-    ``current`` is the metadata already read by the caller; it is read here otherwise.
-    """
-    if current is None:
-        current = read_metadata(plan) or {}
+def previous_records(current: Mapping[str, Any] | None) -> dict[int, dict[str, Any]]:
+    """The records of a metadata.json by index (for ``previous=``)."""
     return {
         r["index"]: r
-        for r in current.get("images", [])
+        for r in (current or {}).get("images", [])
         if isinstance(r, dict) and isinstance(r.get("index"), int)
     }
 
@@ -324,6 +326,7 @@ def download_document(
     settings: Settings,
     *,
     job_id: str,
+    storage: Storage | None = None,
     force: bool = False,
     image_fields: Sequence[str] | None = None,
     fetcher: Fetcher | None = None,
@@ -331,20 +334,22 @@ def download_document(
 ) -> dict[str, Any]:
     """Download every image of ``doc`` (one attempt each) and write its metadata.json.
 
-    Failed images are recorded as failed; nothing is retried here. Returns the metadata.
-    Raises FolderConflict when the folder belongs to another document.
+    ``storage`` defaults to one built from ``settings`` for this call. Without Redis the
+    metadata lock is the default one (:mod:`images_service.storage.locks`). Failed images
+    are recorded as failed; nothing is retried here. Returns the metadata. Raises
+    FolderConflict when the folder belongs to another document.
     """
     plan = plan_document(doc, database, collection, settings, image_fields)
-    prepare_folder(plan, settings)
-    previous = previous_records(plan, claim_folder(plan, job_id=job_id))
+    own_storage = storage is None
+    store = storage if storage is not None else create_storage(settings,
+                                                               max_pool_connections=max_workers)
     own_fetcher = fetcher is None
     active = fetcher if fetcher is not None else Fetcher(settings)
 
     def one(task: ImageTask) -> dict[str, Any]:
         try:
-            return download_image(
-                plan, task, active, settings, previous=previous.get(task.index), force=force
-            )
+            return download_image(plan, task, active, store, settings,
+                                  previous=previous.get(task.index), force=force)
         except DownloadError as e:
             logger.info(
                 "job %s: image %d of %s failed: %s %s",
@@ -353,15 +358,19 @@ def download_document(
             return failed_record(task, e, 1)
 
     try:
+        prepare_folder(plan, store)
+        previous = previous_records(claim_folder(plan, store, job_id=job_id))
         if len(plan.images) <= 1 or max_workers <= 1:
             records = [one(task) for task in plan.images]
         else:
             with ThreadPoolExecutor(min(max_workers, len(plan.images))) as pool:
                 records = list(pool.map(one, plan.images))
+        return record_images(plan, store, records, job_id=job_id)
     finally:
         if own_fetcher:
             active.close()
-    return record_images(plan, records, job_id=job_id)
+        if own_storage:
+            store.close()
 
 
 def _json_scalar(value: Any) -> Any:
@@ -384,7 +393,10 @@ def _previous_folder(
     """The ``path`` of the write-back field when it names another folder of this document."""
     if not settings.status_field:
         return None
-    path = get_path(doc, f"{settings.status_field}.path")
+    dotted = f"{settings.status_field}.path"
+    # nx-27017 answers a projection on a dotted path with a flat key ({"a.path": …}), MongoDB
+    # nests it: read both, so a projected document works from either server.
+    path = get_path(doc, dotted, doc.get(dotted))
     if not isinstance(path, str) or path == relative:
         return None
     parts = PurePosixPath(path).parts

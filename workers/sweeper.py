@@ -16,6 +16,13 @@ is acked, so a job with work left has a message in those hashes at every instant
 
 Every worker process runs :meth:`Sweeper.run` in a thread; a Redis key set with ``NX`` and
 an expiry of one interval lets one process of the fleet make each pass.
+
+The same thread sweeps the bucket's leftovers (``STORAGE_BACKEND=s3``): once an hour, one
+process of the fleet aborts the multipart uploads started more than an hour ago and never
+completed (a worker killed, or the store down, mid-upload: the next upload of the same key
+aborts those too). One ``ListMultipartUploads`` request covers the bucket. The filesystem
+needs no such pass: its writers remove dead writers' temporary files folder by folder, and a
+walk of the whole tree would cost a scan of every file.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ SWEEP_INTERVAL_S = 60.0
 SWEEP_IDLE_S = 180.0
 #: Fleet-wide key that elects the process making the current pass.
 TICK_KEY = "isv:sweeper:tick"
+#: Fleet-wide key that elects the process sweeping the bucket's leftovers, and how often.
+STORAGE_TICK_KEY = "isv:sweeper:storage"
+STORAGE_SWEEP_INTERVAL_S = 3600.0
 #: Messages read per HSCAN call.
 SCAN_COUNT = 500
 NO_WORK_MESSAGE = "no work left for this job (its messages are gone)"
@@ -84,11 +94,29 @@ class Sweeper:
             return []
         return self.sweep()
 
+    def tick_storage(self, interval_s: float = STORAGE_SWEEP_INTERVAL_S) -> int | None:
+        """Abort the bucket's stale multipart uploads, if no process did within the interval.
+
+        Returns how many were aborted; None when there was nothing to do (filesystem, or
+        another process's turn).
+        """
+        storage = self.ctx.storage
+        if storage.name != "s3":
+            return None
+        if not self.ctx.redis.set(STORAGE_TICK_KEY, str(time.time()), nx=True,
+                                  px=max(1, int(interval_s * 1000))):
+            return None
+        aborted = storage.sweep_leftovers()
+        if aborted:
+            log.info("aborted %d stale multipart uploads in the bucket", aborted)
+        return aborted
+
     def run(self, stop: threading.Event) -> None:
         """Tick every interval until ``stop`` is set; errors are logged, never fatal."""
         while not stop.wait(self.interval_s):
             try:
                 ended = self.tick()
+                self.tick_storage()
             except Exception:  # noqa: BLE001 -- a backing service hiccup: the next pass retries
                 log.exception("sweeper pass failed")
                 continue

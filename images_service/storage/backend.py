@@ -76,6 +76,12 @@ class Storage(abc.ABC):
     #: ``filesystem`` or ``s3``, as in ``STORAGE_BACKEND``.
     name: str
 
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Which tree this is (root path, or bucket and prefix): equal for two storages of
+        one tree. For process-local locks and logs; never holds a credential."""
+
     @abc.abstractmethod
     def put_file(self, key: str, local_path: Path, *, content_type: str, sha256: str) -> None:
         """Store the finished local file ``local_path`` at ``key``, atomically.

@@ -2,9 +2,11 @@
 
 Every file is written to a hidden temporary name in its final folder and then renamed over the
 final name with :func:`os.replace`, so a reader sees either the old file or the complete new
-one. Temporary names start with ``.tmp-`` so that :func:`sweep_stale_temp_files` can remove the
+one. Temporary names start with ``.tmp-`` and name their writer (host and pid), so the
 leftovers of a process killed mid-write (the only way one can survive: every code path that
-fails removes its own temporary file).
+fails removes its own temporary file) are removed by the next writer of the folder on the same
+host as soon as that process is dead (:func:`remove_leftovers`), and by anyone after
+:data:`STALE_TEMP_AGE_S`.
 
 Durability: callers choose per file whether its data is fsynced before the rename (see
 :func:`atomic_write_bytes` and :func:`move_into_place`).
@@ -16,9 +18,10 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import secrets
+import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from images_service.storage.layout import ORIGINAL_DIR, PROCESSED_DIR
@@ -29,6 +32,27 @@ logger = logging.getLogger(__name__)
 TEMP_PREFIX = ".tmp-"
 #: A temporary file older than this (seconds) belongs to a dead process and may be removed.
 STALE_TEMP_AGE_S = 3600.0
+#: ``.tmp-{host}.{pid namespace}-{pid}-{random}{suffix}``: who wrote a temporary file.
+_TEMP_NAME_RE = re.compile(r"^\.tmp-(?P<host>[A-Za-z0-9-]*\.[0-9]+)-(?P<pid>[0-9]+)-[0-9a-f]+")
+
+
+def _host_tag() -> str:
+    """This host, as written into temporary names: hostname and pid-namespace inode.
+
+    The pid namespace tells apart containers that share a volume and a hostname, whose pids
+    mean different processes; two machines never share a hostname on one tree (a network
+    file system needs unique hostnames anyway).
+    """
+    host = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:40]
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{host}.{namespace}"
+
+
+#: Computed once: neither changes while a process runs.
+HOST_TAG = _host_tag()
 
 
 def ensure_document_dirs(folder: Path) -> None:
@@ -43,8 +67,9 @@ def temp_file(directory: Path, suffix: str = ".part") -> tuple[int, Path]:
     Like :func:`tempfile.mkstemp` (O_EXCL, random name) but created readable by other
     services at once, saving a chmod per file.
     """
+    writer = f"{HOST_TAG}-{os.getpid()}"  # read per call: forked workers have their own pid
     for _ in range(100):
-        path = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}{suffix}")
+        path = os.path.join(directory, f"{TEMP_PREFIX}{writer}-{secrets.token_hex(8)}{suffix}")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except FileExistsError:
@@ -104,28 +129,59 @@ def remove_quietly(path: Path) -> None:
         os.unlink(path)
 
 
-def sweep_stale_temp_files(folder: Path, *, max_age_s: float = STALE_TEMP_AGE_S) -> int:
-    """Remove temporary files older than ``max_age_s`` in ``folder`` and ``original/``.
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs on this host (a zombie counts as dead: it writes nothing more)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
 
-    Only files of dead writers are that old: an attempt is bounded by the fetcher's deadline
-    (minutes at most), so a live download is never removed. Returns how many were removed.
+
+def is_leftover(name: str, mtime_s: float, *, max_age_s: float = STALE_TEMP_AGE_S) -> bool:
+    """Whether the temporary file ``name`` belongs to a dead writer.
+
+    Dead for sure: written on this host by a process that no longer runs. Dead by age: older
+    than ``max_age_s`` (any host, and names of earlier versions), since an attempt is bounded
+    by the fetcher's deadline (minutes at most) and a metadata write by seconds.
+    """
+    if not name.startswith(TEMP_PREFIX):
+        return False
+    if mtime_s < time.time() - max_age_s:
+        return True
+    match = _TEMP_NAME_RE.match(name)
+    return (match is not None and match.group("host") == HOST_TAG
+            and not _process_alive(int(match.group("pid"))))
+
+
+def remove_leftovers(directory: Path, *, max_age_s: float = STALE_TEMP_AGE_S) -> int:
+    """Remove the temporary files of dead writers directly in ``directory``; returns how many.
+
+    One ``scandir`` of the directory; the writer's liveness is asked only for temporary
+    names. A live writer's file is never removed.
     """
     removed = 0
-    cutoff = time.time() - max_age_s
-    for directory in (folder, folder / ORIGINAL_DIR):
-        try:
-            entries = list(os.scandir(directory))
-        except FileNotFoundError:
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(TEMP_PREFIX):
             continue
-        for entry in entries:
-            if not entry.name.startswith(TEMP_PREFIX):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                    os.unlink(entry.path)
-                    removed += 1
+        with contextlib.suppress(FileNotFoundError):
+            mtime_s = entry.stat(follow_symlinks=False).st_mtime
+            if is_leftover(entry.name, mtime_s, max_age_s=max_age_s):
+                os.unlink(entry.path)
+                removed += 1
     if removed:
-        logger.info("removed %d stale temporary files under %s", removed, folder)
+        logger.info("removed %d temporary files of dead writers in %s", removed, directory)
     return removed
 
 
@@ -157,9 +213,3 @@ class FolderLock:
         if fd is not None:
             # Closing the descriptor releases the flock.
             os.close(fd)
-
-
-@contextlib.contextmanager
-def null_lock() -> Iterator[None]:
-    """A lock that does nothing (for callers that already hold one)."""
-    yield

@@ -5,6 +5,11 @@ Keys map to paths under the root. Writes use :mod:`images_service.storage.files`
 or the new one. Downloads stream into the folder's ``original/`` (:meth:`local_temp_dir`), so
 storing an image is one rename on the same file system. A folder move is one ``rename`` of the
 directory: atomic, nothing to resume.
+
+Leftovers: temporary names carry their writer's host and pid, so whoever next prepares the
+folder or streams a body into it (:meth:`~FilesystemStorage.ensure_folder`,
+:meth:`~FilesystemStorage.local_temp_dir`) removes at once what a dead process of this host
+left there, and anything older than an hour; no whole-tree walk is ever needed.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import contextlib
 import errno
 import os
 import shutil
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from stat import S_ISREG
@@ -55,6 +59,10 @@ class FilesystemStorage(Storage):
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    @property
+    def location(self) -> str:
+        return f"file://{os.path.abspath(self.root)}"
 
     def _path(self, key: str) -> Path:
         # check_key refuses absolute keys and dot segments: the path cannot leave the root.
@@ -178,23 +186,32 @@ class FilesystemStorage(Storage):
     # -- folders, temporary files, health -----------------------------------------------------
 
     def ensure_folder(self, folder: str) -> None:
+        path = self._folder(folder)
         with _os_errors("creating", folder):
-            files.ensure_document_dirs(self._folder(folder))
+            files.ensure_document_dirs(path)
+        # The folder-level writes (metadata.json) leave their temporary files here.
+        files.remove_leftovers(path)
 
     def local_temp_dir(self, folder: str) -> Path:
         directory = self._folder(folder) / ORIGINAL_DIR
         if not directory.is_dir():
             self.ensure_folder(folder)
+        # The next writer of the folder removes what dead writers of this host left: a
+        # worker killed mid-download leaves nothing behind for long (one scandir).
+        files.remove_leftovers(directory)
         return directory
 
     def sweep_leftovers(self, folder: str = "", *, older_than_s: float = STALE_AGE_S) -> int:
-        cutoff = time.time() - older_than_s
+        """``.tmp-`` files older than ``older_than_s``, and those of dead processes of this host."""
         removed = 0
         for directory, _subdirs, names in os.walk(self._folder(folder)):
             for name in names:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
                 path = os.path.join(directory, name)
                 with contextlib.suppress(FileNotFoundError):
-                    if name.startswith(TEMP_PREFIX) and os.lstat(path).st_mtime < cutoff:
+                    mtime_s = os.lstat(path).st_mtime
+                    if files.is_leftover(name, mtime_s, max_age_s=older_than_s):
                         os.unlink(path)
                         removed += 1
         return removed

@@ -2,7 +2,8 @@
 
 ``{STORAGE_PATH}/{database}/{collection}/{document_id}-{search_slug}/`` holds
 ``original/img_001.jpg``…, an empty ``processed/`` and ``metadata.json``. This module only
-computes names; :mod:`images_service.storage.files` touches the disk.
+computes names (folders as POSIX keys relative to the tree's root); the
+:class:`~images_service.storage.backend.Storage` stores them.
 
 Every segment that comes from outside (database, collection, document id) is checked before it
 becomes part of a path: anything that could name another directory (``..``, separators, NUL,
@@ -29,6 +30,17 @@ EXTENSIONS: dict[str, str] = {
     "BMP": ".bmp",
     "TIFF": ".tif",
     "AVIF": ".avif",
+}
+#: Pillow format name -> the Content-Type an image object is stored with (from the detected
+#: format, never from the server's header).
+CONTENT_TYPES: dict[str, str] = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+    "AVIF": "image/avif",
 }
 #: Slugs are cut to this many characters (before the trailing ``-`` is removed).
 SLUG_MAX_CHARS = 64
@@ -147,6 +159,11 @@ def image_filename(index: int, extension: str) -> str:
 def image_relpath(index: int, extension: str) -> str:
     """The ``file`` value of metadata.json: ``original/img_001.jpg``."""
     return f"{ORIGINAL_DIR}/{image_filename(index, extension)}"
+
+
+def image_key(folder: str, index: int, extension: str) -> str:
+    """The storage key of an original image: ``db/coll/id-slug/original/img_001.jpg``."""
+    return f"{folder}/{image_relpath(index, extension)}"
 
 
 def parse_image_filename(name: str) -> tuple[int, str] | None:

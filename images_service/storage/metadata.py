@@ -2,9 +2,10 @@
 
 Several workers may finish images of one document at the same time, so every change is a
 read-modify-write under a lock passed in by the caller (the actors pass a Redis lock; the
-default is :class:`~images_service.storage.files.FolderLock`, an ``flock`` on the folder that
-covers threads and processes of one host). The file is replaced atomically, so readers never
-see a partial document.
+default is :func:`~images_service.storage.locks.default_folder_lock`). The file is read and
+written through the :class:`~images_service.storage.backend.Storage` (``read_bytes`` /
+``put_bytes``), which replaces it atomically on every backend, so readers never see a partial
+document. A ``folder`` is the document folder's key (``db/coll/id-slug``).
 
 A folder belongs to the document its metadata.json names (contract §10): :func:`claim`
 writes a first metadata.json for a new folder before any image is stored in it, and both
@@ -24,12 +25,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from images_service.errors import FolderConflict
-from images_service.storage.files import FolderLock, atomic_write_bytes
+from images_service.storage.backend import Storage
 from images_service.storage.layout import METADATA_FILE
+from images_service.storage.locks import default_folder_lock
 
 logger = logging.getLogger(__name__)
 
@@ -62,24 +63,31 @@ class DocumentHeader:
     search_value: Any  # a JSON scalar, or None when the field is missing
 
 
-def metadata_path(folder: Path) -> Path:
-    return folder / METADATA_FILE
+def metadata_key(folder: str) -> str:
+    """The key of ``folder``'s metadata.json."""
+    return f"{folder.rstrip('/')}/{METADATA_FILE}"
 
 
-def read_metadata(folder: Path) -> dict[str, Any] | None:
+def read_metadata(storage: Storage, folder: str) -> dict[str, Any] | None:
     """The parsed metadata.json of ``folder``, or None when there is none (or it is unreadable).
+
+    A storage failure raises StorageUnavailable: "cannot read" is never taken for "absent".
+    """
+    return parse(storage.read_bytes(metadata_key(folder)), folder)
+
+
+def parse(raw: bytes | None, folder: str = "") -> dict[str, Any] | None:
+    """metadata.json's bytes as an object; None when absent or unreadable.
 
     An unreadable file cannot be partial (writes are atomic); it would have been edited by
     hand, and is then treated as absent so the next write replaces it.
     """
-    try:
-        raw = metadata_path(folder).read_bytes()
-    except FileNotFoundError:
+    if raw is None:
         return None
     try:
         data = json.loads(raw)
     except ValueError:
-        logger.warning("ignoring unreadable %s", metadata_path(folder))
+        logger.warning("ignoring unreadable %s", metadata_key(folder or "?"))
         return None
     return data if isinstance(data, dict) else None
 
@@ -112,10 +120,10 @@ def build_metadata(
     }
 
 
-def write_metadata(folder: Path, metadata: Mapping[str, Any]) -> None:
+def write_metadata(storage: Storage, folder: str, metadata: Mapping[str, Any]) -> None:
     """Replace metadata.json atomically (and durably)."""
     data = json.dumps(metadata, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
-    atomic_write_bytes(metadata_path(folder), data)
+    storage.put_bytes(metadata_key(folder), data)
 
 
 def check_owner(current: Mapping[str, Any] | None, header: DocumentHeader) -> None:
@@ -131,7 +139,8 @@ def check_owner(current: Mapping[str, Any] | None, header: DocumentHeader) -> No
 
 
 def claim(
-    folder: Path,
+    storage: Storage,
+    folder: str,
     header: DocumentHeader,
     *,
     job_id: str,
@@ -145,18 +154,19 @@ def claim(
     document with the same folder name finds it taken even while the first one's images
     are still downloading (the first document's files are never overwritten).
     """
-    with lock if lock is not None else FolderLock(folder):
-        current = read_metadata(folder)
+    with lock if lock is not None else default_folder_lock(storage, folder):
+        current = read_metadata(storage, folder)
         check_owner(current, header)
         if current is not None:
             return current
         metadata = build_metadata(header, [], job_id=job_id, total=len(urls))
-        write_metadata(folder, metadata)
+        write_metadata(storage, folder, metadata)
         return metadata
 
 
 def merge(
-    folder: Path,
+    storage: Storage,
+    folder: str,
     header: DocumentHeader,
     records: Iterable[Mapping[str, Any]],
     *,
@@ -172,8 +182,8 @@ def merge(
     with the merged records (index -> record) while the lock is still held, before the write:
     the engine removes files that no record names there.
     """
-    with lock if lock is not None else FolderLock(folder):
-        current = read_metadata(folder) or {}
+    with lock if lock is not None else default_folder_lock(storage, folder):
+        current = read_metadata(storage, folder) or {}
         check_owner(current, header)
         merged: dict[int, dict[str, Any]] = {}
         for record in current.get("images", []):
@@ -190,7 +200,7 @@ def merge(
         if under_lock is not None:
             under_lock(merged)
         metadata = build_metadata(header, merged.values(), job_id=job_id, total=len(urls))
-        write_metadata(folder, metadata)
+        write_metadata(storage, folder, metadata)
         return metadata
 
 

@@ -107,6 +107,10 @@ class S3Storage(Storage):
         )
         process_temp.remove_dirs_of_dead_processes(self.temp_root)
 
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}@{self.endpoint_url or 'aws'}"
+
     def _key(self, key: str) -> str:
         return self.prefix + check_key(key)
 

@@ -17,6 +17,8 @@ from images_service import engine
 from images_service.errors import DownloadError, UnsafePathError
 from images_service.fetching.fetcher import Fetcher
 from images_service.settings import Settings
+from images_service.storage.backend import Storage
+from images_service.storage.factory import create_storage
 from tests.support.image_server import ImageServer
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -260,15 +262,16 @@ def _fake_record(task: engine.ImageTask) -> dict[str, Any]:
     return engine.failed_record(task, DownloadError("http_500", "x", http_status=500), 1)
 
 
-def test_concurrent_record_images_never_lose_an_entry(settings: Settings) -> None:
+def test_concurrent_record_images_never_lose_an_entry(settings: Settings,
+                                                      storage: Storage) -> None:
     plan = _plan_with(settings, 64)
-    engine.prepare_folder(plan, settings)
+    engine.prepare_folder(plan, storage)
     barrier = threading.Barrier(16)
 
     def writer(tasks: list[engine.ImageTask]) -> None:
         barrier.wait()
         for task in tasks:
-            engine.record_images(plan, [_fake_record(task)], job_id="j")
+            engine.record_images(plan, storage, [_fake_record(task)], job_id="j")
 
     threads = [threading.Thread(target=writer, args=(list(plan.images[n::16]),))
                for n in range(16)]
@@ -276,22 +279,23 @@ def test_concurrent_record_images_never_lose_an_entry(settings: Settings) -> Non
         t.start()
     for t in threads:
         t.join()
-    meta = engine.read_metadata(plan)
+    meta = engine.read_metadata(plan, storage)
     assert meta is not None
     assert [r["index"] for r in meta["images"]] == list(range(1, 65))
     assert meta["summary"] == {"total": 64, "downloaded": 0, "failed": 64, "skipped": 0}
-    assert tree(plan.folder) == {"original", "processed", "metadata.json"}
+    assert tree(settings.storage_path / plan.relative_folder) == {"original", "processed", "metadata.json"}
 
 
 def _process_writer(settings: Settings, start: int) -> None:
     plan = _plan_with(settings, 32)
-    for task in plan.images[start::4]:
-        engine.record_images(plan, [_fake_record(task)], job_id=f"p{start}")
+    with create_storage(settings) as storage:
+        for task in plan.images[start::4]:
+            engine.record_images(plan, storage, [_fake_record(task)], job_id=f"p{start}")
 
 
-def test_concurrent_processes_never_lose_an_entry(settings: Settings) -> None:
+def test_concurrent_processes_never_lose_an_entry(settings: Settings, storage: Storage) -> None:
     plan = _plan_with(settings, 32)
-    engine.prepare_folder(plan, settings)
+    engine.prepare_folder(plan, storage)
     context = multiprocessing.get_context("fork")
     processes = [context.Process(target=_process_writer, args=(settings, n)) for n in range(4)]
     for p in processes:
@@ -299,16 +303,17 @@ def test_concurrent_processes_never_lose_an_entry(settings: Settings) -> None:
     for p in processes:
         p.join(30)
         assert p.exitcode == 0
-    meta = engine.read_metadata(plan)
+    meta = engine.read_metadata(plan, storage)
     assert meta is not None and [r["index"] for r in meta["images"]] == list(range(1, 33))
 
 
-def test_readers_never_see_a_partial_metadata_file(settings: Settings) -> None:
+def test_readers_never_see_a_partial_metadata_file(settings: Settings,
+                                                    storage: Storage) -> None:
     plan = _plan_with(settings, 60)
-    engine.prepare_folder(plan, settings)
+    engine.prepare_folder(plan, storage)
     done = threading.Event()
     seen: list[int] = []
-    path = plan.folder / "metadata.json"
+    path = settings.storage_path / plan.relative_folder / "metadata.json"
 
     def reader() -> None:
         while not done.is_set():
@@ -322,7 +327,7 @@ def test_readers_never_see_a_partial_metadata_file(settings: Settings) -> None:
     thread.start()
     try:
         for task in plan.images:
-            engine.record_images(plan, [_fake_record(task)], job_id="j")
+            engine.record_images(plan, storage, [_fake_record(task)], job_id="j")
     finally:
         done.set()
         thread.join()
@@ -330,26 +335,27 @@ def test_readers_never_see_a_partial_metadata_file(settings: Settings) -> None:
 
 
 def test_images_of_one_document_recorded_in_parallel(settings: Settings, fetcher: Fetcher,
+                                                     storage: Storage,
                                                      image_server: ImageServer) -> None:
     # The actors' pattern: each image is downloaded and recorded on its own thread.
     doc = make_doc(image_server, *[f"/image/JPEG/{n}?seed={n}" for n in range(12)], "/status/410")
     plan = engine.plan_document(doc, "serpy_db", "hotels", settings)
-    engine.prepare_folder(plan, settings)
+    engine.prepare_folder(plan, storage)
 
     def one(task: engine.ImageTask) -> None:
         try:
-            record = engine.download_image(plan, task, fetcher, settings)
+            record = engine.download_image(plan, task, fetcher, storage, settings)
         except DownloadError as e:
             record = engine.failed_record(task, e, 1)
-        engine.record_images(plan, [record], job_id="j")
+        engine.record_images(plan, storage, [record], job_id="j")
 
     threads = [threading.Thread(target=one, args=(task,)) for task in plan.images]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    meta = engine.read_metadata(plan)
+    meta = engine.read_metadata(plan, storage)
     assert meta is not None
     assert meta["summary"] == {"total": 13, "downloaded": 12, "failed": 1, "skipped": 0}
-    assert sorted(os.listdir(plan.folder / "original")) == [
+    assert sorted(os.listdir(settings.storage_path / plan.relative_folder / "original")) == [
         f"img_{n:03d}.jpg" for n in range(1, 13)]

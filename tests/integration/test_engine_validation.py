@@ -14,6 +14,8 @@ from images_service import engine
 from images_service.errors import DownloadError
 from images_service.fetching.fetcher import Fetcher
 from images_service.settings import Settings
+from images_service.storage.backend import Storage
+from images_service.storage.factory import create_storage
 from images_service.validation import validate_image
 from tests.support.engine import make_settings
 from tests.support.image_server import FORMATS, ImageServer, can_write, make_image
@@ -31,17 +33,22 @@ def plan_for(settings: Settings, *urls: str) -> engine.DocumentPlan:
                                 settings)
 
 
+def folder_of(settings: Settings, plan: engine.DocumentPlan) -> Path:
+    return settings.storage_path / plan.relative_folder
+
+
 def layout_names(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_every_format_round_trips_with_its_extension(settings: Settings, fetcher: Fetcher,
+        storage: Storage,
                                                      image_server: ImageServer, fmt: str) -> None:
     if not can_write(fmt):
         pytest.skip(f"this Pillow cannot write {fmt} (features.check('avif') is False)")
     plan = plan_for(settings, image_server.url(f"/image/{fmt}?w=40&h=30"))
-    record = engine.download_image(plan, plan.images[0], fetcher, settings)
+    record = engine.download_image(plan, plan.images[0], fetcher, storage, settings)
     expected_format, extension = EXPECTED[fmt]
     served = make_image(fmt, 40, 30, 0)
     assert record["format"] == expected_format
@@ -50,14 +57,15 @@ def test_every_format_round_trips_with_its_extension(settings: Settings, fetcher
     assert record["bytes"] == len(served)
     assert record["sha256"] == hashlib.sha256(served).hexdigest()
     assert record["content_type"] == FORMATS[fmt][2]
-    assert (plan.folder / record["file"]).read_bytes() == served
-    assert layout_names(plan.folder) == {"original", "processed", record["file"]}
+    assert (folder_of(settings, plan) / record["file"]).read_bytes() == served
+    assert layout_names(folder_of(settings, plan)) == {"original", "processed", record["file"]}
 
 
 def test_the_extension_comes_from_the_bytes(settings: Settings, fetcher: Fetcher,
+        storage: Storage,
                                             image_server: ImageServer) -> None:
     plan = plan_for(settings, image_server.url("/image/PNG/photo.jpg?ct=image/jpeg"))
-    record = engine.download_image(plan, plan.images[0], fetcher, settings)
+    record = engine.download_image(plan, plan.images[0], fetcher, storage, settings)
     assert (record["format"], record["file"]) == ("PNG", "original/img_001.png")
     assert record["content_type"] == "image/jpeg"  # recorded as sent, not trusted
 
@@ -74,21 +82,23 @@ def test_the_extension_comes_from_the_bytes(settings: Settings, fetcher: Fetcher
     ],
 )
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-def test_content_errors(settings: Settings, fetcher: Fetcher, image_server: ImageServer,
+def test_content_errors(settings: Settings, fetcher: Fetcher,
+        storage: Storage, image_server: ImageServer,
                         path: str, code: str) -> None:
     plan = plan_for(settings, image_server.url(path))
     with pytest.raises(DownloadError) as info:
-        engine.download_image(plan, plan.images[0], fetcher, settings)
+        engine.download_image(plan, plan.images[0], fetcher, storage, settings)
     assert info.value.code == code and not info.value.retryable
-    assert layout_names(plan.folder) == {"original", "processed"}  # nothing left behind
+    assert layout_names(folder_of(settings, plan)) == {"original", "processed"}  # nothing left behind
 
 
 def test_max_image_pixels_is_checked_before_decoding(tmp_path: Path, image_server: ImageServer
                                                      ) -> None:
     settings = make_settings(tmp_path, MAX_IMAGE_PIXELS="1000")
     plan = plan_for(settings, image_server.url("/image/JPEG?w=40&h=30"))
-    with Fetcher(settings) as f, pytest.raises(DownloadError) as info:
-        engine.download_image(plan, plan.images[0], f, settings)
+    with Fetcher(settings) as f, create_storage(settings) as storage, \
+            pytest.raises(DownloadError) as info:
+        engine.download_image(plan, plan.images[0], f, storage, settings)
     assert info.value.code == "decompression_bomb"
     assert "1200 pixels" in info.value.message
 
@@ -113,12 +123,13 @@ def _truncate(fmt: str, **save: object) -> bytes:
 )
 def test_truncated_files_are_corrupt_even_with_draft_decoding(settings: Settings,
                                                               fetcher: Fetcher,
+                                                              storage: Storage,
                                                               image_server: ImageServer,
                                                               name: str, data: bytes) -> None:
     image_server.set_response(f"/{name}", 200, data, {"Content-Type": "image/jpeg"})
     plan = plan_for(settings, image_server.url(f"/{name}"))
     with pytest.raises(DownloadError) as info:
-        engine.download_image(plan, plan.images[0], fetcher, settings)
+        engine.download_image(plan, plan.images[0], fetcher, storage, settings)
     assert info.value.code == "corrupt_image"
 
 
@@ -132,11 +143,12 @@ def test_validate_image_computes_hash_and_size_when_not_given(settings: Settings
 
 
 def test_a_format_outside_the_table_is_not_an_image(settings: Settings, fetcher: Fetcher,
+        storage: Storage,
                                                     image_server: ImageServer) -> None:
     out = io.BytesIO()
     Image.new("RGB", (16, 16)).save(out, "ICO")
     image_server.set_response("/favicon.ico", 200, out.getvalue(), {"Content-Type": "image/png"})
     plan = plan_for(settings, image_server.url("/favicon.ico"))
     with pytest.raises(DownloadError) as info:
-        engine.download_image(plan, plan.images[0], fetcher, settings)
+        engine.download_image(plan, plan.images[0], fetcher, storage, settings)
     assert info.value.code == "not_an_image"

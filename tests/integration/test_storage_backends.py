@@ -7,6 +7,7 @@ upload of the bucket): nothing but the contract's layout may be left (§5, §11)
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from images_service.errors import StorageUnavailable
+from images_service.storage import files
 from images_service.storage.backend import Storage
 from images_service.storage.filesystem import FilesystemStorage
 from images_service.storage.s3 import S3Storage
@@ -253,3 +255,32 @@ def test_a_failing_disk_is_a_retryable_storage_unavailable(tmp_path: Path) -> No
         storage.put_file(IMAGE, body, content_type="image/jpeg", sha256="0" * 64)
     assert body.exists()  # left to the caller
     assert storage.check().startswith(f"error: STORAGE_PATH {str(root)!r} is not writable")
+
+
+def _die_mid_write(directory: Path, name_out: Path) -> None:
+    _fd, path = files.temp_file(directory)
+    name_out.write_text(path.name)
+    os._exit(0)  # killed mid-write: no cleanup runs
+
+
+def test_the_next_writer_removes_what_a_dead_writer_of_this_host_left(tmp_path: Path) -> None:
+    # Given a worker process that died while its body was streaming into original/
+    storage = FilesystemStorage(tmp_path / "images")
+    directory = storage.local_temp_dir(FOLDER)
+    dead = multiprocessing.get_context("fork").Process(
+        target=_die_mid_write, args=(directory, tmp_path / "name"))
+    dead.start()
+    dead.join(10)
+    left = directory / (tmp_path / "name").read_text()
+    assert left.exists() and str(dead.pid) in left.name
+    _fd, live = files.temp_file(directory)  # a live writer's body (this process)
+    os.close(_fd)
+
+    # When the next writer of the folder on this host asks for its temporary directory
+    assert storage.local_temp_dir(FOLDER) == directory
+
+    # Then the dead writer's file is gone at once (not after an hour), the live one stays
+    assert not left.exists() and live.exists()
+    os.unlink(live)
+    storage.ensure_folder(FOLDER)
+    assert sorted(os.listdir(directory)) == []

@@ -1,4 +1,5 @@
-"""Fixtures shared by the engine tests: settings for a loopback image server, a Fetcher."""
+"""Fixtures shared by the engine tests: settings for a loopback image server, a Fetcher, the
+storage of those settings (the filesystem under ``tmp_path``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 
 from images_service.fetching.fetcher import Fetcher
 from images_service.settings import Settings, load_settings
+from images_service.storage.backend import Storage
+from images_service.storage.factory import create_storage
 
 
 def make_settings(tmp_path: Path, **env: str) -> Settings:
@@ -27,3 +30,9 @@ def settings(tmp_path: Path) -> Settings:
 def fetcher(settings: Settings) -> Iterator[Fetcher]:
     with Fetcher(settings) as f:
         yield f
+
+
+@pytest.fixture
+def storage(settings: Settings) -> Iterator[Storage]:
+    with create_storage(settings) as store:
+        yield store

@@ -1,7 +1,9 @@
 """What every step of the pipeline shares in one worker process: clients, caps, pool, status.
 
 Built once per process, after the fork (pymongo requires it), by
-:class:`workers.services.PipelineMiddleware`.
+:class:`workers.services.PipelineMiddleware`. The image tree is reached only through
+``storage`` (filesystem or S3, contract §11), built here once, with a connection pool sized
+for the download threads.
 
 Shutdown (SIGTERM, contract §10): :meth:`PipelineContext.begin_shutdown` is called before
 Dramatiq stops its worker threads. From then on no new download or scan batch starts:
@@ -27,6 +29,8 @@ from images_service.jobs import FINISHED, JobStore
 from images_service.progress import ProgressTracker
 from images_service.queueing.messages import Enqueuer
 from images_service.settings import Settings
+from images_service.storage.backend import Storage
+from images_service.storage.factory import create_storage
 from workers.pipeline.plans import download_threads
 
 log = logging.getLogger(__name__)
@@ -56,7 +60,11 @@ class PipelineContext:
                                  host_limit=settings.max_concurrent_per_domain)
         self.fetcher = Fetcher(settings)
         # This process's share of the fleet-wide cap (the cap itself is enforced in Redis).
-        self.pool = ThreadPoolExecutor(download_threads(settings), thread_name_prefix="download")
+        threads = download_threads(settings)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="download")
+        # Every download thread may upload at once, plus the actor threads' metadata writes.
+        self.storage: Storage = create_storage(
+            settings, max_pool_connections=threads + settings.worker_threads)
         self._status: dict[str, tuple[str | None, float]] = {}
         self._status_lock = threading.Lock()
         self._shutting_down = threading.Event()
@@ -75,6 +83,7 @@ class PipelineContext:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.caps.close()
         self.fetcher.close()
+        self.storage.close()
 
     def job_status(self, job_id: str) -> str | None:
         now = time.monotonic()

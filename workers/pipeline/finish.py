@@ -50,7 +50,8 @@ class Finisher:
         job_id = job["_id"]
         if records or not plan.images:
             try:
-                engine.record_images(plan, records, job_id=job_id, lock=self.lock(plan))
+                engine.record_images(plan, self.ctx.storage, records, job_id=job_id,
+                                     lock=self.lock(plan))
             except FolderConflict as exc:  # the folder was taken since this job claimed it
                 self.conflict(job, plan, data, exc)
                 return
@@ -84,7 +85,7 @@ class Finisher:
         """
         job_id = job["_id"]
         if records is None:
-            meta = engine.read_metadata(plan) or {"images": []}
+            meta = engine.read_metadata(plan, self.ctx.storage) or {"images": []}
             wanted = {t.index for t in plan.images}
             records = [r for r in meta.get("images", []) if r.get("index") in wanted]
         counts = {s: sum(1 for r in records if r.get("status") == s)

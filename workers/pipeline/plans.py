@@ -14,7 +14,6 @@ from bson import json_util
 
 from images_service.engine import DocumentPlan, ImageTask
 from images_service.settings import Settings
-from images_service.storage import layout
 
 
 def plan_to_message(plan: DocumentPlan, source_id: Any) -> dict[str, Any]:
@@ -31,14 +30,13 @@ def plan_to_message(plan: DocumentPlan, source_id: Any) -> dict[str, Any]:
     }
 
 
-def plan_from_message(data: dict[str, Any], settings: Settings) -> DocumentPlan:
+def plan_from_message(data: dict[str, Any]) -> DocumentPlan:
     return DocumentPlan(
         database=data["database"],
         collection=data["collection"],
         document_id=data["document_id"],
         search_field=data["search_field"],
         search_value=data["search_value"],
-        folder=layout.document_folder(settings.storage_path, data["relative_folder"]),
         relative_folder=data["relative_folder"],
         images=tuple(ImageTask(int(i), str(u)) for i, u in data["images"]),
         previous_relative_folder=data.get("previous_relative_folder"),

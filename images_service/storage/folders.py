@@ -1,0 +1,96 @@
+"""A document folder's life in the tree: prepared (and moved), pruned (contract §5, §10, §11).
+
+Everything goes through the :class:`~images_service.storage.backend.Storage`, so the same
+rules hold on the filesystem and in a bucket:
+
+* :func:`prepare` — before a document's images are downloaded: when its search value changed,
+  the folder of the old value is moved to the new name (so its images are kept and skipped),
+  then the layout is made to exist (``original/`` and the empty ``processed/`` on the
+  filesystem; nothing on S3, where no empty folder exists).
+* :func:`prune` — under the metadata lock, remove ``original/`` files that no record names.
+
+A move happens only between folders of the *same* document, checked from both metadata.json:
+the old one must name the document, the new one must be absent, or be the same bytes (an
+interrupted move on S3, which copies metadata.json last and deletes it last: see
+:meth:`~images_service.storage.s3.S3Storage.move_folder`). Anything else is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+from images_service.storage import layout
+from images_service.storage.backend import Storage
+from images_service.storage.metadata import FAILED, DocumentHeader, metadata_key, parse
+
+logger = logging.getLogger(__name__)
+
+
+def prepare(
+    storage: Storage, folder: str, header: DocumentHeader, *, previous_folder: str | None
+) -> None:
+    """Move ``previous_folder`` to ``folder`` when both belong to ``header``; make the layout."""
+    if previous_folder and previous_folder != folder:
+        _move_previous(storage, previous_folder, folder, header)
+    storage.ensure_folder(folder)
+
+
+def _owned(raw: bytes | None, header: DocumentHeader) -> bool:
+    data = parse(raw)
+    return data is not None and (
+        data.get("database"), data.get("collection"), data.get("document_id")
+    ) == (header.database, header.collection, header.document_id)
+
+
+def _move_previous(storage: Storage, old: str, new: str, header: DocumentHeader) -> None:
+    old_raw = storage.read_bytes(metadata_key(old))
+    if not _owned(old_raw, header):
+        return  # already moved (the usual case), never downloaded, or someone else's
+    new_raw = storage.read_bytes(metadata_key(new))
+    if new_raw is not None and new_raw != old_raw:
+        # The new folder has a life of its own (another document's, or this one's written
+        # before the old folder was noticed): never merge two folders.
+        logger.warning("not moving %s: %s already has a metadata.json", old, new)
+        return
+    try:
+        if storage.move_folder(old, new):
+            logger.info("moved %s to %s", old, new)
+    except FileExistsError as exc:  # the target holds other files: leave both alone
+        logger.warning("could not move %s: %s", old, exc)
+
+
+def prune(
+    storage: Storage,
+    folder: str,
+    merged: Mapping[int, Mapping[str, Any]],
+    *,
+    recorded: set[int],
+    total: int,
+) -> list[str]:
+    """Delete the ``original/`` files that the records no longer name; returns their keys.
+
+    A file is stale when its index is beyond the URL list (``total``), or when a record was
+    just written for its index (``recorded``) and names another file or none (it failed).
+    Files of indexes not recorded now are kept: another message may be storing them.
+    """
+    stale = []
+    original = f"{folder}/{layout.ORIGINAL_DIR}/"
+    for key in storage.list(original):
+        name = PurePosixPath(key).name
+        parsed = layout.parse_image_filename(name)
+        if parsed is None or key != original + name:  # not an image of the layout
+            continue
+        index = parsed[0]
+        if index > total:
+            stale.append(key)
+        elif index in recorded and index in merged:
+            record = merged[index]
+            named = record.get("file") if record.get("status") != FAILED else None
+            if name != PurePosixPath(named or "").name:
+                stale.append(key)
+    if stale:
+        storage.delete(stale)
+    return stale
