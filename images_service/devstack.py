@@ -106,6 +106,7 @@ def banner(settings: Settings, *, host: str, generated_key: bool,
     images = storage.describe() if storage else f"  images    {settings.storage_path.resolve()}\n"
     return (
         f"\n  API       {base}/api/v1  (docs: {base}/docs; listening on {host})\n"
+        f"  console   {base}/ui/  (sign in with the API key)\n"
         f"  API key   {key}\n"
         f"  MongoDB   {redact(settings.mongodb_uri)}\n"
         f"  Redis     {redact(settings.redis_url)}\n"

@@ -35,3 +35,10 @@ def test_banner_shows_a_key_it_generated(tmp_path: Path) -> None:
     text = banner(settings, host="0.0.0.0", generated_key=True)
     assert "generated-key-0002  (generated for this run)" in text
     assert "http://127.0.0.1:8001/api/v1" in text and "listening on 0.0.0.0" in text
+
+
+def test_banner_prints_the_console_url(tmp_path: Path) -> None:
+    settings = load_settings({"API_KEY": "generated-key-0003", "STORAGE_PATH": str(tmp_path),
+                              "PORT": "8011"})
+    text = banner(settings, host="127.0.0.1", generated_key=True)
+    assert "console   http://127.0.0.1:8011/ui/" in text
