@@ -115,9 +115,10 @@ def test_a_storage_outage_mid_job_loses_and_duplicates_nothing(
         make_settings, workers, make_seaweedfs, image_server):
     server = make_seaweedfs()
     bucket = server.create_bucket()
-    # The outage (stop ~2 s, 10 s down, start ~2 s) within the retry budget of a message
-    # (Dramatiq's Retries) and of an image (retry_image): about 25 s of backoff each.
-    settings = settings_for(make_settings, server, bucket, MAX_RETRIES="10",
+    # The outage (stop ~2 s, 10 s down, start ~2 s; longer on a loaded machine) within the
+    # retry budget of a message (Dramatiq's Retries) and of an image (retry_image): about
+    # 70 s of backoff each.
+    settings = settings_for(make_settings, server, bucket, MAX_RETRIES="20",
                             RETRY_BACKOFF_MAX_MS="4000")
     insert_docs(settings, 20, 3)
     with_urls(settings, image_server)
