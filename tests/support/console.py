@@ -7,6 +7,7 @@ Playwright is the driver only: browsers cannot be downloaded here, so the system
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
@@ -108,7 +109,9 @@ def shot(page, stack: ConsoleStack, name: str, docs_copy: Path | None = None) ->
     """A screenshot of the whole page in the test's tmp dir (and a copy for the README)."""
     path = stack.screenshots / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    if docs_copy is not None:
+    # The README's screenshots are refreshed only on request, so a test run never rewrites
+    # tracked files: UPDATE_DOCS_SCREENSHOTS=1 bash scripts/test.sh tests/integration/test_console_browser.py
+    if docs_copy is not None and os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
         shutil.copyfile(path, docs_copy)
     return path
 
