@@ -48,13 +48,13 @@ from images_service.processing.records import (
     processed_entries,
     variant_file,
 )
-from images_service.processing.specs import NAME_RE
 from images_service.processing.render import (
     RenderedVariant,
     VariantResult,
     render_variants,
     validate_and_render,
 )
+from images_service.processing.specs import NAME_RE
 from images_service.settings import Settings
 from images_service.storage.backend import Storage
 from images_service.storage.layout import PROCESSED_DIR
