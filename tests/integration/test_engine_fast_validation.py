@@ -10,6 +10,7 @@ import pytest
 from images_service import engine
 from images_service.errors import DownloadError
 from images_service.fetching.fetcher import Fetcher
+from images_service.storage.factory import create_storage
 from tests.support.engine import make_settings
 from tests.support.image_server import FORMATS, ImageServer, can_write, make_image
 
@@ -25,8 +26,8 @@ def test_every_format_is_stored_with_the_same_record_as_full_mode(
         plan = engine.plan_document({"_id": 1, "name": "Doc",
                                      "images": [image_server.url(f"/image/{fmt}?w=40&h=30")]},
                                     "db", "coll", settings)
-        with Fetcher(settings) as fetcher:
-            record = engine.download_image(plan, plan.images[0], fetcher, settings)
+        with Fetcher(settings) as fetcher, create_storage(settings) as storage:
+            record = engine.download_image(plan, plan.images[0], fetcher, storage, settings)
         records[mode] = {k: v for k, v in record.items() if k != "downloaded_at"}
     assert records["fast"] == records["full"]
     assert records["fast"]["sha256"] == hashlib.sha256(make_image(fmt, 40, 30, 0)).hexdigest()
@@ -42,7 +43,9 @@ def test_a_body_missing_its_last_byte_is_corrupt(tmp_path: Path, image_server: I
     plan = engine.plan_document({"_id": 1, "name": "Doc",
                                  "images": [image_server.url(f"/cut-{fmt}")]}, "db", "coll",
                                 settings)
-    with Fetcher(settings) as fetcher, pytest.raises(DownloadError) as info:
-        engine.download_image(plan, plan.images[0], fetcher, settings)
+    with Fetcher(settings) as fetcher, create_storage(settings) as storage, \
+            pytest.raises(DownloadError) as info:
+        engine.download_image(plan, plan.images[0], fetcher, storage, settings)
     assert info.value.code == "corrupt_image" and not info.value.retryable
-    assert not list((plan.folder / "original").iterdir())  # nothing stored
+    # nothing stored, and no temporary file left
+    assert not list((settings.storage_path / plan.relative_folder / "original").iterdir())
