@@ -8,10 +8,11 @@ passed in (filesystem or S3, contract §11); a plan names its folder by key.
 * :func:`prepare_folder` — create the layout (and move the folder of a renamed document).
 * :func:`download_image` — **one** attempt for one image (the actors own retries and
   backoff): skip it when already stored and unchanged, else fetch into the storage's local
-  temporary directory, validate, and ``put_file`` it atomically as ``original/img_NNN.ext``.
-  Returns the image's metadata record; failures raise
-  :class:`~images_service.errors.DownloadError` (a storage failure is its subclass
-  ``StorageUnavailable``, code ``connection_error``, retried like one).
+  temporary directory, validate, and ``put_file`` it atomically as ``original/img_NNN.ext``
+  (with ``PROCESSED_VARIANTS`` its variants too, :mod:`images_service.variants`; a skipped
+  image gets the missing ones from its stored original). Returns the image's metadata
+  record; failures raise :class:`~images_service.errors.DownloadError` (a storage failure
+  is its subclass ``StorageUnavailable``, code ``connection_error``, retried like one).
 * :func:`record_images` — merge records into ``metadata.json`` under a lock.
 * :func:`download_document` — all of the above with a small thread pool (tests, bench, CLI).
 
@@ -36,7 +37,6 @@ field's ``path``) so already downloaded images are kept and skipped.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from images_service import variants
 from images_service.errors import DownloadError, UnsafePathError
 from images_service.fetching.fetcher import FetchedBody, Fetcher
 from images_service.settings import Settings
@@ -54,7 +55,7 @@ from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage
 from images_service.storage.metadata import DOWNLOADED, FAILED, SKIPPED
 from images_service.urls import extract_image_urls, get_path
-from images_service.validation import ImageInfo, validate_image
+from images_service.validation import ImageInfo
 
 logger = logging.getLogger(__name__)
 
@@ -173,13 +174,13 @@ def download_image(
     """
     if not force and previous is not None:
         skipped = skip_record(plan, task, previous, storage)
-        if skipped is not None:
-            return skipped
+        if skipped is not None:  # stored and unchanged: bring its variants up to date (§12)
+            return variants.backfill(storage, plan.relative_folder, skipped, settings)
     body = fetcher.fetch(task.url, storage.local_temp_dir(plan.relative_folder))
     try:
-        info = validate_image(body.path, settings, sha256=body.sha256, size=body.bytes)
-        # Derived images (processed/, contract §12) are made here, from the validated local
-        # body, before store_original moves it away.
+        # With PROCESSED_VARIANTS, the validation decode also renders the variants (§12).
+        info, rendered = variants.validate(body.path, settings, sha256=body.sha256,
+                                           size=body.bytes)
         key = store_original(storage, plan, task, body, info)
     except BaseException:
         body.discard()  # a no-op once put_file has taken it
@@ -190,7 +191,7 @@ def download_image(
         if old_name != name and layout.parse_image_filename(old_name) is not None:
             # e.g. img_001.png now img_001.jpg
             storage.delete([f"{plan.relative_folder}/{layout.ORIGINAL_DIR}/{old_name}"])
-    return {
+    return variants.store_rendered(storage, plan.relative_folder, {
         "index": task.index,
         "url": task.url,
         "status": DOWNLOADED,
@@ -204,7 +205,7 @@ def download_image(
         "http_status": body.http_status,
         "attempts": attempt,
         "downloaded_at": metadata.utc_now_iso(),
-    }
+    }, rendered)
 
 
 def store_original(
@@ -247,7 +248,7 @@ def skip_record(
         return None
     # The stored sha256 (S3: object metadata, one HEAD) when the backend keeps one; else the
     # object is hashed (the filesystem: one local read), so a changed file is fetched again.
-    sha256 = stat.sha256 if stat.sha256 is not None else _stored_sha256(storage, key)
+    sha256 = stat.sha256 if stat.sha256 is not None else storage.sha256_of(key)
     if stat.size_bytes != previous.get("bytes") or sha256 != previous.get("sha256"):
         logger.info("file %s of %s changed in storage: fetching again", relpath,
                     plan.relative_folder)
@@ -255,17 +256,6 @@ def skip_record(
     record = dict(previous)
     record["status"] = SKIPPED
     return record
-
-
-def _stored_sha256(storage: Storage, key: str) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with storage.open(key) as stream:
-            while chunk := stream.read(1024 * 1024):
-                digest.update(chunk)
-    except FileNotFoundError:
-        return None
-    return digest.hexdigest()
 
 
 def failed_record(task: ImageTask, error: DownloadError, attempts: int) -> dict[str, Any]:
@@ -298,8 +288,8 @@ def record_images(
     recorded = {r["index"] for r in records}
 
     def prune(merged: dict[int, dict[str, Any]]) -> None:
-        folders.prune(storage, plan.relative_folder, merged, recorded=recorded,
-                      total=len(plan.images))
+        variants.count_removed(folders.prune(storage, plan.relative_folder, merged,
+                                             recorded=recorded, total=len(plan.images)))
 
     return metadata.merge(storage, plan.relative_folder, plan.header, records, job_id=job_id,
                           urls=plan.urls, lock=lock, under_lock=prune)

@@ -49,3 +49,14 @@ QUEUE_MESSAGES = Gauge(
     "images_queue_messages", "Messages waiting in the broker", ["queue", "state"],
     multiprocess_mode="max",
 )
+#: Derived images (contract §12); ``variant`` takes the configured names only (bounded).
+PROCESSED = Counter(
+    "images_processed", "Derived images by variant and result", ["variant", "result"],
+)  # result: made | failed (recorded processing_failed) | removed (file deleted)
+PROCESSING_SECONDS = Histogram(
+    "images_processing_seconds",
+    "Time to make every variant of one image (download: with the validation decode they "
+    "share; stored: from the stored original, reading it included)",
+    ["source"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

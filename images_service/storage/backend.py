@@ -22,6 +22,7 @@ create_storage` picks one from the settings.
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,17 @@ class Storage(abc.ABC):
                 return stream.read()
         except FileNotFoundError:
             return None
+
+    def sha256_of(self, key: str) -> str | None:
+        """The hex sha256 of the object's bytes, read in full; None when there is none."""
+        digest = hashlib.sha256()
+        try:
+            with self.open(key) as stream:
+                while chunk := stream.read(1024 * 1024):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            return None
+        return digest.hexdigest()
 
     @abc.abstractmethod
     def open(self, key: str) -> IO[bytes]:

@@ -33,7 +33,7 @@ from images_service.storage.backend import (
     check_key,
     folder_prefix,
 )
-from images_service.storage.layout import ORIGINAL_DIR
+from images_service.storage.layout import ORIGINAL_DIR, PROCESSED_DIR
 
 #: ``db/coll/folder/original`` is 4 segments deep: the layout's fixed folders are never
 #: deeper, so an emptied folder below them (``processed/thumb/``) is removed, as it would
@@ -189,8 +189,13 @@ class FilesystemStorage(Storage):
         path = self._folder(folder)
         with _os_errors("creating", folder):
             files.ensure_document_dirs(path)
-        # The folder-level writes (metadata.json) leave their temporary files here.
+        # The folder-level writes (metadata.json) leave their temporary files here, derived
+        # images (put_bytes) in processed/{NAME}/: one scandir each.
         files.remove_leftovers(path)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for entry in os.scandir(path / PROCESSED_DIR):
+                if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                    files.remove_leftovers(Path(entry.path))
 
     def local_temp_dir(self, folder: str) -> Path:
         directory = self._folder(folder) / ORIGINAL_DIR

@@ -7,7 +7,8 @@ rules hold on the filesystem and in a bucket:
   the folder of the old value is moved to the new name (so its images are kept and skipped),
   then the layout is made to exist (``original/`` and the empty ``processed/`` on the
   filesystem; nothing on S3, where no empty folder exists).
-* :func:`prune` — under the metadata lock, remove ``original/`` files that no record names.
+* :func:`prune` — under the metadata lock, remove image files (originals and derived images
+  under ``processed/``) that no record names.
 
 A move happens only between folders of the *same* document, checked from both metadata.json:
 the old one must name the document, the new one must be absent, or be the same bytes (an
@@ -70,27 +71,51 @@ def prune(
     recorded: set[int],
     total: int,
 ) -> list[str]:
-    """Delete the ``original/`` files that the records no longer name; returns their keys.
+    """Delete the image files that the records no longer name; returns their keys.
 
-    A file is stale when its index is beyond the URL list (``total``), or when a record was
-    just written for its index (``recorded``) and names another file or none (it failed).
-    Files of indexes not recorded now are kept: another message may be storing them.
+    Image files are originals (``original/img_NNN.ext``) and derived images
+    (``processed/{NAME}/img_NNN.ext``, contract §12), both tied to the index ``NNN``. A file
+    is stale when its index is beyond the URL list (``total``), or when a record was just
+    written for its index (``recorded``) and does not name it: the image failed (variants
+    follow their original), the original's or a variant's extension changed, or the variant
+    is no longer configured. Files of indexes not recorded now are kept: another message may
+    be storing them (and their variants, stored before their record).
     """
     stale = []
-    original = f"{folder}/{layout.ORIGINAL_DIR}/"
-    for key in storage.list(original):
-        name = PurePosixPath(key).name
-        parsed = layout.parse_image_filename(name)
-        if parsed is None or key != original + name:  # not an image of the layout
+    prefix = f"{folder}/"
+    for key in storage.list(folder):
+        relpath = key[len(prefix):]
+        index = _image_index(relpath)
+        if index is None:  # metadata.json, or not an image of the layout
             continue
-        index = parsed[0]
         if index > total:
             stale.append(key)
-        elif index in recorded and index in merged:
-            record = merged[index]
-            named = record.get("file") if record.get("status") != FAILED else None
-            if name != PurePosixPath(named or "").name:
-                stale.append(key)
+        elif index in recorded and index in merged and relpath not in _named(merged[index]):
+            stale.append(key)
     if stale:
         storage.delete(stale)
     return stale
+
+
+def _image_index(relpath: str) -> int | None:
+    """The index of ``original/img_NNN.ext`` or ``processed/{NAME}/img_NNN.ext``, else None."""
+    parts = PurePosixPath(relpath).parts
+    if len(parts) == 2 and parts[0] == layout.ORIGINAL_DIR:
+        parsed = layout.parse_image_filename(parts[1])
+    elif len(parts) == 3 and parts[0] == layout.PROCESSED_DIR:
+        parsed = layout.parse_image_filename(parts[2])
+    else:
+        return None
+    return parsed[0] if parsed is not None else None
+
+
+def _named(record: Mapping[str, Any]) -> set[str]:
+    """The files an image record names: its original and its variants (none if it failed)."""
+    if record.get("status") == FAILED or not isinstance(record.get("file"), str):
+        return set()
+    named = {record["file"]}
+    processed = record.get("processed")
+    if isinstance(processed, Mapping):
+        named.update(entry["file"] for entry in processed.values()
+                     if isinstance(entry, Mapping) and isinstance(entry.get("file"), str))
+    return named

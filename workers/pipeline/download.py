@@ -5,7 +5,8 @@ on the process's thread pool, each download holding a fleet-wide and a per-host 
 (images_service.caps). An image that failed in a retryable way continues as its own delayed
 ``retry_image`` message, after an exponential backoff with jitter (or the server's
 Retry-After, capped), up to ``MAX_RETRIES``. Images already stored are skipped without a
-request.
+request (their missing or outdated derived images, contract §12, are made from the stored
+original, also without a request).
 
 Storage outages (contract §11): a failing ``put_file`` or ``stat`` of one image is a
 ``StorageUnavailable`` (a retryable ``connection_error``) and takes the same ``retry_image``
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from images_service import engine, metrics
+from images_service import engine, metrics, variants
 from images_service.caps import SlotWaitCancelled
 from images_service.engine import DocumentPlan, ImageTask
 from images_service.errors import DownloadError, FolderConflict
@@ -127,10 +128,12 @@ class Downloader:
                     skipped = engine.skip_record(plan, task, previous, ctx.storage)
                     if skipped is not None and same_job and previous.get("status") == DOWNLOADED:
                         # A replay of this job's own message: the image was downloaded by it.
-                        return Outcome(record=dict(previous))
-                    if skipped is not None:
+                        skipped = dict(previous)
+                    elif skipped is not None:
                         metrics.DOWNLOADS.labels("skipped").inc()
-                        return Outcome(record=skipped)
+                    if skipped is not None:  # no request; variants made from the original
+                        return Outcome(record=variants.backfill(
+                            ctx.storage, plan.relative_folder, skipped, ctx.settings))
             except DownloadError as exc:  # the storage could not tell (StorageUnavailable)
                 return self._failed(task, exc, attempt)
             if ctx.stopped(job_id):

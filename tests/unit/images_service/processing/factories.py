@@ -52,6 +52,16 @@ def with_orientation(image: Image.Image, orientation: int) -> bytes:
     return buffer.getvalue()
 
 
+def transparent_palette() -> Image.Image:
+    """40×40 palette image: left half red, right half transparent (save it with
+    ``transparency=1``)."""
+    image = Image.new("P", (40, 40), 0)
+    image.putpalette([*RED, *BLUE] + [0] * 762)
+    image.paste(1, (20, 0, 40, 40))  # right half palette index 1 (blue) …
+    image.info["transparency"] = 1  # … which is transparent
+    return image
+
+
 def frames(colours: list[tuple[int, int, int]], size: tuple[int, int] = (40, 30)) -> list:
     return [Image.new("RGB", size, colour) for colour in colours]
 

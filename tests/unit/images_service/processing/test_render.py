@@ -33,6 +33,7 @@ from tests.unit.images_service.processing.factories import (
     settings,
     srgb_profile,
     swapped_primaries_profile,
+    transparent_palette,
     variant,
     with_orientation,
 )
@@ -187,14 +188,6 @@ def test_truncated_original_fails_validation_and_makes_nothing(tmp_path: Path) -
     with pytest.raises(DownloadError) as raised:
         validate_and_render(path, SETTINGS, [variant("t:320x320:fit:webp")])
     assert raised.value.code == "corrupt_image"
-
-
-def transparent_palette() -> Image.Image:
-    image = Image.new("P", (40, 40), 0)
-    image.putpalette([*RED, *BLUE] + [0] * 762)
-    image.paste(1, (20, 0, 40, 40))  # right half palette index 1 (blue) …
-    image.info["transparency"] = 1  # … which is transparent
-    return image
 
 
 @pytest.mark.parametrize("source_format", ["PNG", "GIF"])
