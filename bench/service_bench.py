@@ -324,12 +324,30 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
     # The shared loopback guard (connect/DNS outside 127/8 refused) on top of the SSRF guard.
     worker_env["PYTHONPATH"] = f"{SHARED / 'guard'}{os.pathsep}{REPO}"
     worker_env["BENCH_GUARD_LOG"] = str(args.guard_log)
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "images_service.cli", "worker",
-             "--processes", str(cfg["processes"]), "--threads", str(cfg["threads"])],
-            env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+
+    def start_worker(extra: dict[str, str]) -> subprocess.Popen:
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "images_service.cli", "worker",
+                 "--processes", str(cfg["processes"]), "--threads", str(cfg["threads"])],
+                env={**worker_env, **extra}, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    if cfg.get("backfill"):
+        # Backfill: the originals are downloaded first by a worker without variants (not
+        # timed); the timed job then makes the variants from storage, with no download.
+        prefill = start_worker({"PROCESSED_VARIANTS": ""})
+        first = create_app(settings).test_client().post(
+            "/api/v1/download/collection/bench_src/hotels", headers={"X-API-Key": KEY}).json
+        while create_app(settings).test_client().get(
+                f"/api/v1/jobs/{first['job_id']}", headers={"X-API-Key": KEY}
+        ).json["status"] not in ("completed", "failed", "cancelled"):
+            time.sleep(0.1)
+        os.killpg(prefill.pid, signal.SIGTERM)
+        prefill.wait(60)
+        worker_env["PROCESSED_VARIANTS"] = cfg["backfill"]
+    worker = start_worker({})
     ps = psutil.Process(worker.pid)
     me = psutil.Process()
     nx = psutil.Process(mongo.process.pid)
@@ -385,6 +403,8 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
 
     cpu = {k: after[k] - before[k] for k in before if before[k] is not None and after[k] is not None}
     ok = job["progress"]["images_downloaded"]
+    if cfg.get("backfill"):  # every image skipped (no request), its variants made
+        ok = job["progress"]["images_skipped"]
     if s3:
         check = verify_s3(s3.client(), urls, expected)
         s3.close()
@@ -482,13 +502,14 @@ def parse_configs(text: str, defaults: dict) -> list[tuple[str, dict]]:
         for pair in filter(None, (p.strip() for p in spec.split(","))):
             key, _, value = pair.partition("=")
             key = key.strip().replace("-", "_")
-            if key not in ("storage", "validation", "variants", "processes", "threads",
-                           "per_doc", "peer"):
+            if key not in ("storage", "validation", "variants", "backfill", "processes",
+                           "threads", "per_doc", "peer"):
                 raise SystemExit(f"--configs: unknown key {key!r} in {item!r}")
             cfg[key] = int(value) if key in INT_KEYS else value.strip()
         # variants may contain commas: allow "variants=a:..|b:.." with | as the separator
-        if cfg.get("variants"):
-            cfg["variants"] = cfg["variants"].replace("|", ",")
+        for key in ("variants", "backfill"):
+            if cfg.get(key):
+                cfg[key] = cfg[key].replace("|", ",")
         configs.append((name, cfg))
     return configs
 
@@ -500,7 +521,8 @@ def describe(cfg: dict) -> str:
         return f"img2dataset raw, {cfg['processes']} proc × {cfg['threads']} thr"
     text = (f"service {cfg['storage']}, {cfg['validation']}, {cfg['processes']}p×{cfg['threads']}t, "
             f"{cfg['per_doc']}/doc")
-    return text + (f", variants={cfg['variants']}" if cfg.get("variants") else "")
+    text += f", variants={cfg['variants']}" if cfg.get("variants") else ""
+    return text + (f", backfill={cfg['backfill']}" if cfg.get("backfill") else "")
 
 
 def med(rows: list[dict], key: str) -> float | None:
