@@ -41,16 +41,6 @@ from images_service.storage.backend import Storage, check_key
 from images_service.storage.metadata import DOWNLOADED, SKIPPED
 from images_service.triggers import check_document_id, check_names, document_id_candidates
 
-#: Pillow format name -> the Content-Type a file of that format is served with.
-CONTENT_TYPES: dict[str, str] = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-    "AVIF": "image/avif",
-}
 #: Served for a listed file whose format is unknown (never the server's claimed type).
 FALLBACK_CONTENT_TYPE = "application/octet-stream"
 #: Chunks streamed to the client (bytes): a file is never read whole into memory.
@@ -193,7 +183,7 @@ class DocumentFiles:
                 sha256 = entry.get("sha256")
                 return StoredFile(
                     key=key,
-                    content_type=CONTENT_TYPES.get(str(image_format), FALLBACK_CONTENT_TYPE),
+                    content_type=layout.CONTENT_TYPES.get(str(image_format), FALLBACK_CONTENT_TYPE),
                     sha256=sha256 if isinstance(sha256, str) else None,
                     size_bytes=size if isinstance(size, int) else None,
                 )
