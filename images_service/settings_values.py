@@ -106,14 +106,6 @@ def _field_paths(raw: str) -> tuple[str, ...]:
 _field_paths.form = "comma-separated dotted field paths, e.g. images,media.gallery"  # type: ignore[attr-defined]
 
 
-def _field_name(raw: str) -> str:
-    value = raw.strip()
-    if not FIELD_PATH_RE.match(value):
-        raise ValueError
-    return value
-
-
-_field_name.form = "a field name (letters, digits, _ and -, dotted paths allowed)"  # type: ignore[attr-defined]
 
 
 def _optional_field_name(raw: str) -> str:
@@ -194,14 +186,6 @@ def _origins(raw: str) -> tuple[str, ...]:
 _origins.form = "comma-separated origins such as https://app.example.com, or *"  # type: ignore[attr-defined]
 
 
-def _rate_limit(raw: str) -> str:
-    value = raw.strip()
-    if not RATE_LIMIT_RE.match(value):
-        raise ValueError
-    return value
-
-
-_rate_limit.form = "a limit such as 600/minute (second, minute, hour or day)"  # type: ignore[attr-defined]
 
 
 def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
@@ -224,6 +208,10 @@ def _pattern(regex: re.Pattern[str], form: str) -> Callable[[str], str]:
 
     parse.form = form  # type: ignore[attr-defined]
     return parse
+
+
+_field_name = _pattern(FIELD_PATH_RE, "a field name (letters, digits, _ and -, dotted paths allowed)")
+_rate_limit = _pattern(RATE_LIMIT_RE, "a limit such as 600/minute (second, minute, hour or day)")
 
 
 def _s3_prefix(raw: str) -> str:
