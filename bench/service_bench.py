@@ -97,12 +97,12 @@ def tree(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def cpu_of(procs: list[psutil.Process]) -> float:
+def cpu_of(procs: list[psutil.Process], *, system_only: bool = False) -> float:
     total = 0.0
     for p in procs:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            total += t.system if system_only else t.user + t.system
         except psutil.NoSuchProcess:
             pass
     return total
@@ -370,7 +370,8 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
         groups["weed"] = weed
     sampler = Sampler(groups, r)
     sampler.sample()
-    before = {"worker": cpu_of(tree(ps)), "bench": cpu_of([me]), "nx": cpu_of(tree(nx)),
+    before = {"worker": cpu_of(tree(ps)),
+              "worker_sys": cpu_of(tree(ps), system_only=True), "bench": cpu_of([me]), "nx": cpu_of(tree(nx)),
               "redis": redis_cpu(r), "nginx": nginx_cpu(),
               "weed": cpu_of([weed]) if weed else 0.0}
     sampler.start()
@@ -385,7 +386,8 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
             break
         time.sleep(0.02)
     seconds = time.monotonic() - started
-    after = {"worker": cpu_of(tree(ps)), "bench": cpu_of([me]), "nx": cpu_of(tree(nx)),
+    after = {"worker": cpu_of(tree(ps)),
+             "worker_sys": cpu_of(tree(ps), system_only=True), "bench": cpu_of([me]), "nx": cpu_of(tree(nx)),
              "redis": redis_cpu(r), "nginx": nginx_cpu(),
              "weed": cpu_of([weed]) if weed else 0.0}
     sampler.stop()
@@ -421,6 +423,8 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
         "cpu_nginx": cpu.get("nginx"), "cpu_all": all_cpu,
         "cpu_ms_per_image": 1000 * all_cpu / max(ok, 1),
         "cpu_ms_per_image_worker": 1000 * cpu["worker"] / max(ok, 1),
+        # the kernel's share of the worker's CPU (syscalls: sockets, files, fsync)
+        "cpu_ms_per_image_worker_sys": 1000 * cpu["worker_sys"] / max(ok, 1),
         "util": all_cpu / (seconds * 2),
         "peak_rss_mb": sampler.peak["worker"] / 2**20,
         "peak_rss_1proc_mb": sampler.peak_one["worker"] / 2**20,
