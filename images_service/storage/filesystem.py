@@ -7,9 +7,9 @@ storing an image is one rename on the same file system. A folder move is one ``r
 directory: atomic, nothing to resume.
 
 Leftovers: temporary names carry their writer's host and pid, so whoever next prepares the
-folder or streams a body into it (:meth:`~FilesystemStorage.ensure_folder`,
-:meth:`~FilesystemStorage.local_temp_dir`) removes at once what a dead process of this host
-left there, and anything older than an hour; no whole-tree walk is ever needed.
+folder (:meth:`~FilesystemStorage.ensure_folder`, the document-level step of every download
+message) removes at once what a dead process of this host left there, and anything older
+than an hour; no whole-tree walk is ever needed.
 """
 
 from __future__ import annotations
@@ -76,15 +76,25 @@ class FilesystemStorage(Storage):
     def put_file(self, key: str, local_path: Path, *, content_type: str, sha256: str) -> None:
         final = self._path(key)
         with _os_errors("storing", key):
-            final.parent.mkdir(parents=True, exist_ok=True)
             try:
-                # Not fsynced: after a power loss an image may be short, but then its size no
-                # longer matches metadata.json and the next run fetches it again.
-                files.move_into_place(Path(local_path), final, durable=False)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
+                self._move_into_place(Path(local_path), final)
+            except FileNotFoundError:
+                if not Path(local_path).exists():
                     raise
-                self._copy_into_place(Path(local_path), final)
+                # The parent is missing (a first image of processed/NAME/, or a folder
+                # removed meanwhile): created only then, not with a mkdir per image.
+                final.parent.mkdir(parents=True, exist_ok=True)
+                self._move_into_place(Path(local_path), final)
+
+    def _move_into_place(self, source: Path, final: Path) -> None:
+        try:
+            # Not fsynced: after a power loss an image may be short, but then its size no
+            # longer matches metadata.json and the next run fetches it again.
+            files.move_into_place(source, final, durable=False)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            self._copy_into_place(source, final)
 
     @staticmethod
     def _copy_into_place(source: Path, final: Path) -> None:
@@ -192,6 +202,7 @@ class FilesystemStorage(Storage):
         # The folder-level writes (metadata.json) leave their temporary files here, derived
         # images (put_bytes) in processed/{NAME}/: one scandir each.
         files.remove_leftovers(path)
+        files.remove_leftovers(path / ORIGINAL_DIR)  # bodies of dead downloads of this host
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             for entry in os.scandir(path / PROCESSED_DIR):
                 if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
@@ -201,9 +212,9 @@ class FilesystemStorage(Storage):
         directory = self._folder(folder) / ORIGINAL_DIR
         if not directory.is_dir():
             self.ensure_folder(folder)
-        # The next writer of the folder removes what dead writers of this host left: a
-        # worker killed mid-download leaves nothing behind for long (one scandir).
-        files.remove_leftovers(directory)
+        # What dead writers of this host left here is removed by the next ensure_folder (the
+        # document-level step of every download message), not once per image: one scandir
+        # per image cost more than the rename that stores it.
         return directory
 
     def sweep_leftovers(self, folder: str = "", *, older_than_s: float = STALE_AGE_S) -> int:

@@ -93,6 +93,12 @@ class S3Storage(Storage):
             max_pool_connections=max_pool_connections,
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
+            # No CRC32 trailer on every PUT (botocore >= 1.36 adds one by default, streaming
+            # the body through its aws-chunked wrapper in Python): the body is already
+            # checked by its sha256 before upload and by TCP on the way; operations that
+            # require a checksum (DeleteObjects) still get one.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         # A Session of its own: credentials resolved from the standard chain, nothing else.
         self._client = boto3.session.Session().client(

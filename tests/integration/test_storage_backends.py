@@ -276,7 +276,8 @@ def test_the_next_writer_removes_what_a_dead_writer_of_this_host_left(tmp_path: 
     _fd, live = files.temp_file(directory)  # a live writer's body (this process)
     os.close(_fd)
 
-    # When the next writer of the folder on this host asks for its temporary directory
+    # When the next writer of the folder on this host prepares it (the document-level step)
+    storage.ensure_folder(FOLDER)
     assert storage.local_temp_dir(FOLDER) == directory
 
     # Then the dead writer's file is gone at once (not after an hour), the live one stays

@@ -83,16 +83,20 @@ class Downloader:
             ]
             work.append((plan, data, futures))
         retries: list[tuple[dict[str, Any], ImageTask, DownloadError]] = []
+        results = []
         for plan, data, futures in work:
-            with log_context(job_id=job_id, document_id=plan.document_id):
-                done: list[dict[str, Any]] = []
-                for task, future in futures:
-                    outcome = future.result()
-                    if outcome.retry is not None:
-                        retries.append((data, task, outcome.retry))
-                    else:
-                        done.append(outcome.record)
-                self.finisher.record(job, plan, data, done)
+            done: list[dict[str, Any]] = []
+            for task, future in futures:
+                outcome = future.result()
+                if outcome.retry is not None:
+                    retries.append((data, task, outcome.retry))
+                else:
+                    done.append(outcome.record)
+            results.append((plan, data, done))
+        with log_context(job_id=job_id):
+            # Every document's metadata.json, then the finished ones written back and
+            # counted together (two MongoDB round trips for the message).
+            self.finisher.record_all(job, results)
         # Enqueued only once every document is recorded: if recording raises (storage or
         # Redis down), the replayed message finds its own downloads recorded and enqueues
         # each retry once.

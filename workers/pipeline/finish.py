@@ -10,14 +10,17 @@ Whichever way a job ends, its Redis state is removed with it (:meth:`Finisher.fi
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from bson import json_util
+from pymongo import UpdateOne
 
 from images_service import engine, metrics
 from images_service.engine import DocumentPlan
 from images_service.errors import FolderConflict
+from images_service.logs import log_context
 from images_service.storage.metadata import DOWNLOADED, FAILED, SKIPPED
 from workers.pipeline.context import PipelineContext
 from workers.pipeline.plans import document_key
@@ -35,6 +38,18 @@ def document_status(counts: dict[str, int]) -> str:
     return "partial" if counts[DOWNLOADED] + counts[SKIPPED] else "failed"
 
 
+@dataclass
+class Finished:
+    """A document whose images are all final, with their records (and, once counted, its
+    counts and write-back status; ``status`` set beforehand overrides the computed one)."""
+
+    plan: DocumentPlan
+    data: dict[str, Any]
+    records: list[dict[str, Any]]
+    status: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
 class Finisher:
     def __init__(self, ctx: PipelineContext) -> None:
         self.ctx = ctx
@@ -47,21 +62,46 @@ class Finisher:
     def record(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
                records: list[dict[str, Any]]) -> None:
         """Merge final image records; finish the document when none of its images is left."""
+        self.record_all(job, [(plan, data, records)])
+
+    def record_all(self, job: dict[str, Any],
+                   items: list[tuple[DocumentPlan, dict[str, Any], list[dict[str, Any]]]]) -> None:
+        """:meth:`record` for the documents of one message; those it finishes are written
+        back and counted together (:meth:`finish_documents`)."""
+        finished = []
+        for plan, data, records in items:
+            with log_context(job_id=job["_id"], document_id=plan.document_id):
+                done = self._merge(job, plan, data, records)
+            if done is not None:
+                finished.append(done)
+        self.finish_documents(job, finished)
+
+    def _merge(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
+               records: list[dict[str, Any]]) -> Finished | None:
+        """Merge one document's records; the document when it is now finished, else None."""
         job_id = job["_id"]
+        merged = None
         if records or not plan.images:
             try:
-                engine.record_images(plan, self.ctx.storage, records, job_id=job_id,
-                                     lock=self.lock(plan))
+                merged = engine.record_images(plan, self.ctx.storage, records, job_id=job_id,
+                                              lock=self.lock(plan))
             except FolderConflict as exc:  # the folder was taken since this job claimed it
                 self.conflict(job, plan, data, exc)
-                return
+                return None
         if plan.images and not records:
-            return
+            return None
         all_done = self.ctx.progress.image_done(job_id, document_key(plan),
                                                 [r["index"] for r in records]) \
             if plan.images else True
-        if all_done:
-            self.finish_document(job, plan, data)
+        if not all_done:
+            return None
+        # The metadata this merge wrote holds every image's final record when one message
+        # recorded them all (the common case): no second read. Otherwise other messages
+        # recorded some, maybe after this merge: they are read again from metadata.json.
+        final = _records_of(merged, plan) if merged is not None else None
+        if final is None:
+            final = self._stored_records(plan)
+        return Finished(plan, data, final)
 
     def conflict(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
                  error: FolderConflict) -> None:
@@ -72,62 +112,79 @@ class Finisher:
         if plan.images:
             self.ctx.progress.image_done(job["_id"], document_key(plan),
                                          [task.index for task in plan.images])
-        self.finish_document(job, plan, data, records=records, status="failed")
+        self.finish_documents(job, [Finished(plan, data, records, status="failed")])
 
-    def finish_document(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
-                        *, records: list[dict[str, Any]] | None = None,
-                        status: str | None = None) -> None:
-        """Write back and count a document whose images are all final.
+    def _stored_records(self, plan: DocumentPlan) -> list[dict[str, Any]]:
+        meta = engine.read_metadata(plan, self.ctx.storage) or {"images": []}
+        wanted = {t.index for t in plan.images}
+        return [r for r in meta.get("images", []) if r.get("index") in wanted]
 
-        ``records`` are its final records when they are not in its metadata.json (a folder
-        conflict); by default they are read from there. ``status`` overrides the write-back
-        status computed from them.
+    def finish_documents(self, job: dict[str, Any], finished: list[Finished]) -> None:
+        """Write back and count documents whose images are all final.
+
+        In this order, so a job is never completed before its write-backs (a replay repeats
+        what is missing, once): the write-backs (one bulk write per collection), each
+        document's counts added to the job once (Redis), then the job's progress and errors
+        in MongoDB (one update for them all), and the job's end when it is complete. One
+        message's documents thus cost two MongoDB round trips, not two per document.
         """
-        job_id = job["_id"]
-        if records is None:
-            meta = engine.read_metadata(plan, self.ctx.storage) or {"images": []}
-            wanted = {t.index for t in plan.images}
-            records = [r for r in meta.get("images", []) if r.get("index") in wanted]
-        counts = {s: sum(1 for r in records if r.get("status") == s)
-                  for s in (DOWNLOADED, SKIPPED, FAILED)}
-        if status is None:
-            status = document_status(counts)
-        self.write_back(job_id, plan, data, status, counts)
-        first, progress = self.ctx.progress.finalize(
-            job_id, document_key(plan), downloaded=counts[DOWNLOADED],
-            skipped=counts[SKIPPED], failed=counts[FAILED])
-        if progress is None:
-            log.info("job %s already ended: document %s not counted", job_id, plan.document_id)
+        if not finished:
             return
-        errors = [{"document_id": plan.document_id, "url": r.get("url"),
-                   "code": r.get("error", {}).get("code"),
-                   "message": r.get("error", {}).get("message")}
-                  for r in records if r.get("status") == FAILED] if first else None
-        self.ctx.jobs.record_progress(job_id, progress.as_job_progress(), errors)
-        if first:
-            metrics.DOCUMENTS.labels(status).inc()
-        if progress.complete():
-            self.finish_job(job, "completed", progress=progress.as_job_progress())
+        job_id = job["_id"]
+        for done in finished:
+            done.counts = {s: sum(1 for r in done.records if r.get("status") == s)
+                           for s in (DOWNLOADED, SKIPPED, FAILED)}
+            if done.status is None:
+                done.status = document_status(done.counts)
+        self.write_back(job_id, finished)
+        latest = None
+        errors: list[dict[str, Any]] = []
+        for done in finished:
+            first, progress = self.ctx.progress.finalize(
+                job_id, document_key(done.plan), downloaded=done.counts[DOWNLOADED],
+                skipped=done.counts[SKIPPED], failed=done.counts[FAILED])
+            if progress is None:
+                log.info("job %s already ended: document %s not counted", job_id,
+                         done.plan.document_id)
+                continue
+            latest = progress
+            if first:
+                errors += [{"document_id": done.plan.document_id, "url": r.get("url"),
+                            "code": r.get("error", {}).get("code"),
+                            "message": r.get("error", {}).get("message")}
+                           for r in done.records if r.get("status") == FAILED]
+                metrics.DOCUMENTS.labels(done.status).inc()
+        if latest is None:
+            return
+        # Counters only grow ($max), so the latest totals cover every document above.
+        self.ctx.jobs.record_progress(job_id, latest.as_job_progress(), errors)
+        if latest.complete():
+            self.finish_job(job, "completed", progress=latest.as_job_progress())
 
-    def write_back(self, job_id: str, plan: DocumentPlan, data: dict[str, Any], status: str,
-                   counts: dict[str, int]) -> None:
+    def write_back(self, job_id: str, finished: list[Finished]) -> None:
+        """Each document's status on itself (contract §4): one bulk write per collection."""
         settings = self.ctx.settings
         if not settings.status_field:
             return
-        value = {
-            "status": status,
-            "job_id": job_id,
-            "downloaded": counts[DOWNLOADED] + counts[SKIPPED],
-            "failed": counts[FAILED],
-            "path": plan.relative_folder,
-            # Inside a whole subdocument, so the date keeps its type on nx-27017 too.
-            "updated_at": datetime.now(timezone.utc),
-        }
-        source_id = json_util.loads(data["source_id"])
-        self.ctx.mongo[plan.database][plan.collection].update_one(
-            {"_id": source_id},
-            {"$set": {settings.download_flag_field: False, settings.status_field: value}},
-        )
+        by_collection: dict[tuple[str, str], list[UpdateOne]] = {}
+        for done in finished:
+            plan = done.plan
+            value = {
+                "status": done.status,
+                "job_id": job_id,
+                "downloaded": done.counts[DOWNLOADED] + done.counts[SKIPPED],
+                "failed": done.counts[FAILED],
+                "path": plan.relative_folder,
+                # Inside a whole subdocument, so the date keeps its type on nx-27017 too.
+                "updated_at": datetime.now(timezone.utc),
+            }
+            source_id = json_util.loads(done.data["source_id"])
+            by_collection.setdefault((plan.database, plan.collection), []).append(UpdateOne(
+                {"_id": source_id},
+                {"$set": {settings.download_flag_field: False, settings.status_field: value}},
+            ))
+        for (database, collection), updates in by_collection.items():
+            self.ctx.mongo[database][collection].bulk_write(updates, ordered=False)
 
     def finish_job(self, job: dict[str, Any], status: str, *,
                    progress: dict[str, int] | None = None, message: str | None = None) -> None:
@@ -141,3 +198,15 @@ class Finisher:
                 log.warning("job %s %s: %s", job["_id"], status, message)
             else:
                 log.info("job %s %s", job["_id"], status)
+
+
+def _records_of(metadata: dict[str, Any], plan: DocumentPlan) -> list[dict[str, Any]] | None:
+    """The records of ``plan``'s images in ``metadata`` when it has a final one for each."""
+    by_index = {r.get("index"): r for r in metadata.get("images", [])}
+    records = []
+    for task in plan.images:
+        record = by_index.get(task.index)
+        if record is None or record.get("url") != task.url:
+            return None
+        records.append(record)
+    return records
