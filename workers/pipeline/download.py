@@ -168,7 +168,7 @@ class Downloader:
                 return self._failed(task, exc, attempt)
             finally:
                 if token:
-                    ctx.caps.release(token)
+                    ctx.caps.release(token, defer=True)
 
     def _failed(self, task: ImageTask, exc: DownloadError, attempt: int) -> Outcome:
         """A failed attempt: retried while retryable with attempts left, else final."""
