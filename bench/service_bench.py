@@ -153,6 +153,7 @@ class Sampler(threading.Thread):
         self.peak = {name: 0 for name in groups}
         self.peak_one = {name: 0 for name in groups}
         self.max_host_slots = 0
+        self.timeline: dict[str, list[int]] = {name: [] for name in groups}  # RSS per sample
         self.halt = threading.Event()
 
     def sample(self) -> None:
@@ -160,6 +161,7 @@ class Sampler(threading.Thread):
             total, largest = rss_of(tree(root))
             self.peak[name] = max(self.peak[name], total)
             self.peak_one[name] = max(self.peak_one[name], largest)
+            self.timeline[name].append(total)
         if self.r is not None:
             now_ms = int(time.time() * 1000)
             for key in self.r.scan_iter("isv:caps:host:*"):
@@ -429,6 +431,9 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
         "peak_rss_mb": sampler.peak["worker"] / 2**20,
         "peak_rss_1proc_mb": sampler.peak_one["worker"] / 2**20,
         "final_rss_mb": final_rss / 2**20,
+        # worker tree RSS at each fifth of the timed window: flat over a long run or growing
+        "rss_fifths_mb": [round(line[min(len(line) - 1, len(line) * k // 5)] / 2**20)
+                          for line in [sampler.timeline["worker"] or [0]] for k in range(1, 6)],
         "weed_peak_rss_mb": sampler.peak.get("weed", 0) / 2**20 if s3 else None,
         "weed_final_rss_mb": weed_final / 2**20 if s3 else None,
         "max_host_slots": sampler.max_host_slots,
@@ -582,6 +587,8 @@ def main() -> int:
     parser.add_argument("--ratio-to", default=None,
                         help="config the ratios are taken against (default: img2dataset-raw if run)")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="service configs: the URL list this many times (distinct URLs)")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--redis-db", type=int, default=12)
     parser.add_argument("--peers", action="store_true", help="also run naive and img2dataset")
@@ -605,6 +612,9 @@ def main() -> int:
                                  else configs[0][0])
 
     urls = [u.strip() for u in Path(args.urls).read_text().splitlines() if u.strip()]
+    # --repeat: the list again under distinct URLs (a query nginx ignores), for long runs
+    # (worker RSS over 20,000 images); the service configs only, the peers read --urls.
+    urls = [u if k == 0 else f"{u}?r={k}" for k in range(args.repeat) for u in urls]
     expected = expected_sha()
     missing = [u for u in urls if url_key(u) not in expected]
     if missing:
