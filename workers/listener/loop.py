@@ -117,6 +117,7 @@ class LeaderTerm:
                     # Blocked on one event (or scan batch): what came before it is done, so
                     # the watermark up to it may still be saved.
                     self._checkpoint()
+                    self._reopen_all_after_outage()
                     self._backoff(exc)
                     continue
                 metrics.LISTENER_CHECKPOINT_AGE.set(time.time() - self.last_saved_wall)
@@ -135,6 +136,22 @@ class LeaderTerm:
             self.scan.close()
             for source in self.sources.values():
                 source.close()
+
+    def _reopen_all_after_outage(self) -> None:
+        """MongoDB was unavailable: every stream is reopened by us, from its watermark.
+
+        Left alone, pymongo resumes a stream by itself once the server is back; nx-27017
+        quirk: a stream resumed that way across a server restart delivered the events from
+        before the restart and then nothing more (seen in test_mongodb_restart_loses_nothing
+        under load). Reopening ourselves is also right on MongoDB (the same resume from the
+        watermark), and on a server that cannot vouch for its history it adds the catch-up
+        scan (``_reopen``). The pending event is dropped here and delivered again after the
+        watermark.
+        """
+        for source in self.sources.values():
+            if source.stream is not None:
+                source.close()
+                source.reopen_after = 0.0
 
     def _backoff(self, exc: Exception) -> None:
         self.failures += 1
