@@ -4,7 +4,8 @@ This is the API the actors, the listener and the CLI build on; it knows nothing 
 Everything it reads or writes goes through a :class:`~images_service.storage.backend.Storage`
 passed in (filesystem or S3, contract §11); a plan names its folder by key.
 
-* :func:`plan_document` — names, folder key and the numbered image URLs of one document.
+* :func:`plan_document` — names, folder key and the numbered image URLs of one document
+  (:mod:`images_service.planning`, re-exported here).
 * :func:`prepare_folder` — create the layout (and move the folder of a renamed document).
 * :func:`download_image` — **one** attempt for one image (the actors own retries and
   backoff): skip it when already stored and unchanged, else fetch into the storage's local
@@ -38,97 +39,31 @@ field's ``path``) so already downloaded images are kept and skipped.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from images_service import variants
-from images_service.errors import DownloadError, UnsafePathError
+from images_service.errors import DownloadError
 from images_service.fetching.fetcher import FetchedBody, Fetcher
+# Planning lives in its own module; its names stay importable from here, the engine's API.
+from images_service.planning import DocumentPlan, ImageTask, plan_document
 from images_service.settings import Settings
 from images_service.storage import folders, layout, metadata
 from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage
 from images_service.storage.metadata import DOWNLOADED, FAILED, SKIPPED
-from images_service.urls import extract_image_urls, get_path
 from images_service.validation import ImageInfo
 
+__all__ = [
+    "DocumentPlan", "ImageTask", "plan_document", "prepare_folder", "claim_folder",
+    "download_image", "store_original", "skip_record", "failed_record", "record_images",
+    "read_metadata", "previous_records", "download_document",
+]
+
 logger = logging.getLogger(__name__)
-
-_MISSING = object()
-
-
-@dataclass(frozen=True)
-class ImageTask:
-    """One image of a document: its 1-based index and its URL."""
-
-    index: int
-    url: str
-
-
-@dataclass(frozen=True)
-class DocumentPlan:
-    """Everything needed to download and store the images of one document."""
-
-    database: str
-    collection: str
-    document_id: str
-    search_field: str
-    search_value: Any  #: a JSON scalar, None when the field is missing
-    #: The folder's key: POSIX, relative to the tree's root (the write-back ``path``).
-    relative_folder: str
-    images: tuple[ImageTask, ...]
-    #: The folder of an earlier download under another search value (from the write-back
-    #: field), checked to belong to this document; None when there is none.
-    previous_relative_folder: str | None = None
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        return tuple(task.url for task in self.images)
-
-    @property
-    def header(self) -> metadata.DocumentHeader:
-        return metadata.DocumentHeader(
-            self.database, self.collection, self.document_id, self.search_field, self.search_value
-        )
-
-
-def plan_document(
-    doc: Mapping[str, Any],
-    database: str,
-    collection: str,
-    settings: Settings,
-    image_fields: Sequence[str] | None = None,
-) -> DocumentPlan:
-    """Plan one document: validated names, its folder and its numbered image URLs.
-
-    Raises UnsafePathError when the database, collection or ``_id`` cannot name a folder.
-    """
-    layout.check_database(database)
-    layout.check_collection(collection)
-    if "_id" not in doc:
-        raise UnsafePathError("document has no _id")
-    document_id = layout.check_segment(layout.document_id_str(doc["_id"]), "document id")
-    raw_value = get_path(doc, settings.search_field, _MISSING)
-    search_value = None if raw_value is _MISSING else _json_scalar(raw_value)
-    slug = layout.slugify(search_value)
-    relative = layout.relative_folder(database, collection, document_id, slug)
-    urls = extract_image_urls(doc, image_fields or settings.image_fields)
-    previous = _previous_folder(doc, settings, database, collection, document_id, relative)
-    return DocumentPlan(
-        database=database,
-        collection=collection,
-        document_id=document_id,
-        search_field=settings.search_field,
-        search_value=search_value,
-        relative_folder=relative,
-        images=tuple(ImageTask(i, url) for i, url in enumerate(urls, start=1)),
-        previous_relative_folder=previous,
-    )
 
 
 def prepare_folder(plan: DocumentPlan, storage: Storage) -> None:
@@ -361,42 +296,3 @@ def download_document(
             active.close()
         if own_storage:
             store.close()
-
-
-def _json_scalar(value: Any) -> Any:
-    """A search value as stored in metadata.json: JSON scalars as they are, others as str."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    return str(value)
-
-
-def _previous_folder(
-    doc: Mapping[str, Any],
-    settings: Settings,
-    database: str,
-    collection: str,
-    document_id: str,
-    relative: str,
-) -> str | None:
-    """The ``path`` of the write-back field when it names another folder of this document."""
-    if not settings.status_field:
-        return None
-    dotted = f"{settings.status_field}.path"
-    # nx-27017 answers a projection on a dotted path with a flat key ({"a.path": …}), MongoDB
-    # nests it: read both, so a projected document works from either server.
-    path = get_path(doc, dotted, doc.get(dotted))
-    if not isinstance(path, str) or path == relative:
-        return None
-    parts = PurePosixPath(path).parts
-    if len(parts) != 3 or parts[:2] != (database, collection):
-        return None
-    name = parts[2]
-    if name != document_id and not name.startswith(document_id + "-"):
-        return None
-    try:
-        layout.check_segment(name, "previous folder")
-    except UnsafePathError:
-        return None
-    return path
