@@ -83,7 +83,7 @@ class Downloader:
             ]
             work.append((plan, data, futures))
         retries: list[tuple[dict[str, Any], ImageTask, DownloadError]] = []
-        results = []
+        finished = []
         for plan, data, futures in work:
             done: list[dict[str, Any]] = []
             for task, future in futures:
@@ -92,11 +92,13 @@ class Downloader:
                     retries.append((data, task, outcome.retry))
                 else:
                     done.append(outcome.record)
-            results.append((plan, data, done))
+            # Each document's metadata.json as soon as its images are done ...
+            if (document := self.finisher.merge(job, plan, data, done)) is not None:
+                finished.append(document)
         with log_context(job_id=job_id):
-            # Every document's metadata.json, then the finished ones written back and
-            # counted together (two MongoDB round trips for the message).
-            self.finisher.record_all(job, results)
+            # ... the finished ones written back and counted together (two MongoDB round
+            # trips for the message, not two per document).
+            self.finisher.finish_documents(job, finished)
         # Enqueued only once every document is recorded: if recording raises (storage or
         # Redis down), the replayed message finds its own downloads recorded and enqueues
         # each retry once.

@@ -68,17 +68,19 @@ class Finisher:
                    items: list[tuple[DocumentPlan, dict[str, Any], list[dict[str, Any]]]]) -> None:
         """:meth:`record` for the documents of one message; those it finishes are written
         back and counted together (:meth:`finish_documents`)."""
-        finished = []
-        for plan, data, records in items:
-            with log_context(job_id=job["_id"], document_id=plan.document_id):
-                done = self._merge(job, plan, data, records)
-            if done is not None:
-                finished.append(done)
+        finished = [done for plan, data, records in items
+                    if (done := self.merge(job, plan, data, records)) is not None]
         self.finish_documents(job, finished)
+
+    def merge(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
+              records: list[dict[str, Any]]) -> Finished | None:
+        """Merge one document's records into its metadata.json; the document when it is now
+        finished (to pass to :meth:`finish_documents`), else None."""
+        with log_context(job_id=job["_id"], document_id=plan.document_id):
+            return self._merge(job, plan, data, records)
 
     def _merge(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
                records: list[dict[str, Any]]) -> Finished | None:
-        """Merge one document's records; the document when it is now finished, else None."""
         job_id = job["_id"]
         merged = None
         if records or not plan.images:
