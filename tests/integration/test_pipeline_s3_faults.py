@@ -22,24 +22,17 @@ pytestmark = pytest.mark.usefixtures("aws_credentials")
 
 
 @pytest.fixture
-def workers(tmp_path):
+def workers(tmp_path, start_worker):
     """Start workers as separate "hosts": each with its own working directory."""
-    started: list[WorkerProcess] = []
 
     def start(settings, host: str, threads: int = 4) -> WorkerProcess:
         home = tmp_path / host
         home.mkdir(exist_ok=True)
-        settings = replace(settings, storage_path=unwritable_path(home))
-        worker = WorkerProcess(settings, home / f"worker-{len(started)}.log", 1, threads)
-        started.append(worker)
-        return worker.wait_ready()
+        # The log's folder is the worker's working directory: the host's own.
+        return start_worker(replace(settings, storage_path=unwritable_path(home)),
+                            threads=threads, name=f"{host}/worker")
 
-    yield start
-    for worker in started:
-        try:
-            worker.stop()
-        finally:
-            worker.kill()
+    return start
 
 
 def settings_for(make_settings, server, bucket, **env):

@@ -10,7 +10,8 @@ Whichever way a job ends, its Redis state is removed with it (:meth:`Finisher.fi
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
@@ -38,16 +39,24 @@ def document_status(counts: dict[str, int]) -> str:
     return "partial" if counts[DOWNLOADED] + counts[SKIPPED] else "failed"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Finished:
-    """A document whose images are all final, with their records (and, once counted, its
-    counts and write-back status; ``status`` set beforehand overrides the computed one)."""
+    """A document whose images are all final, with their records; ``forced_status``
+    replaces the write-back status its records give (a folder conflict: ``failed``)."""
 
     plan: DocumentPlan
     data: dict[str, Any]
     records: list[dict[str, Any]]
-    status: str | None = None
-    counts: dict[str, int] = field(default_factory=dict)
+    forced_status: str | None = None
+
+    @cached_property
+    def counts(self) -> dict[str, int]:
+        return {s: sum(1 for r in self.records if r.get("status") == s)
+                for s in (DOWNLOADED, SKIPPED, FAILED)}
+
+    @property
+    def status(self) -> str:
+        return self.forced_status or document_status(self.counts)
 
 
 class Finisher:
@@ -62,15 +71,8 @@ class Finisher:
     def record(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
                records: list[dict[str, Any]]) -> None:
         """Merge final image records; finish the document when none of its images is left."""
-        self.record_all(job, [(plan, data, records)])
-
-    def record_all(self, job: dict[str, Any],
-                   items: list[tuple[DocumentPlan, dict[str, Any], list[dict[str, Any]]]]) -> None:
-        """:meth:`record` for the documents of one message; those it finishes are written
-        back and counted together (:meth:`finish_documents`)."""
-        finished = [done for plan, data, records in items
-                    if (done := self.merge(job, plan, data, records)) is not None]
-        self.finish_documents(job, finished)
+        done = self.merge(job, plan, data, records)
+        self.finish_documents(job, [done] if done is not None else [])
 
     def merge(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
               records: list[dict[str, Any]]) -> Finished | None:
@@ -114,7 +116,7 @@ class Finisher:
         if plan.images:
             self.ctx.progress.image_done(job["_id"], document_key(plan),
                                          [task.index for task in plan.images])
-        self.finish_documents(job, [Finished(plan, data, records, status="failed")])
+        self.finish_documents(job, [Finished(plan, data, records, forced_status="failed")])
 
     def _stored_records(self, plan: DocumentPlan) -> list[dict[str, Any]]:
         meta = engine.read_metadata(plan, self.ctx.storage) or {"images": []}
@@ -133,11 +135,6 @@ class Finisher:
         if not finished:
             return
         job_id = job["_id"]
-        for done in finished:
-            done.counts = {s: sum(1 for r in done.records if r.get("status") == s)
-                           for s in (DOWNLOADED, SKIPPED, FAILED)}
-            if done.status is None:
-                done.status = document_status(done.counts)
         self.write_back(job_id, finished)
         latest = None
         errors: list[dict[str, Any]] = []
