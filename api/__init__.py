@@ -8,7 +8,7 @@ from flask_cors import CORS
 from api.auth import init_auth
 from api.context import EXTENSION_KEY, ApiServices
 from api.errors import register_error_handlers
-from images_service.settings import Settings, SettingsError, load_settings
+from images_service.config.settings import Settings, SettingsError, load_settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -8,8 +8,11 @@ from flask import Blueprint, jsonify
 
 from api.context import services
 from api.requests import json_object, string_field
-from images_service.triggers import (
-    check_filter, check_force, check_image_fields, check_limit,
+from images_service.jobs.triggers import (
+    check_filter,
+    check_force,
+    check_image_fields,
+    check_limit,
 )
 
 bp = Blueprint("downloads", __name__, url_prefix="/api/v1/download")

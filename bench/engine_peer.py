@@ -2,7 +2,7 @@
 """Benchmark peer: the images-service download engine driven by a plain thread pool.
 
 Reads a URL list (the shared bench's ``good.txt``), makes one synthetic MongoDB-like
-document per ``--per-doc`` URLs, and runs :func:`images_service.engine.download_document`
+document per ``--per-doc`` URLs, and runs :func:`images_service.download.engine.download_document`
 for each document on a ``ThreadPoolExecutor``: guarded fetch (SSRF guard on, with
 ``PRIVATE_NETWORK_ALLOWLIST=127.0.0.0/27`` so the loopback bench hosts are reachable),
 Pillow validation with one full decode, atomic store into the contract layout, and one
@@ -33,9 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from images_service import engine  # noqa: E402
+from images_service.config.settings import Settings, load_settings  # noqa: E402
+from images_service.download import engine  # noqa: E402
 from images_service.fetching.fetcher import Fetcher  # noqa: E402
-from images_service.settings import Settings, load_settings  # noqa: E402
 from images_service.storage.factory import create_storage  # noqa: E402
 
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 import psutil  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 
-from images_service.embedded import free_port, start_embedded_mongo, start_redis  # noqa: E402
+from images_service.dev.embedded import free_port, start_embedded_mongo, start_redis  # noqa: E402
 
 GOOD_URLS = Path("/tmp/bench-urls/good.txt")
 DATABASE = "bench"

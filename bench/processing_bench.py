@@ -31,9 +31,9 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter
 
+from images_service.config.settings import load_settings
 from images_service.processing.render import render_variants, validate_and_render
 from images_service.processing.specs import parse_variants
-from images_service.settings import load_settings
 from images_service.validation import validate_image
 
 SETTINGS = load_settings({})

@@ -31,7 +31,7 @@ CATEGORIES = [
     ("logging", r"logging/|images_service/logs\.py"),
     ("Dramatiq (broker, middleware)", r"dramatiq/"),
     ("filesystem storage / files", r"storage/filesystem\.py|storage/files\.py|storage/process_temp\.py|shutil\.py|tempfile\.py|os\.py|pathlib"),
-    ("SSRF guard / URLs", r"fetching/guard|images_service/urls\.py|ipaddress\.py"),
+    ("SSRF guard / URLs", r"fetching/guard|images_service/download/urls\.py|ipaddress\.py"),
     ("threading / queues", r"threading\.py|queue\.py|concurrent/"),
 ]
 

@@ -11,7 +11,7 @@ Configurations (``--configs``, run interleaved: run 1 of every config, then run 
 order rotated by one each run):
 
 - ``--storage filesystem|s3``: for ``s3`` a SeaweedFS ``weed mini``
-  (``images_service/embedded_s3.py``) is started for each run on free loopback ports with a
+  (``images_service/dev/embedded_s3.py``) is started for each run on free loopback ports with a
   temporary directory and a fresh bucket, and the worker gets ``STORAGE_BACKEND=s3``,
   ``S3_BUCKET``, ``S3_ENDPOINT_URL`` and dummy AWS credentials; weed's CPU-seconds and peak RSS
   are reported next to the worker's; weed is stopped after each run.
@@ -67,8 +67,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from api import create_app  # noqa: E402
-from images_service.embedded import free_port, start_embedded_mongo  # noqa: E402
-from images_service.settings import load_settings  # noqa: E402
+from images_service.config.settings import load_settings  # noqa: E402
+from images_service.dev.embedded import free_port, start_embedded_mongo  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "bench"
 KEY = "bench-key-0123456789"
@@ -292,7 +292,7 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
         env["PROCESSED_VARIANTS"] = cfg["variants"]
     s3 = None
     if cfg["storage"] == "s3":
-        from images_service.embedded_s3 import EmbeddedS3
+        from images_service.dev.embedded_s3 import EmbeddedS3
 
         s3_dir = data / "s3"
         shutil.rmtree(s3_dir, ignore_errors=True)

@@ -22,7 +22,7 @@ from PIL import Image
 # Run as a script: bench/ is on sys.path, and the photo generator and timer are shared.
 from processing_bench import photo_like, timed
 
-from images_service.settings import load_settings
+from images_service.config.settings import load_settings
 from images_service.validation import validate_image
 
 SIZE_PX = (1024, 768)

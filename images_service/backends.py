@@ -17,8 +17,8 @@ import redis
 from pymongo import MongoClient
 from pymongo.errors import ConnectionFailure, OperationFailure
 
+from images_service.config.settings import Settings
 from images_service.redaction import redact
-from images_service.settings import Settings
 
 log = logging.getLogger(__name__)
 

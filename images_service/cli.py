@@ -20,7 +20,7 @@ from pathlib import Path
 
 from images_service import __version__
 from images_service.client.commands import add_client_commands
-from images_service.settings import Settings, SettingsError, load_settings
+from images_service.config.settings import Settings, SettingsError, load_settings
 
 #: Dramatiq waits this long (ms) for in-flight messages on SIGTERM before requeueing them,
 #: keeping the whole worker exit within the contract's 30 s.
@@ -113,8 +113,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         print(f"images-service dev: the dev stack needs {', '.join(missing)} (the [dev] extra): "
               "pip install 'images-service[dev]'", file=sys.stderr)
         return 2
-    from images_service.dev_s3 import DevStorageError
-    from images_service.devstack import run_dev_stack
+    from images_service.dev.bucket import DevStorageError
+    from images_service.dev.stack import run_dev_stack
 
     try:
         return run_dev_stack(

@@ -33,13 +33,13 @@ from typing import IO, Any
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from images_service.engine import plan_document
+from images_service.config.settings import Settings
+from images_service.download.engine import plan_document
 from images_service.errors import NotFound, StorageUnavailable, Unavailable, UnsafePathError
-from images_service.settings import Settings
+from images_service.jobs.triggers import check_document_id, check_names, document_id_candidates
 from images_service.storage import layout
 from images_service.storage.backend import Storage, check_key
 from images_service.storage.metadata import DOWNLOADED, SKIPPED
-from images_service.triggers import check_document_id, check_names, document_id_candidates
 
 #: Served for a listed file whose format is unknown (never the server's claimed type).
 FALLBACK_CONTENT_TYPE = "application/octet-stream"

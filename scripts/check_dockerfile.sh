@@ -120,7 +120,7 @@ say "installed modules and files the processes need"
 import importlib, pathlib, sys
 import images_service.cli as cli
 for module in ("api", "api.health", "api.metrics", "workers.app", "images_service.queueing.broker",
-               "workers.listener.process", "images_service.settings"):
+               "workers.listener.process", "images_service.config.settings"):
     importlib.import_module(module)
 conf = pathlib.Path(cli.__file__).resolve().parent.parent / "api" / "gunicorn_conf.py"
 if not conf.is_file():

@@ -14,8 +14,8 @@ import time
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware.prometheus import Prometheus
 
+from images_service.config.settings import load_settings
 from images_service.logs import configure_logging
-from images_service.settings import load_settings
 from images_service.queueing.broker import install_broker
 from workers.services import PipelineMiddleware
 

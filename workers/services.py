@@ -20,7 +20,7 @@ import dramatiq
 from dramatiq import Broker
 
 from images_service.backends import mongo_client, redis_client
-from images_service.settings import Settings
+from images_service.config.settings import Settings
 from images_service.queueing.messages import Enqueuer
 from workers.pipeline import DownloadPipeline
 from workers.queue_metrics import start_sampler

@@ -17,7 +17,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from api.auth import FailedAttempts
 from api.console.auth import ConsoleAuth, configure_session
-from images_service.settings import Settings
+from images_service.config.settings import Settings
 
 EXTENSION_KEY = "images_service_console"
 

@@ -23,7 +23,7 @@ from datetime import timedelta
 from flask import Flask, session
 
 from api.auth import key_is_valid
-from images_service.settings import Settings
+from images_service.config.settings import Settings
 
 #: HMAC message for the derived signing secret (versioned: changing it ends all sessions).
 _DERIVATION_LABEL = b"images-service/console-session/v1"

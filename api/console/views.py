@@ -12,10 +12,18 @@ import time
 from typing import Any
 
 from flask import (
-    Blueprint, Response, current_app, flash, jsonify, redirect, render_template, request,
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
     url_for,
 )
 from flask_wtf.csrf import CSRFError
+from images_service.jobs.store import ACTIVE, JOB_STATUSES, JOB_TYPES, job_to_api
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
@@ -24,7 +32,6 @@ from api.context import services
 from api.documents import document_files, file_response, register_converter
 from api.jobs import cancel
 from images_service.errors import ApiError, NotFound
-from images_service.jobs import ACTIVE, JOB_STATUSES, JOB_TYPES, job_to_api
 from images_service.queueing.queues import live_workers, queue_depths, redrive
 from workers.listener.status import read_status
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import requests
 
 from images_service import __version__
-from images_service.settings import read_env
+from images_service.config.settings import read_env
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 API_PREFIX = "/api/v1"

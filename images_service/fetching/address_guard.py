@@ -23,8 +23,8 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from images_service.config.settings import Settings
 from images_service.errors import DownloadError
-from images_service.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -54,12 +54,12 @@ import certifi
 import urllib3
 from urllib3.response import BaseHTTPResponse
 
+from images_service.config.settings import Settings
 from images_service.errors import DownloadError
 from images_service.fetching.address_guard import AddressGuard
 from images_service.fetching.connections import pool_classes
 from images_service.fetching.deadline import Attempt, Watchdog
 from images_service.fetching.retry_after import parse_retry_after
-from images_service.settings import Settings
 from images_service.storage.files import remove_quietly, temp_file
 
 logger = logging.getLogger(__name__)

@@ -8,6 +8,6 @@
 * :mod:`.records` — the ``processed`` entry of metadata.json and what a re-download redoes.
 
 This package only computes bytes and records; the caller stores files through the storage
-interface. Nothing is imported here: :mod:`images_service.settings` imports :mod:`.specs`, and
+interface. Nothing is imported here: :mod:`images_service.config.settings` imports :mod:`.specs`, and
 :mod:`.render` imports the settings.
 """

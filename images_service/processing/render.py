@@ -47,10 +47,10 @@ from typing import BinaryIO
 
 from PIL import ExifTags, Image, ImageOps
 
+from images_service.config.settings import Settings
 from images_service.errors import DownloadError
 from images_service.processing.colour import SrgbConverter, working_image
 from images_service.processing.specs import VariantSpec
-from images_service.settings import Settings
 from images_service.validation import (
     DecodedImage,
     DecodeSize,

@@ -14,7 +14,7 @@ accepted in any case and written lower-case; they are checked against the regist
 :mod:`~images_service.processing.modes` and :mod:`~images_service.processing.encoders`, so a
 new mode or format needs no change here.
 
-This module imports nothing of the settings: :mod:`images_service.settings` imports it.
+This module imports nothing of the settings: :mod:`images_service.config.settings` imports it.
 """
 
 from __future__ import annotations

@@ -13,9 +13,17 @@ from __future__ import annotations
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
 
-from images_service.settings import Settings
+from images_service.config.settings import Settings
 
 #: Milliseconds without a heartbeat after which a worker's messages are requeued.
 HEARTBEAT_TIMEOUT_MS = 20_000

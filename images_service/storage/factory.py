@@ -6,7 +6,7 @@ is imported only when the s3 backend is chosen: it costs a few hundred milliseco
 
 from __future__ import annotations
 
-from images_service.settings import Settings
+from images_service.config.settings import Settings
 from images_service.storage.backend import Storage
 from images_service.storage.filesystem import FilesystemStorage
 

@@ -18,8 +18,8 @@ import unicodedata
 import uuid
 from pathlib import Path, PurePosixPath
 
+from images_service.config.settings import COLLECTION_NAME_RE, DB_NAME_RE
 from images_service.errors import UnsafePathError
-from images_service.settings import COLLECTION_NAME_RE, DB_NAME_RE
 
 #: Pillow format name -> file extension (the contract's table).
 EXTENSIONS: dict[str, str] = {

@@ -40,8 +40,8 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
+from images_service.config.settings import Settings
 from images_service.errors import DownloadError
-from images_service.settings import Settings
 from images_service.validation.structure import check_structure
 
 logger = logging.getLogger(__name__)

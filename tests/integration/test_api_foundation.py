@@ -8,8 +8,8 @@ import time
 import pytest
 
 from api import create_app
-from images_service.embedded import start_redis
-from images_service.settings import SettingsError
+from images_service.config.settings import SettingsError
+from images_service.dev.embedded import start_redis
 
 KEY = "test-key-0123456789"
 
@@ -112,7 +112,7 @@ def test_health_degraded_when_mongodb_is_really_stopped(make_settings, own_mongo
 
 
 def test_health_degraded_with_both_pointed_at_closed_ports(make_settings) -> None:
-    from images_service.embedded import free_port
+    from images_service.dev.embedded import free_port
 
     app = create_app(make_settings({"MONGODB_URI": f"mongodb://127.0.0.1:{free_port()}",
                                     "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}))

@@ -11,12 +11,12 @@ import dramatiq
 import pytest
 import redis
 from bson import ObjectId
+from images_service.jobs.store import JobStore
 from pymongo import MongoClient
 
-from images_service.jobs import JobStore
+from images_service.jobs.triggers import Triggers
 from images_service.queueing.broker import NAMESPACE, build_broker
 from images_service.queueing.messages import DOWNLOAD_QUEUE, SCAN_ACTOR, SCAN_QUEUE, Enqueuer
-from images_service.triggers import Triggers
 from tests.support.pipeline import api_client, source_db, wait_job
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from bson import ObjectId
 
-from images_service.embedded import free_port
+from images_service.dev.embedded import free_port
 from tests.support.pipeline import api_client, source_db
 
 

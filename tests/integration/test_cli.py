@@ -17,7 +17,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from api import create_app
-from images_service.embedded import free_port
+from images_service.dev.embedded import free_port
 from tests.support.pipeline import KEY, api_client, source_db
 from tests.support.processes import REPO, service_command
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import dramatiq
 import pytest
+from images_service.jobs.store import JobStore
 from pymongo import MongoClient
 
-from images_service.jobs import JobStore
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import SCAN_ACTOR, SCAN_QUEUE
 from tests.support.console import csrf_token, shot, sign_in

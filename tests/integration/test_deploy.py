@@ -10,7 +10,7 @@
 - deploy/Dockerfile: structure (base, user, ports, entrypoint, healthcheck route, pinned
   installs); its build steps run in a fresh venv by scripts/check_dockerfile.sh only when
   RUN_DOCKERFILE_CHECK=1 (it downloads from the package index).
-- .env.example: every setting with the default that images_service.settings really uses.
+- .env.example: every setting with the default that images_service.config.settings really uses.
 - deploy/prometheus.yml, deploy/alerts.yml, deploy/grafana-dashboard.json: targets match the
   compose services and ports; rule structure; only metric names the service exports; and,
   when promtool is installed, `promtool check config|rules` and unit tests of the alerts.
@@ -40,7 +40,7 @@ import yaml
 
 from images_service import __version__
 from images_service.cli import WORKER_SHUTDOWN_TIMEOUT_MS, build_parser
-from images_service.settings import VARIABLES, Settings, load_settings
+from images_service.config.settings import VARIABLES, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -1117,7 +1117,7 @@ def test_seaweedfs_service_creates_the_bucket_enforces_the_keys_and_reports_heal
         tmp_path: Path) -> None:
     from botocore.exceptions import ClientError
 
-    from images_service.embedded_s3 import EmbeddedS3, weed_binary
+    from images_service.dev.embedded_s3 import EmbeddedS3, weed_binary
 
     weed = weed_binary()
     if weed is None:

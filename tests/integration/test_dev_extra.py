@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from images_service.embedded import free_port
+from images_service.dev.embedded import free_port
 from tests.support.processes import REPO, service_command
 
 

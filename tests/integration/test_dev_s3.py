@@ -15,9 +15,15 @@ import psutil
 import pytest
 from botocore.config import Config
 
-from images_service.embedded import free_port
+from images_service.dev.embedded import free_port
 from tests.support.processes import (
-    REPO, descendants, kill_group, service_command, spawn, terminate_and_wait, wait_http_json,
+    REPO,
+    descendants,
+    kill_group,
+    service_command,
+    spawn,
+    terminate_and_wait,
+    wait_http_json,
 )
 
 ALL_OK = {"mongodb": "ok", "redis": "ok", "storage": "ok"}

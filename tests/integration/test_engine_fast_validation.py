@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from images_service import engine
+from images_service.download import engine
 from images_service.errors import DownloadError
 from images_service.fetching.fetcher import Fetcher
 from images_service.storage.factory import create_storage

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from images_service import engine
+from images_service.config.settings import Settings
+from images_service.download import engine
 from images_service.errors import DownloadError, UnsafePathError
 from images_service.fetching.fetcher import Fetcher
-from images_service.settings import Settings
 from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage
 from tests.support.image_server import ImageServer

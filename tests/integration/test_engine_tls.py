@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from images_service.config.settings import Settings, load_settings
 from images_service.errors import DownloadError
 from images_service.fetching.fetcher import Fetcher
-from images_service.settings import Settings, load_settings
 from tests.support.image_server import ImageServer, make_image
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from images_service import engine
+from images_service.config.settings import Settings
+from images_service.download import engine
 from images_service.errors import DownloadError
 from images_service.fetching.fetcher import Fetcher
-from images_service.settings import Settings
 from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage
 from images_service.validation import validate_image

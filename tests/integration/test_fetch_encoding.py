@@ -12,8 +12,8 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+from images_service.config.settings import load_settings
 from images_service.fetching.fetcher import Fetcher
-from images_service.settings import load_settings
 from tests.support.image_server import ImageServer, make_image
 
 

@@ -1,4 +1,4 @@
-"""Scans resumed over mixed ``_id`` types on nx-27017 (images_service/id_order.py).
+"""Scans resumed over mixed ``_id`` types on nx-27017 (images_service/jobs/id_order.py).
 
 Both scans are interrupted after their first batch and resumed from the last ``_id`` they
 saved, as after a crash; every document must be read exactly once. nx-27017 sorts a query
@@ -15,7 +15,7 @@ from bson import Int64, ObjectId
 from pymongo import MongoClient
 
 from images_service.backends import redis_client
-from images_service.id_order import scan_in_id_order
+from images_service.jobs.id_order import scan_in_id_order
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import Enqueuer
 from workers.listener import scan as listener_scan

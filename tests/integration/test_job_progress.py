@@ -1,11 +1,11 @@
-"""Job progress in Redis (images_service.progress): exactly-once counts in one hash per job,
+"""Job progress in Redis (images_service.jobs.progress): exactly-once counts in one hash per job,
 and a job's state, once removed, never recreated by a late message."""
 
 from __future__ import annotations
 
 import redis
 
-from images_service.progress import ProgressTracker
+from images_service.jobs.progress import ProgressTracker
 
 
 def _tracker(redis_url: str) -> tuple[ProgressTracker, redis.Redis]:

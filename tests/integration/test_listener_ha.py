@@ -10,6 +10,8 @@ import time
 from dataclasses import replace
 
 from pymongo import MongoClient
+
+from images_service.dev.embedded import start_embedded_mongo, start_redis
 from tests.support.listener import (
     image_doc,
     jobs_of,
@@ -21,8 +23,6 @@ from tests.support.listener import (
     wait_jobs,
     wait_until,
 )
-
-from images_service.embedded import start_embedded_mongo, start_redis
 
 #: The ``start_listener`` fixture.
 

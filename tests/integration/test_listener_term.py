@@ -18,21 +18,21 @@ import time
 
 import pytest
 import redis
+from images_service.jobs.store import JobStore
 from pymongo import MongoClient
 
 from images_service.backends import mongo_client, redis_client
 from images_service.errors import Unavailable
-from images_service.jobs import JobStore
-from images_service.triggers import Triggers
-from workers.listener import loop as listener_loop
+from images_service.jobs.triggers import Triggers
 from images_service.queueing.broker import build_broker
+from images_service.queueing.messages import Enqueuer
+from workers.listener import loop as listener_loop
 from workers.listener.checkpoint import StateStore
 from workers.listener.enqueue import CrashPoints, JobSubmitter
 from workers.listener.lease import Lease
 from workers.listener.loop import LeaderTerm, ListenerServices
 from workers.listener.scan import CatchUpScan
 from workers.listener.stream import Capabilities
-from images_service.queueing.messages import Enqueuer
 
 #: History guarantee of a real replica set; streams and filters stay the portable ones
 #: (nx-27017 has no database streams, and drops every event on a richer $match).

@@ -6,7 +6,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from images_service.embedded import free_port
+from images_service.dev.embedded import free_port
 from tests.support.pipeline import KEY, api_client, source_db, wait_job
 from tests.support.processes import kill_group, service_command, spawn, wait_http_json
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import redis
 from pymongo import MongoClient, monitoring
 
-from images_service import engine
+from images_service.download import engine
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import Enqueuer
 from tests.support.pipeline import api_client, source_db

@@ -2,7 +2,7 @@
 
 nx-27017 returns a dotted projection (``{"media.gallery": 1}``) as a flat key, so a scan that
 projected dotted paths found no URL there; scans project top-level fields and walk the paths
-(images_service/projection.py).
+(images_service/jobs/projection.py).
 """
 
 from __future__ import annotations

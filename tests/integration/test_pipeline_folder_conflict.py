@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from images_service import engine
+from images_service.download import engine
 from images_service.errors import FolderConflict
 from tests.support.pipeline import api_client, source_db, wait_job
 

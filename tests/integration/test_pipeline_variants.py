@@ -20,7 +20,7 @@ from typing import Any, Callable
 import pytest
 from PIL import Image
 
-from images_service.engine import download_document
+from images_service.download.engine import download_document
 from images_service.processing.encoders import ENCODERS, Encoder
 from images_service.processing.specs import VariantSpec
 from tests.support.pipeline import api_client, source_db, wait_job

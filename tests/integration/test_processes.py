@@ -8,9 +8,14 @@ import subprocess
 import psutil
 import pytest
 
-from images_service.embedded import free_port, start_redis
+from images_service.dev.embedded import free_port, start_redis
 from tests.support.processes import (
-    descendants, kill_group, service_command, spawn, terminate_and_wait, wait_http_json,
+    descendants,
+    kill_group,
+    service_command,
+    spawn,
+    terminate_and_wait,
+    wait_http_json,
 )
 
 KEY = "test-key-0123456789"

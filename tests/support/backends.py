@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 import pytest
 import redis
 
-from images_service.embedded import ManagedProcess, port_open, start_embedded_mongo, start_redis
-from images_service.settings import Settings, load_settings
+from images_service.config.settings import Settings, load_settings
+from images_service.dev.embedded import ManagedProcess, port_open, start_embedded_mongo, start_redis
 
 CLAIM_KEY = "__images_service_test_session__"
 CLAIM_TTL_S = 3600

@@ -4,7 +4,7 @@ MongoDB (manual, "Comparison/Sort Order" and "Query predicates ... type bracketi
 of different BSON types sort by type — MinKey, Null, Numbers, Symbol/String, Object, Array,
 BinData, ObjectId, Boolean, Date, Timestamp, Regex, MaxKey — and a comparison operator
 (``$gt``, ``$gte``, ``$lt``, ``$lte``) only matches values of the operand's type bracket.
-nx-27017 sorts ``_id`` differently (images_service/id_order.py), so a test showing what a
+nx-27017 sorts ``_id`` differently (images_service/jobs/id_order.py), so a test showing what a
 query does on MongoDB runs it here. Only what the scans send is implemented: ``$and``,
 ``$or``, ``$nor`` and ``_id`` predicates with ``$gt``, ``$gte``, ``$lt``, ``$lte``,
 ``$type`` (``number``, ``string``), sorted by ``_id`` ascending.

@@ -21,8 +21,8 @@ import redis
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from api import create_app
-from images_service.embedded import free_port
-from images_service.settings import Settings, load_settings
+from images_service.config.settings import Settings, load_settings
+from images_service.dev.embedded import free_port
 from tests.support.pipeline import KEY, WorkerProcess, api_client
 
 CHROMIUM = "/usr/bin/chromium"

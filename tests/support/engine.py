@@ -8,8 +8,8 @@ from typing import Iterator
 
 import pytest
 
+from images_service.config.settings import Settings, load_settings
 from images_service.fetching.fetcher import Fetcher
-from images_service.settings import Settings, load_settings
 from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage
 

@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from images_service.jobs.store import JobStore
 from pymongo import MongoClient
 
 from images_service.backends import mongo_client, redis_client
-from images_service.embedded import free_port
-from images_service.jobs import JobStore
+from images_service.config.settings import Settings
+from images_service.dev.embedded import free_port
+from images_service.jobs.triggers import Triggers
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import Enqueuer
-from images_service.settings import Settings
-from images_service.triggers import Triggers
+from tests.support.processes import kill_group, service_command, spawn, terminate_and_wait
 from workers.listener.enqueue import JobSubmitter
 from workers.listener.lease import Lease
-from tests.support.processes import kill_group, service_command, spawn, terminate_and_wait
 
 
 def listener_settings(make_settings: Callable[..., Settings], database: str,

@@ -10,8 +10,8 @@ import pytest
 from pymongo import MongoClient
 
 from api import create_app
-from images_service.embedded import free_port
-from images_service.settings import Settings
+from images_service.config.settings import Settings
+from images_service.dev.embedded import free_port
 from tests.support.processes import kill_group, service_command, spawn, terminate_and_wait
 
 KEY = "test-key-0123456789"

@@ -1,6 +1,6 @@
 """A real S3-compatible server for the tests: SeaweedFS's ``weed mini`` (see SEAWEEDFS.md).
 
-Started by :class:`images_service.embedded_s3.EmbeddedS3`, the same code the dev stack uses
+Started by :class:`images_service.dev.embedded_s3.EmbeddedS3`, the same code the dev stack uses
 (explicit loopback ports with gRPC = HTTP + 10000, a short ``TMPDIR``, no ``AWS_*`` / ``S3_*``
 in its environment, ready once a real PUT went through). This module adds what only tests
 need: the test keys, identities files, and helpers to list and empty buckets.
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
-from images_service.embedded_s3 import EmbeddedS3
+from images_service.dev.embedded_s3 import EmbeddedS3
 
 #: Keys the tests sign with; without an identities file weed accepts any key.
 ACCESS_KEY = "test-access-key"

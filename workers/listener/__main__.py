@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from images_service.settings import SettingsError, load_settings
+from images_service.config.settings import SettingsError, load_settings
 from workers.listener.process import run_listener
 
 

@@ -40,9 +40,9 @@ from typing import Any
 from bson import Decimal128, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
-from images_service.projection import top_level_projection
-from images_service.settings import Settings
-from images_service.urls import extract_image_urls
+from images_service.config.settings import Settings
+from images_service.download.urls import extract_image_urls
+from images_service.jobs.projection import top_level_projection
 
 #: Triggers recorded on change_stream jobs (``source.trigger``).
 INSERT, FLAG = "insert", "flag"
@@ -166,7 +166,7 @@ def scan_filter(settings: Settings) -> dict[str, Any]:
 
 
 def scan_projection(settings: Settings) -> dict[str, int]:
-    """Top-level fields a decision needs (images_service/projection.py: nx-27017 returns a
+    """Top-level fields a decision needs (images_service/jobs/projection.py: nx-27017 returns a
     dotted projection as a flat key)."""
     return top_level_projection([*settings.image_fields, settings.download_flag_field,
                                  settings.status_field])

@@ -31,7 +31,7 @@ one job, and a replay finds that job. An active (pending or running) job still d
 Without ``STATUS_FIELD`` a completed job is final (no write-back clears the flag, so nothing
 tells a new flag from the old one: README, listener caveats).
 
-An enqueue that fails deletes the job again (images_service.triggers), so a Redis outage
+An enqueue that fails deletes the job again (images_service.jobs.triggers), so a Redis outage
 never leaves a key without its job; if even that delete fails, the repair above applies.
 Before every enqueue the leader lease is checked (:class:`LeaseLost`): a deposed leader
 enqueues nothing.
@@ -47,16 +47,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from images_service.jobs.store import FINISHED, JobStore
 from pymongo.errors import PyMongoError
 
 from images_service import metrics
 from images_service.errors import Unavailable
-from images_service.jobs import FINISHED, JobStore
+from images_service.jobs.triggers import JobExists, Triggers
 from images_service.logs import log_context
-from images_service.triggers import JobExists, Triggers
+from images_service.queueing.messages import Enqueuer
 from workers.listener.decide import FLAG, Decision, decide, job_id_for
 from workers.listener.lease import Lease
-from images_service.queueing.messages import Enqueuer
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
 from images_service import metrics
+from images_service.config.settings import Settings
 from images_service.errors import Unavailable
 from images_service.logs import log_context
-from images_service.settings import Settings
 from workers.listener.checkpoint import Fenced, StateStore
 from workers.listener.decide import decide
 from workers.listener.enqueue import CrashPoints, JobSubmitter, LeaseLost

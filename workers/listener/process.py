@@ -28,21 +28,21 @@ import signal
 import threading
 
 import redis
+from images_service.jobs.store import JobStore
 from prometheus_client import start_http_server
 from pymongo.errors import PyMongoError
 
 from images_service import metrics
 from images_service.backends import mongo_client, redis_client
-from images_service.jobs import JobStore
+from images_service.config.settings import Settings
+from images_service.jobs.triggers import Triggers
 from images_service.logs import configure_logging
-from images_service.settings import Settings
-from images_service.triggers import Triggers
 from images_service.queueing.broker import build_broker
+from images_service.queueing.messages import Enqueuer
 from workers.listener.checkpoint import StateStore
 from workers.listener.enqueue import CrashPoints, JobSubmitter
 from workers.listener.lease import ACQUIRE_INTERVAL_S, Lease, LeaseKeeper
 from workers.listener.loop import BACKOFF_MAX_S, LeaderTerm, ListenerServices
-from images_service.queueing.messages import Enqueuer
 
 log = logging.getLogger(__name__)
 

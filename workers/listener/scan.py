@@ -19,7 +19,7 @@ the flagged half of the filter cheap, the other half is a collection scan either
 Progress (the namespaces left and the last ``_id`` done) is saved after every batch, so a
 scan interrupted by a crash or a lost lease resumes from there where that is enough (see
 workers/listener/loop.py), also over mixed ``_id`` types: a resumed pass reads the rest type
-by type (images_service/id_order.py).
+by type (images_service/jobs/id_order.py).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any
 from pymongo import MongoClient
 
 from images_service import metrics
-from images_service.id_order import scan_in_id_order
-from images_service.settings import Settings
+from images_service.config.settings import Settings
+from images_service.jobs.id_order import scan_in_id_order
 from workers.listener.decide import decide_scanned, scan_filter, scan_projection
 
 log = logging.getLogger(__name__)

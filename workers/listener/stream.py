@@ -27,7 +27,7 @@ from bson.timestamp import Timestamp
 from pymongo import MongoClient
 from pymongo.change_stream import ChangeStream
 
-from images_service.settings import Settings
+from images_service.config.settings import Settings
 from workers.listener.decide import FLAG_VALUES
 
 log = logging.getLogger(__name__)

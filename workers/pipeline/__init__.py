@@ -18,8 +18,8 @@ from typing import Any
 import redis
 from pymongo import MongoClient
 
+from images_service.config.settings import Settings
 from images_service.queueing.messages import Enqueuer
-from images_service.settings import Settings
 from workers.pipeline.context import PipelineContext
 from workers.pipeline.download import Downloader
 from workers.pipeline.finish import Finisher

@@ -2,7 +2,7 @@
 
 ``download_documents`` runs the first attempt of every image of its documents concurrently
 on the process's thread pool, each download holding a fleet-wide and a per-host slot
-(images_service.caps). An image that failed in a retryable way continues as its own delayed
+(images_service.download.caps). An image that failed in a retryable way continues as its own delayed
 ``retry_image`` message, after an exponential backoff with jitter (or the server's
 Retry-After, capped), up to ``MAX_RETRIES``. Images already stored are skipped without a
 request (their missing or outdated derived images, contract §12, are made from the stored
@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from images_service import engine, metrics, variants
-from images_service.caps import SlotWaitCancelled
-from images_service.engine import DocumentPlan, ImageTask
+from images_service import metrics
+from images_service.download import engine, variants
+from images_service.download.caps import SlotWaitCancelled
+from images_service.download.engine import DocumentPlan, ImageTask
 from images_service.errors import DownloadError, FolderConflict
 from images_service.logs import log_context
 from images_service.storage.metadata import DOWNLOADED

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any
 
 from bson import json_util
 from pymongo import UpdateOne
 
-from images_service import engine, metrics
-from images_service.engine import DocumentPlan
+from images_service import metrics
+from images_service.download import engine
+from images_service.download.engine import DocumentPlan
 from images_service.errors import FolderConflict
 from images_service.logs import log_context
 from images_service.storage.metadata import DOWNLOADED, FAILED, SKIPPED

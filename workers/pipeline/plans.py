@@ -12,8 +12,8 @@ from typing import Any
 
 from bson import json_util
 
-from images_service.engine import DocumentPlan, ImageTask
-from images_service.settings import Settings
+from images_service.config.settings import Settings
+from images_service.download.engine import DocumentPlan, ImageTask
 
 
 def plan_to_message(plan: DocumentPlan, source_id: Any) -> dict[str, Any]:

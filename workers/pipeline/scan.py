@@ -4,7 +4,7 @@ One cursor over the collection (or filter, or the one document), batches of ``SC
 each document is counted once (progress.plan) and sent in messages of a few documents each.
 The last ``_id`` is saved after every batch (in the job's progress hash, removed when the
 job ends), so a scan interrupted by a crash resumes where it was, also over mixed ``_id``
-types (images_service/id_order.py).
+types (images_service/jobs/id_order.py).
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import logging
 from typing import Any, Iterator
 
 from bson import json_util
+from images_service.jobs.store import FINISHED
 
-from images_service import engine
-from images_service.engine import DocumentPlan
+from images_service.download import engine
+from images_service.download.engine import DocumentPlan
 from images_service.errors import InvalidFilter, UnsafePathError
-from images_service.filters import decode_filter_json
-from images_service.id_order import scan_in_id_order
-from images_service.jobs import FINISHED
+from images_service.jobs.filters import decode_filter_json
+from images_service.jobs.id_order import scan_in_id_order
+from images_service.jobs.projection import top_level_projection
 from images_service.logs import log_context
-from images_service.projection import top_level_projection
 from workers.pipeline.context import PipelineContext
 from workers.pipeline.finish import Finisher
 from workers.pipeline.plans import document_key, plan_to_message
@@ -55,7 +55,7 @@ class Scanner:
                                          message=f"collection {database}.{collection} not found")
                 return
             # The job's Redis state is created here, on a job just seen active, and nowhere
-            # else: a message of an ended job recreates nothing (images_service.progress).
+            # else: a message of an ended job recreates nothing (images_service.jobs.progress).
             ctx.progress.start(job_id)
             raw_last, scanned = ctx.progress.checkpoint(job_id)
             last_id = json_util.loads(raw_last) if raw_last else None
@@ -92,7 +92,7 @@ class Scanner:
         coll = self.ctx.mongo[job["database"]][job["collection"]]
         fields = job.get("image_fields") or list(settings.image_fields)
         # Whole top-level fields: nx-27017 returns a dotted projection as a flat key
-        # (images_service/projection.py); the planner walks the dotted paths itself.
+        # (images_service/jobs/projection.py); the planner walks the dotted paths itself.
         projection = top_level_projection(
             [*fields, settings.search_field,
              f"{settings.status_field}.path" if settings.status_field else ""])
@@ -106,7 +106,7 @@ class Scanner:
         remaining = (limit - scanned) if limit else 0
         if limit and remaining <= 0:
             return
-        # Resumes after last_id across _id types (images_service/id_order.py).
+        # Resumes after last_id across _id types (images_service/jobs/id_order.py).
         docs = scan_in_id_order(coll, query, projection, last_id, batch_size=SCAN_BATCH,
                                 limit=remaining)
         batch: list[dict[str, Any]] = []

@@ -11,9 +11,9 @@ import ipaddress
 
 import pytest
 
+from images_service.config.settings import load_settings
 from images_service.errors import DownloadError
 from images_service.fetching.address_guard import AddressGuard, classify, networks
-from images_service.settings import load_settings
 
 BLOCKED = [
     "127.0.0.1", "127.255.255.254", "10.0.0.1", "10.255.1.2", "172.16.0.1", "172.31.255.255",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PIL import Image, ImageCms, ImageDraw
 
+from images_service.config.settings import Settings, load_settings
 from images_service.processing.specs import VariantSpec, parse_variant
-from images_service.settings import Settings, load_settings
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from images_service.config.settings import VARIABLES, SettingsError, load_settings
 from images_service.processing.specs import VariantSpec, parse_variants
-from images_service.settings import VARIABLES, SettingsError, load_settings
 
 
 def test_empty_means_no_variant() -> None:

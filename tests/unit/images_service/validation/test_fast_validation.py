@@ -16,8 +16,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from images_service.config.settings import Settings, load_settings
 from images_service.errors import DownloadError
-from images_service.settings import Settings, load_settings
 from images_service.validation import SUPPORTED_FORMATS, core, open_validated, validate_image
 from tests.support.image_server import bomb_png
 from tests.unit.images_service.validation.samples import VALID, encode, photo, sample

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from images_service.config.settings import load_settings
 from images_service.errors import DownloadError
-from images_service.settings import load_settings
 from images_service.validation import reader as reader_module
 from images_service.validation import validate_image
 from images_service.validation.bmp import check_bmp

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from bson import Decimal128, Int64, ObjectId
 
-from images_service.settings import load_settings
+from images_service.config.settings import load_settings
 from workers.listener.decide import (
     FLAG,
     INSERT,

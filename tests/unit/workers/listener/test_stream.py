@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from bson.timestamp import Timestamp
 
-from images_service.settings import WatchNamespace, load_settings
+from images_service.config.settings import WatchNamespace, load_settings
 from workers.listener.stream import (
     Capabilities,
     Source,

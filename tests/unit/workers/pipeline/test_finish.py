@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from images_service.engine import DocumentPlan, ImageTask
+from images_service.download.engine import DocumentPlan, ImageTask
 from workers.pipeline.finish import _records_of, document_status
 
 PLAN = DocumentPlan("db", "hotels", "d1", "name", "x", "db/hotels/d1-x",

@@ -7,8 +7,8 @@ import time
 
 import redis
 
-from images_service import caps
-from images_service.caps import DownloadCaps
+from images_service.download import caps
+from images_service.download.caps import DownloadCaps
 
 
 def _caps(redis_url: str, **limits: int) -> DownloadCaps:

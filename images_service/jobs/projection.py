@@ -2,7 +2,7 @@
 
 Scans read only the fields they need (``IMAGE_FIELDS`` or a job's ``image_fields``,
 ``SEARCH_FIELD``, ``STATUS_FIELD``, ``DOWNLOAD_FLAG_FIELD``), and the readers walk dotted
-paths through nested documents (images_service.urls.get_path). nx-27017 quirk: a projection
+paths through nested documents (images_service.download.urls.get_path). nx-27017 quirk: a projection
 on a dotted path (``{"media.gallery": 1}``) comes back as a flat key
 ``{"media.gallery": [...]}`` where MongoDB nests it, so a nested walk finds nothing there.
 Projecting each path's first segment (``{"media": 1}``) comes back nested from both servers;

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from images_service.cli import build_parser
-from images_service.devstack import banner, child_argv
-from images_service.settings import load_settings
+from images_service.config.settings import load_settings
+from images_service.dev.stack import banner, child_argv
 
 
 def test_the_api_of_the_dev_stack_binds_loopback_unless_told_otherwise() -> None:

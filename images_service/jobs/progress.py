@@ -29,7 +29,7 @@ from typing import Iterable
 
 import redis
 
-from images_service.jobs import PROGRESS_FIELDS
+from images_service.jobs.store import PROGRESS_FIELDS
 
 PREFIX = "isv:job"
 #: Safety net: a job's hash expires this long after its last write (seconds): 14 days.

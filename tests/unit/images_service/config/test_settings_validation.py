@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from images_service.settings import VARIABLES, SettingsError, load_settings
+from images_service.config.settings import VARIABLES, SettingsError, load_settings
 
 
 def test_default_is_full_and_the_variable_is_listed() -> None:

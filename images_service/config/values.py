@@ -1,4 +1,4 @@
-"""Value types and parsers of the settings variables (images_service.settings reads them).
+"""Value types and parsers of the settings variables (images_service.config.settings reads them).
 
 Each parser takes the raw string of one variable and returns its typed value or raises
 ValueError; its ``form`` attribute says what is accepted, for the error message. The name

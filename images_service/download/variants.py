@@ -1,7 +1,7 @@
 """Derived images in the download path: make, store and record variants (CONTRACT.md §12).
 
 :mod:`images_service.processing` computes bytes and records; this module is where they meet
-the storage and the engine (:mod:`images_service.engine` calls it at two seams):
+the storage and the engine (:mod:`images_service.download.engine` calls it at two seams):
 
 * :func:`validate` — in a download, instead of the plain validation: with
   ``PROCESSED_VARIANTS`` set, one decode proves the body valid and renders every variant
@@ -41,6 +41,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from images_service import metrics
+from images_service.config.settings import Settings
 from images_service.processing.records import (
     has_original,
     merge_processed,
@@ -55,7 +56,6 @@ from images_service.processing.render import (
     validate_and_render,
 )
 from images_service.processing.specs import NAME_RE
-from images_service.settings import Settings
 from images_service.storage.backend import Storage
 from images_service.storage.layout import PROCESSED_DIR
 from images_service.validation import ImageInfo, validate_image

@@ -40,7 +40,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from images_service.embedded import ManagedProcess, _die_with_parent, port_open
+from images_service.dev.embedded import ManagedProcess, _die_with_parent, port_open
 
 #: gRPC port = HTTP port + this (weed's own rule).
 GRPC_OFFSET = 10000

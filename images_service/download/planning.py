@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from images_service.config.settings import Settings
+from images_service.download.urls import extract_image_urls, get_path
 from images_service.errors import UnsafePathError
-from images_service.settings import Settings
 from images_service.storage import layout, metadata
-from images_service.urls import extract_image_urls, get_path
 
 _MISSING = object()
 

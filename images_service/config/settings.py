@@ -1,6 +1,6 @@
 """Typed, immutable settings read once from the environment (and an optional `.env`).
 
-The parsers and value types of the variables live in images_service/settings_values.py; this
+The parsers and value types of the variables live in images_service/config/values.py; this
 module holds the settings object, the variable table and the loading rules. It is a little
 over 300 lines because the settings class, ``to_env`` and the variable table list every
 variable once each, side by side, which keeps them checkable against CONTRACT.md §2.
@@ -21,14 +21,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from images_service import __version__
-from images_service.processing.specs import (
-    VariantSpec,
-    VariantSpecError,
-    format_variants,
-    parse_variants,
-)
-from images_service.redaction import mask, redact
-from images_service.settings_values import (  # noqa: F401 -- re-exported names
+from images_service.config.values import (  # noqa: F401 -- re-exported names
     COLLECTION_NAME_RE,
     DB_NAME_RE,
     ENVIRONMENTS,
@@ -63,6 +56,14 @@ from images_service.settings_values import (  # noqa: F401 -- re-exported names
     _secret_key,
     _uri,
 )
+from images_service.processing.specs import (
+    VariantSpec,
+    VariantSpecError,
+    format_variants,
+    parse_variants,
+)
+from images_service.redaction import mask, redact
+
 
 class SettingsError(ValueError):
     """Configuration values are missing or malformed; the message names every variable.

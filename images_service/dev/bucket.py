@@ -2,7 +2,7 @@
 
 With ``STORAGE_BACKEND=s3`` the dev stack needs a bucket. When ``S3_ENDPOINT_URL`` names a
 server that answers, it is used as it is (bucket and credentials are the operator's). When it
-is empty or does not answer, the stack starts SeaweedFS (:mod:`images_service.embedded_s3`)
+is empty or does not answer, the stack starts SeaweedFS (:mod:`images_service.dev.embedded_s3`)
 with its data under ``{data_dir}/s3`` (kept across restarts), on ``127.0.0.1:8333`` when that
 port and its gRPC partner are free (or on the loopback port ``S3_ENDPOINT_URL`` names), else
 on free ports; creates the bucket (``S3_BUCKET``, ``serpy-images`` by default) and hands the
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from images_service.embedded import port_open
-from images_service.embedded_s3 import EmbeddedS3, weed_binary
+from images_service.config.settings import Settings
+from images_service.dev.embedded import port_open
+from images_service.dev.embedded_s3 import EmbeddedS3, weed_binary
 from images_service.redaction import redact
-from images_service.settings import Settings
 
 #: The dev stack's bucket when ``S3_BUCKET`` is not set.
 DEV_BUCKET = "serpy-images"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from bson import ObjectId
 
+from images_service.download.planning import plan_document
 from images_service.errors import UnsafePathError
-from images_service.planning import plan_document
 from tests.support.engine import make_settings
 
 OID = ObjectId("6b0cb0ab6fcbe85b40478ada")

@@ -1,4 +1,4 @@
-"""Scans that resume after the last ``_id`` over mixed ``_id`` types (images_service/id_order.py).
+"""Scans that resume after the last ``_id`` over mixed ``_id`` types (images_service/jobs/id_order.py).
 
 MongoDB's semantics come from tests/support/bson_order.py (type-bracketed ``$gt``, BSON sort
 order); the same scans on nx-27017 are in tests/integration/test_id_order.py.
@@ -11,7 +11,7 @@ import math
 
 from bson import Int64, ObjectId
 
-from images_service.id_order import (
+from images_service.jobs.id_order import (
     ANY_ID,
     OBJECT_IDS,
     OTHERS,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from images_service.settings import Settings, SettingsError, WatchNamespace, load_settings
+from images_service.config.settings import Settings, SettingsError, WatchNamespace, load_settings
 
 
 def test_defaults_are_the_contracts() -> None:
@@ -158,7 +158,7 @@ def test_settings_are_immutable() -> None:
 
 
 def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from images_service.settings import read_env
+    from images_service.config.settings import read_env
 
     dotenv = tmp_path / ".env"
     dotenv.write_text("MAX_RETRIES=7\nSEARCH_FIELD=title\n")

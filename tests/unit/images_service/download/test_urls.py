@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from images_service.urls import extract_image_urls, get_path, is_counted_url
+from images_service.download.urls import extract_image_urls, get_path, is_counted_url
 
 A, B, C = "https://cdn.example.com/a.jpg", "http://cdn.example.com/b.png", "https://x.test/c"
 

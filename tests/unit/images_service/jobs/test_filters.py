@@ -1,4 +1,4 @@
-"""Filter validation and decoding (images_service.filters): the allow-list and the quirk."""
+"""Filter validation and decoding (images_service.jobs.filters): the allow-list and the quirk."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from bson import ObjectId
 from bson.regex import Regex
 
 from images_service.errors import InvalidFilter, InvalidRequest
-from images_service.filters import check_filter, decode_filter_json
+from images_service.jobs.filters import check_filter, decode_filter_json
 
 OID = "0123456789abcdef01234567"
 

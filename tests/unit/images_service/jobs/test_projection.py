@@ -1,6 +1,6 @@
-"""Projections of dotted paths (images_service/projection.py)."""
+"""Projections of dotted paths (images_service/jobs/projection.py)."""
 
-from images_service.projection import top_level_projection
+from images_service.jobs.projection import top_level_projection
 
 
 def test_dotted_paths_project_their_top_level_field_once():

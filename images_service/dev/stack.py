@@ -6,7 +6,7 @@ SIGTERM stops every child (SIGTERM, then SIGKILL of the whole group after a grac
 the embedded servers, so nothing is left running.
 
 ``--storage s3`` (or ``STORAGE_BACKEND=s3``) stores into a bucket: when ``S3_ENDPOINT_URL`` is
-empty or does not answer, SeaweedFS is started too (images_service/dev_s3.py), and stopped
+empty or does not answer, SeaweedFS is started too (images_service/dev/bucket.py), and stopped
 with the rest.
 
 A dev stack runs with a generated key and may allow private networks, so its api listens on
@@ -31,10 +31,10 @@ from urllib.parse import urlsplit
 from pymongo.uri_parser import parse_uri
 
 from images_service.backends import check_mongo, check_redis, mongo_client, redis_client
-from images_service.embedded import ManagedProcess, port_open, start_embedded_mongo, start_redis
-from images_service.dev_s3 import DevStorage, child_environment, ensure_dev_storage
+from images_service.config.settings import Settings, read_env
+from images_service.dev.bucket import DevStorage, child_environment, ensure_dev_storage
+from images_service.dev.embedded import ManagedProcess, port_open, start_embedded_mongo, start_redis
 from images_service.redaction import redact
-from images_service.settings import Settings, read_env
 
 log = logging.getLogger("images_service.dev")
 
@@ -139,7 +139,7 @@ def run_dev_stack(
     """Run the whole service in the foreground until Ctrl-C / SIGTERM; returns the exit code.
 
     ``storage_backend`` (``--storage``) overrides ``STORAGE_BACKEND``. Raises
-    :class:`~images_service.dev_s3.DevStorageError` (before starting anything else when S3
+    :class:`~images_service.dev.bucket.DevStorageError` (before starting anything else when S3
     needs the embedded server and it is not installed).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dev: %(message)s")

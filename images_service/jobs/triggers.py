@@ -2,7 +2,7 @@
 
 Each function validates names, checks the collection (and document) exist, creates the job
 and enqueues its first message. A filter is checked against the allow-list
-(images_service.filters), then judged by the server with a bounded probe query, so a job is
+(images_service.jobs.filters), then judged by the server with a bounded probe query, so a job is
 only created for a filter its scan can run. Nothing is left half-created: Redis is probed
 before the job is inserted, and a job whose message could not be enqueued is deleted again;
 either backing service failing surfaces as :class:`~images_service.errors.Unavailable` (503).
@@ -20,12 +20,17 @@ from pymongo import MongoClient
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from images_service import metrics
+from images_service.config.settings import FIELD_PATH_RE, Settings
 from images_service.errors import (
-    Conflict, InvalidFilter, InvalidRequest, NotFound, Unavailable, UnsafePathError,
+    Conflict,
+    InvalidFilter,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+    UnsafePathError,
 )
-from images_service.filters import check_filter
-from images_service.jobs import ACTIVE, JobStore
-from images_service.settings import FIELD_PATH_RE, Settings
+from images_service.jobs.filters import check_filter
+from images_service.jobs.store import ACTIVE, JobStore
 from images_service.storage import layout
 
 log = logging.getLogger(__name__)

@@ -5,12 +5,12 @@ Everything it reads or writes goes through a :class:`~images_service.storage.bac
 passed in (filesystem or S3, contract §11); a plan names its folder by key.
 
 * :func:`plan_document` — names, folder key and the numbered image URLs of one document
-  (:mod:`images_service.planning`, re-exported here).
+  (:mod:`images_service.download.planning`, re-exported here).
 * :func:`prepare_folder` — create the layout (and move the folder of a renamed document).
 * :func:`download_image` — **one** attempt for one image (the actors own retries and
   backoff): skip it when already stored and unchanged, else fetch into the storage's local
   temporary directory, validate, and ``put_file`` it atomically as ``original/img_NNN.ext``
-  (with ``PROCESSED_VARIANTS`` its variants too, :mod:`images_service.variants`; a skipped
+  (with ``PROCESSED_VARIANTS`` its variants too, :mod:`images_service.download.variants`; a skipped
   image gets the missing ones from its stored original). Returns the image's metadata
   record; failures raise :class:`~images_service.errors.DownloadError` (a storage failure
   is its subclass ``StorageUnavailable``, code ``connection_error``, retried like one).
@@ -45,12 +45,13 @@ from contextlib import AbstractContextManager
 from pathlib import PurePosixPath
 from typing import Any
 
-from images_service import variants
+from images_service.config.settings import Settings
+from images_service.download import variants
+
+# Planning lives in its own module; its names stay importable from here, the engine's API.
+from images_service.download.planning import DocumentPlan, ImageTask, plan_document
 from images_service.errors import DownloadError
 from images_service.fetching.fetcher import FetchedBody, Fetcher
-# Planning lives in its own module; its names stay importable from here, the engine's API.
-from images_service.planning import DocumentPlan, ImageTask, plan_document
-from images_service.settings import Settings
 from images_service.storage import folders, layout, metadata
 from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from images_service.settings import VARIABLES, SettingsError, load_settings
+from images_service.config.settings import VARIABLES, SettingsError, load_settings
 
 S3 = {"STORAGE_BACKEND": "s3", "S3_BUCKET": "serpy-images"}
 
