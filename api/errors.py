@@ -35,8 +35,9 @@ HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
+def error_response(status: int, code: str, message: str,
+                   details: dict | None = None) -> Response:
+    response = jsonify({"error": {"code": code, "message": message, **(details or {})}})
     response.status_code = status
     return response
 
@@ -44,7 +45,7 @@ def error_response(status: int, code: str, message: str) -> Response:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.details)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

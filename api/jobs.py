@@ -6,13 +6,13 @@ import logging
 
 import redis
 from flask import Blueprint, jsonify, request
-from images_service.jobs.store import JOB_STATUSES, JOB_TYPES, job_to_api
 
 from api.context import services
 from api.downloads import accepted
 from images_service import metrics
 from images_service.errors import Conflict, InvalidRequest, NotFound
 from images_service.jobs.progress import ProgressTracker
+from images_service.jobs.store import JOB_STATUSES, JOB_TYPES, job_to_api
 
 log = logging.getLogger(__name__)
 

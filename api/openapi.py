@@ -292,7 +292,9 @@ PATHS.update({
             "responses": {"202": ACCEPTED,
                           "404": _error("job_not_found, or collection_not_found / "
                                         "document_not_found when the job's source is gone"),
-                          "409": _error("job_active: the job is pending or running"),
+                          "409": _error("job_active: the job is pending or running; "
+                                        "retry_active: a retry of it is pending or running "
+                                        "(the error's `job_id` names it)"),
                           **AUTH_ERRORS},
         }
     },

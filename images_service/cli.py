@@ -74,6 +74,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         "dramatiq_prom_host": "0.0.0.0",
         "dramatiq_prom_port": str(settings.worker_metrics_port),
     })
+    # glibc gives each thread that allocates big buffers an arena of its own (up to 8 per
+    # core) and keeps what was freed there: decoded pixels of one image per download thread.
+    # Two arenas bound that (contract §14: memory is bounded); an operator's value wins.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     argv = [
         sys.executable, "-m", "dramatiq", "workers.app:setup", "workers.actors",
         "--processes", str(processes),

@@ -62,6 +62,16 @@ class FolderConflict(DownloadError):
         super().__init__("folder_conflict", message)
 
 
+class StaleMessage(ServiceError):
+    """A message's work is no longer wanted: its job ended, or a newer plan wrote the folder.
+
+    Contract §14: such a message changes no stored file and no record; it is dropped and
+    counted (``images_stale_messages_total``). Never recorded as an image's error.
+    """
+
+    code = "stale_message"
+
+
 class UnsafePathError(ServiceError):
     """A database, collection or document id is not safe as a path segment."""
 
@@ -73,10 +83,13 @@ class ApiError(ServiceError):
 
     status = 500
 
-    def __init__(self, message: str = "", *, code: str | None = None, status: int | None = None):
+    def __init__(self, message: str = "", *, code: str | None = None, status: int | None = None,
+                 details: dict | None = None):
         super().__init__(message, code=code)
         if status is not None:
             self.status = status
+        #: Extra fields of the error object beside code and message (e.g. ``job_id``).
+        self.details = dict(details or {})
 
 
 class InvalidRequest(ApiError):

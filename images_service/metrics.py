@@ -60,3 +60,17 @@ PROCESSING_SECONDS = Histogram(
     ["source"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+# Integrity (contract §14).
+STALE_MESSAGES = Counter(
+    "images_stale_messages",
+    "Download or retry work dropped as stale (its job ended, or a newer plan wrote the folder), "
+    "counted per document of a message",
+)
+METADATA_CONFLICTS = Counter(
+    "images_metadata_conflicts",
+    "metadata.json writes redone because the file changed since it was read",
+)
+WRITEBACK_FAILURES = Counter(
+    "images_writeback_failures", "Documents whose write-back MongoDB refused",
+)

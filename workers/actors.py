@@ -15,7 +15,11 @@ from __future__ import annotations
 import dramatiq
 
 from images_service.queueing.messages import (
-    DOCUMENTS_ACTOR, DOWNLOAD_QUEUE, RETRY_ACTOR, SCAN_ACTOR, SCAN_QUEUE,
+    DOCUMENTS_ACTOR,
+    DOWNLOAD_QUEUE,
+    RETRY_ACTOR,
+    SCAN_ACTOR,
+    SCAN_QUEUE,
 )
 from workers.failures import fail_exhausted_job, requeue_on_shutdown
 from workers.services import current_pipeline

@@ -9,10 +9,18 @@ of exhaustion was lost), nothing would ever end the job: it would stay ``pending
 A pass: the active jobs idle (no pipeline write, ``updated_at``) for ``idle_s`` are the
 candidates; the broker's message hashes are read (ready, in-flight and delayed messages of
 every queue: ``<namespace>:<queue>.msgs`` and ``<queue>.DQ.msgs``; dead-lettered ``.XQ``
-ones are not work) and a candidate named by no message is failed. Reading the messages costs
-a scan of the queues, which is why it is only done when an idle candidate exists. There is no
-window for a false end: a job's messages are always sent before the message that sends them
-is acked, so a job with work left has a message in those hashes at every instant.
+ones are not work). Reading the messages costs a scan of the queues, which is why it is only
+done when an idle candidate exists.
+
+Never a live job (contract §14). A job with work left has a message in one of those hashes at
+every instant (a message is sent before the one that sends it is acked; Dramatiq moves a due
+delayed message into its queue before acking it from the delay queue), but the hashes are
+read one after the other, not at one instant: a message moving from the delay queue to the
+ready queue between the two reads is seen in neither. So a job is failed only when two passes
+in a row, at least one interval apart, found no message of it: a *suspect* of one pass
+(remembered in Redis, as the next pass may run in another process) is failed by the next.
+Each pass also reads the delay queues before and after the ready queues, which closes the
+common move on its own.
 
 Every worker process runs :meth:`Sweeper.run` in a thread; a Redis key set with ``NX`` and
 an expiry of one interval lets one process of the fleet make each pass.
@@ -51,6 +59,8 @@ STORAGE_TICK_KEY = "isv:sweeper:storage"
 STORAGE_SWEEP_INTERVAL_S = 3600.0
 #: Messages read per HSCAN call.
 SCAN_COUNT = 500
+#: Jobs found without a message by the last pass: failed by the next one if still so.
+SUSPECTS_KEY = "isv:sweeper:suspects"
 NO_WORK_MESSAGE = "no work left for this job (its messages are gone)"
 
 
@@ -62,16 +72,29 @@ class Sweeper:
         self.finisher = finisher
         self.idle_s = idle_s
         self.interval_s = interval_s
-        self.message_hashes = [f"{namespace}:{queue}{suffix}.msgs"
-                               for queue in queues for suffix in ("", ".DQ")]
+        queues = list(queues)
+        delayed = [f"{namespace}:{queue}.DQ.msgs" for queue in queues]
+        # Delay queues read before and after the ready queues: a message moved meanwhile is
+        # seen in one of the reads (it enters the ready queue before it leaves the delay one).
+        self.message_hashes = [*delayed, *(f"{namespace}:{queue}.msgs" for queue in queues),
+                               *delayed]
 
     def sweep(self) -> list[str]:
         """One pass; returns the ids of the jobs it ended."""
         candidates = {job["_id"]: job
                       for job in self.ctx.jobs.idle_active(time.time() - self.idle_s)}
         if not candidates:
+            self.ctx.redis.delete(SUSPECTS_KEY)
             return []
-        stranded = set(candidates) - self._jobs_with_messages(set(candidates))
+        without = set(candidates) - self._jobs_with_messages(set(candidates))
+        previous = {s.decode() for s in self.ctx.redis.smembers(SUSPECTS_KEY)}
+        stranded = without & previous
+        pipe = self.ctx.redis.pipeline()
+        pipe.delete(SUSPECTS_KEY)
+        if without - stranded:
+            pipe.sadd(SUSPECTS_KEY, *sorted(without - stranded))
+            pipe.pexpire(SUSPECTS_KEY, max(1, int(self.interval_s * 3000)))
+        pipe.execute()
         for job_id in sorted(stranded):
             self.finisher.finish_job(candidates[job_id], "failed", message=NO_WORK_MESSAGE)
         return sorted(stranded)

@@ -132,6 +132,9 @@ class Settings:
     # derived from the API keys, see api/console/auth.py).
     console_session_hours: int = 8
     console_secret_key: str = ""
+    # Integrity (contract §14): pixels decoded or rendered at once per process; 0 means the
+    # default, twice MAX_IMAGE_PIXELS (see decode_budget_px).
+    decode_budget_pixels: int = 0
 
     def __repr__(self) -> str:
         shown = []
@@ -145,6 +148,12 @@ class Settings:
                 text = repr(value)
             shown.append(f"{f.name}={text}")
         return f"{type(self).__name__}({', '.join(shown)})"
+
+    @property
+    def decode_budget_px(self) -> int:
+        """DECODE_BUDGET_PIXELS in effect: never below MAX_IMAGE_PIXELS (any valid image fits)."""
+        budget = self.decode_budget_pixels or 2 * self.max_image_pixels
+        return max(budget, self.max_image_pixels)
 
     @property
     def is_development(self) -> bool:
@@ -200,6 +209,7 @@ class Settings:
             "PROCESSED_VARIANTS": format_variants(self.processed_variants),
             "CONSOLE_SESSION_HOURS": str(self.console_session_hours),
             "CONSOLE_SECRET_KEY": self.console_secret_key,
+            "DECODE_BUDGET_PIXELS": str(self.decode_budget_pixels or ""),
         }
 
 
@@ -245,6 +255,7 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "JOB_RETENTION_DAYS": ("job_retention_days", _int_parser(1, 3650)),
     "CONSOLE_SESSION_HOURS": ("console_session_hours", _int_parser(1, 720)),
     "CONSOLE_SECRET_KEY": ("console_secret_key", _secret_key),
+    "DECODE_BUDGET_PIXELS": ("decode_budget_pixels", _int_parser(1)),
 }
 
 #: Every variable the service reads, for docs and tests.

@@ -10,11 +10,18 @@ write-back field's ``path``, checked to belong to this document). The result,
 
 from __future__ import annotations
 
+import json
 import math
+import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
+
+from bson import json_util
+from bson.binary import Binary
+from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from images_service.config.settings import Settings
 from images_service.download.urls import extract_image_urls, get_path
@@ -47,6 +54,11 @@ class DocumentPlan:
     #: The folder of an earlier download under another search value (from the write-back
     #: field), checked to belong to this document; None when there is none.
     previous_relative_folder: str | None = None
+    #: The ``_id`` in canonical Extended JSON (metadata.json's ``document_key``, §14).
+    document_key: Any = None
+    #: When this plan was made (epoch ms): a message planned earlier than the plan that last
+    #: wrote the folder is stale (§14).
+    planned_at_ms: int = 0
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -55,7 +67,8 @@ class DocumentPlan:
     @property
     def header(self) -> metadata.DocumentHeader:
         return metadata.DocumentHeader(
-            self.database, self.collection, self.document_id, self.search_field, self.search_value
+            self.database, self.collection, self.document_id, self.search_field,
+            self.search_value, self.document_key,
         )
 
 
@@ -90,7 +103,17 @@ def plan_document(
         relative_folder=relative,
         images=tuple(ImageTask(i, url) for i, url in enumerate(urls, start=1)),
         previous_relative_folder=previous,
+        document_key=document_key(doc["_id"]),
+        planned_at_ms=time.time_ns() // 1_000_000,
     )
+
+
+def document_key(document_id: Any) -> Any:
+    """The ``_id`` in canonical Extended JSON, as a JSON value (``{"$numberInt": "5"}``,
+    ``"5"``, ``{"$oid": "…"}``): what tells ``5`` from ``"5"`` (contract §14)."""
+    if isinstance(document_id, uuid.UUID):  # a UUID is stored as binary subtype 4
+        document_id = Binary.from_uuid(document_id)
+    return json.loads(json_util.dumps(document_id, json_options=CANONICAL_JSON_OPTIONS))
 
 
 def _json_scalar(value: Any) -> Any:

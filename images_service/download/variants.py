@@ -42,6 +42,7 @@ from typing import Any
 
 from images_service import metrics
 from images_service.config.settings import Settings
+from images_service.download.decode_budget import budget_for, header_pixels
 from images_service.processing.records import (
     has_original,
     merge_processed,
@@ -71,12 +72,20 @@ def validate(
     path: str | os.PathLike[str], settings: Settings, *, sha256: str | None, size: int | None
 ) -> tuple[ImageInfo, tuple[VariantResult, ...]]:
     """Validate a downloaded body and, when variants are configured, render them from the
-    same decode. Raises DownloadError exactly like ``validate_image``."""
+    same decode. Raises DownloadError exactly like ``validate_image``.
+
+    The decode waits for its pixels in the process's decode budget (twice them with variants:
+    their conversions and resampling buffers), so memory stays bounded (contract §14).
+    """
     variants = settings.processed_variants
     if not variants:
-        return validate_image(path, settings, sha256=sha256, size=size), ()
+        if settings.image_validation == "fast":  # structure checks: no pixel is decoded
+            return validate_image(path, settings, sha256=sha256, size=size), ()
+        with budget_for(settings.decode_budget_px).hold(header_pixels(path)):
+            return validate_image(path, settings, sha256=sha256, size=size), ()
     started_s = time.monotonic()
-    info, results = validate_and_render(path, settings, variants, sha256=sha256, size=size)
+    with budget_for(settings.decode_budget_px).hold(2 * header_pixels(path)):
+        info, results = validate_and_render(path, settings, variants, sha256=sha256, size=size)
     metrics.PROCESSING_SECONDS.labels(DOWNLOAD).observe(time.monotonic() - started_s)
     return info, results
 
@@ -112,8 +121,10 @@ def backfill(
     results: tuple[VariantResult, ...] = ()
     if plan.render and has_original(record):
         started_s = time.monotonic()
+        pixels = 2 * int(record.get("width") or 0) * int(record.get("height") or 0)
         try:
-            with storage.open(f"{folder}/{record['file']}") as original:
+            with budget_for(settings.decode_budget_px).hold(pixels), \
+                    storage.open(f"{folder}/{record['file']}") as original:
                 results = render_variants(original, settings, plan.render)
         except FileNotFoundError:
             # Gone since skip_record saw it: record nothing new; the next run fetches it.

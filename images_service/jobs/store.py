@@ -37,8 +37,11 @@ PROGRESS_FIELDS = (
     "documents_total", "documents_done", "images_total",
     "images_downloaded", "images_skipped", "images_failed",
 )  # fmt: skip
-#: The job keeps the last this many errors.
+#: The job keeps the last this many errors ...
 MAX_ERRORS = 100
+#: ... each one's ``url`` and ``message`` cut to this many characters (§14): a document may
+#: name a URL of any length, and a job document must stay far below MongoDB's 16 MB.
+MAX_ERROR_TEXT_CHARS = 2048
 #: An active job expires this long after the retention counted from its creation: far
 #: longer than any job runs (the sweeper ends a job within minutes of its work stopping).
 ACTIVE_RETENTION_MARGIN = timedelta(days=7)
@@ -82,6 +85,7 @@ class JobStore:
         self.collection.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
         self.collection.create_index([("type", ASCENDING), ("created_at", DESCENDING)])
         self.collection.create_index("retention.expire_at", expireAfterSeconds=0)
+        self.collection.create_index([("retry_of", ASCENDING), ("created_at", DESCENDING)])
 
     # --- creation and reads -------------------------------------------------------------
 
@@ -142,6 +146,12 @@ class JobStore:
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         return self.collection.find_one({"_id": job_id})
+
+    def retries_of(self, job_id: str) -> list[dict[str, Any]]:
+        """The retries of ``job_id`` (``retry_of``), newest first: id, status, creation."""
+        return list(self.collection.find({"retry_of": job_id},
+                                         {"status": 1, "created_at": 1})
+                    .sort("created_at", DESCENDING))
 
     def status(self, job_id: str) -> str | None:
         doc = self.collection.find_one({"_id": job_id}, {"status": 1})
@@ -215,8 +225,18 @@ class JobStore:
         update: dict[str, Any] = {"$max": {f"progress.{k}": int(v) for k, v in progress.items()},
                                   "$set": {"updated_at": now_ts()}}
         if errors:
-            update["$push"] = {"errors": {"$each": [dict(e) for e in errors], "$slice": -MAX_ERRORS}}
+            update["$push"] = {"errors": {"$each": [_bounded(e) for e in errors[-MAX_ERRORS:]],
+                                          "$slice": -MAX_ERRORS}}
         self.collection.update_one({"_id": job_id}, update)
+
+
+def _bounded(error: Mapping[str, Any]) -> dict[str, Any]:
+    """A job error with its free texts cut to MAX_ERROR_TEXT_CHARS."""
+    out = dict(error)
+    for name in ("url", "message", "document_id"):
+        if isinstance(out.get(name), str) and len(out[name]) > MAX_ERROR_TEXT_CHARS:
+            out[name] = out[name][:MAX_ERROR_TEXT_CHARS]
+    return out
 
 
 def job_to_api(doc: Mapping[str, Any]) -> dict[str, Any]:

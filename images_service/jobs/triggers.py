@@ -10,6 +10,7 @@ either backing service failing surfaces as :class:`~images_service.errors.Unavai
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from typing import Any, Mapping, Protocol, Sequence
@@ -46,6 +47,11 @@ class JobExists(Exception):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id} already exists")
         self.job_id = job_id
+
+
+def retry_job_id(job_id: str, number: int) -> str:
+    """The id of the ``number``-th retry of ``job_id`` (deterministic: see retry_job)."""
+    return hashlib.sha256(f"retry\0{job_id}\0{number}".encode()).hexdigest()[:32]
 
 
 class EnqueuesScans(Protocol):
@@ -223,10 +229,14 @@ class Triggers:
     def retry_job(self, job_id: str) -> dict[str, Any]:
         """A new job of the same type and scope as finished job ``job_id`` (contract §13).
 
-        The new job gets a fresh id and ``force`` false: images already stored are skipped,
-        so in effect only failed and missing ones are fetched again. A ``change_stream`` job
-        stays a ``change_stream`` job (what started it is still what it is about); its fresh
-        uuid id never collides with the listener's deterministic ids (hashes of the change).
+        The new job has ``force`` false: images already stored are skipped, so in effect only
+        failed and missing ones are fetched again. A ``change_stream`` job stays a
+        ``change_stream`` job (what started it is still what it is about).
+
+        Idempotent (§14): while a retry of ``job_id`` is pending or running, another one is
+        409 ``retry_active`` naming it. Two requests at the same instant cannot both create
+        one: the n-th retry's id is a hash of (``job_id``, n), so the second insert collides
+        on the unique ``_id`` (a hash never equal to the listener's, which hash the change).
         """
         try:
             job = self.jobs.get(job_id)
@@ -246,7 +256,25 @@ class Triggers:
             scope["filter"] = json.loads(job["filter_json"])
         if job.get("limit") is not None:
             scope["limit"] = job["limit"]
-        return self._start(job["type"], database, collection, **scope)
+        try:
+            retries = self.jobs.retries_of(job_id)
+        except PyMongoError as exc:
+            raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
+        number = len(retries)
+        for _ in range(8):  # retries of the series deleted by retention free their numbers
+            active = next((r for r in retries if r["status"] in ACTIVE), None)
+            if active is not None:
+                raise Conflict(f"retry {active['_id']} of job {job_id} is still "
+                               f"{active['status']}", code="retry_active",
+                               details={"job_id": active["_id"]})
+            number += 1
+            try:
+                return self._start(job["type"], database, collection,
+                                   job_id=retry_job_id(job_id, number), **scope)
+            except JobExists as exc:
+                existing = self.jobs.get(exc.job_id)
+                retries = [existing] if existing is not None else []
+        raise Unavailable(f"could not number a new retry of job {job_id}")
 
     def _ensure_document(self, database: str, collection: str, source_id: Any) -> None:
         try:

@@ -36,7 +36,7 @@ from images_service.storage.files import TEMP_PREFIX
 METADATA_CONTENT_TYPE = "application/json"
 
 __all__ = ["METADATA_CONTENT_TYPE", "STALE_AGE_S", "TEMP_PREFIX", "ObjectStat", "Storage",
-           "check_key", "folder_prefix"]
+           "Versioned", "check_key", "content_version", "folder_prefix"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,21 @@ class ObjectStat:
     #: Hex sha256 given to :meth:`Storage.put_file` (object metadata on S3); None on the
     #: filesystem, which does not record it (hash the file if you must know).
     sha256: str | None
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """An object's bytes with the version a conditional write compares (None: absent)."""
+
+    data: bytes | None
+    #: Opaque; equal for equal content on one backend (filesystem: a hash of the bytes; S3:
+    #: the ETag). None when there is no object.
+    version: str | None
+
+
+def content_version(data: bytes | None) -> str | None:
+    """The version of ``data`` where the backend has none of its own: a hash of the bytes."""
+    return None if data is None else hashlib.sha256(data).hexdigest()[:32]
 
 
 def check_key(key: str) -> str:
@@ -99,6 +114,24 @@ class Storage(abc.ABC):
         self, key: str, data: bytes, *, content_type: str = METADATA_CONTENT_TYPE
     ) -> None:
         """Store ``data`` at ``key`` atomically and durably (``metadata.json``)."""
+
+    @abc.abstractmethod
+    def put_bytes_if(
+        self, key: str, data: bytes, *, version: str | None,
+        content_type: str = METADATA_CONTENT_TYPE,
+    ) -> bool:
+        """Store ``data`` at ``key`` only if the object is still at ``version`` (None: only if
+        there is none); False, and nothing written, when it changed meanwhile.
+
+        The compare and the write are one step for every writer of the tree (filesystem: under
+        an ``flock`` of the key's folder; S3: ``If-Match`` / ``If-None-Match: *``), so a writer
+        whose lock expired, or that raced another, finds out instead of overwriting newer data.
+        """
+
+    def read_versioned(self, key: str) -> Versioned:
+        """The object's bytes and version (for :meth:`put_bytes_if`)."""
+        data = self.read_bytes(key)
+        return Versioned(data, content_version(data))
 
     def read_bytes(self, key: str) -> bytes | None:
         """The whole object at ``key``, or None when there is none."""

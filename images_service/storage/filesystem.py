@@ -31,6 +31,7 @@ from images_service.storage.backend import (
     ObjectStat,
     Storage,
     check_key,
+    content_version,
     folder_prefix,
 )
 from images_service.storage.layout import ORIGINAL_DIR, PROCESSED_DIR
@@ -114,6 +115,26 @@ class FilesystemStorage(Storage):
         with _os_errors("writing", key):
             path.parent.mkdir(parents=True, exist_ok=True)
             files.atomic_write_bytes(path, data, durable=True)
+
+    def put_bytes_if(
+        self, key: str, data: bytes, *, version: str | None,
+        content_type: str = "application/json",
+    ) -> bool:
+        path = self._path(key)
+        with _os_errors("writing", key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # The flock of the key's folder makes compare-and-replace one step for every
+            # process of this host (and of hosts sharing the mount, where flock is honoured);
+            # the caller's lock (Redis, or process-local) is not relied upon for that.
+            with files.FolderLock(path.parent):
+                try:
+                    current = path.read_bytes()
+                except FileNotFoundError:
+                    current = None
+                if content_version(current) != version:
+                    return False
+                files.atomic_write_bytes(path, data, durable=True)
+        return True
 
     # -- reading ------------------------------------------------------------------------------
 

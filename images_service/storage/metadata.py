@@ -1,28 +1,26 @@
-"""The document's ``metadata.json`` (CONTRACT.md §6): model, atomic rewrite, locked merge.
+"""The document's ``metadata.json`` (CONTRACT.md §6, §14): its model, parsing and ownership.
 
-Several workers may finish images of one document at the same time, so every change is a
-read-modify-write under a lock passed in by the caller (the actors pass a Redis lock; the
-default is :func:`~images_service.storage.locks.default_folder_lock`). The file is read and
-written through the :class:`~images_service.storage.backend.Storage` (``read_bytes`` /
-``put_bytes``), which replaces it atomically on every backend, so readers never see a partial
-document. A ``folder`` is the document folder's key (``db/coll/id-slug``).
+This module only says what the file holds; :mod:`images_service.download.folder` (the document
+folder as one unit of work) reads and writes it, with the lock and the version check.
 
-A folder belongs to the document its metadata.json names (contract §10): :func:`claim`
-writes a first metadata.json for a new folder before any image is stored in it, and both
-:func:`claim` and :func:`merge` refuse, with :class:`~images_service.errors.FolderConflict`,
-to touch a folder whose metadata.json names another document.
+A folder belongs to the document its metadata.json names (contract §10, §14): database,
+collection, ``document_id`` and, when recorded, ``document_key`` (the ``_id`` in canonical
+Extended JSON, so that ``5`` and ``"5"`` are two documents). :func:`check_owner` refuses with
+:class:`~images_service.errors.FolderConflict` anything else.
 
-Merging is by image index. Records are kept only while they still describe the document:
-an index beyond the current URL list, or whose URL is no longer the one at that position, is
-dropped (the URL list changed since it was written).
+Besides the contract's fields the file records the plan it was last written from
+(``planned_at_ms``: when the writing job planned the document, epoch milliseconds), so that a
+message planned earlier can be recognised as stale (§14) and changes nothing.
+
+Records are kept only while they still describe the document (:func:`matches`): an index beyond
+the current URL list, or whose URL is no longer the one at that position, is dropped.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -30,7 +28,6 @@ from typing import Any
 from images_service.errors import FolderConflict
 from images_service.storage.backend import Storage
 from images_service.storage.layout import METADATA_FILE
-from images_service.storage.locks import default_folder_lock
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +58,9 @@ class DocumentHeader:
     document_id: str
     search_field: str
     search_value: Any  # a JSON scalar, or None when the field is missing
+    #: The ``_id`` in canonical Extended JSON (``{"$numberInt": "5"}``, ``"5"``,
+    #: ``{"$oid": "…"}``); None only for headers built before it was recorded.
+    document_key: Any = None
 
 
 def metadata_key(folder: str) -> str:
@@ -93,7 +93,8 @@ def parse(raw: bytes | None, folder: str = "") -> dict[str, Any] | None:
 
 
 def build_metadata(
-    header: DocumentHeader, images: Iterable[Mapping[str, Any]], *, job_id: str, total: int
+    header: DocumentHeader, images: Iterable[Mapping[str, Any]], *, job_id: str, total: int,
+    planned_at_ms: int = 0,
 ) -> dict[str, Any]:
     """A complete metadata.json object with the summary recomputed from ``images``."""
     ordered = sorted((dict(r) for r in images), key=lambda r: r["index"])
@@ -101,14 +102,20 @@ def build_metadata(
     for record in ordered:
         if record.get("status") in counts:
             counts[record["status"]] += 1
-    return {
+    document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "database": header.database,
         "collection": header.collection,
         "document_id": header.document_id,
+    }
+    if header.document_key is not None:
+        document["document_key"] = header.document_key
+    return {
+        **document,
         "search_field": header.search_field,
         "search_value": header.search_value,
         "job_id": job_id,
+        "planned_at_ms": int(planned_at_ms),
         "updated_at": utc_now_iso(),
         "images": ordered,
         "summary": {
@@ -120,91 +127,62 @@ def build_metadata(
     }
 
 
-def write_metadata(storage: Storage, folder: str, metadata: Mapping[str, Any]) -> None:
-    """Replace metadata.json atomically (and durably)."""
-    data = json.dumps(metadata, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
-    storage.put_bytes(metadata_key(folder), data)
+def encode(metadata: Mapping[str, Any]) -> bytes:
+    """metadata.json's bytes (UTF-8, indented, a final newline)."""
+    return json.dumps(metadata, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
 
 
 def check_owner(current: Mapping[str, Any] | None, header: DocumentHeader) -> None:
-    """Raise FolderConflict unless ``current`` (a metadata.json, or None) is ``header``'s."""
+    """Raise FolderConflict unless ``current`` (a metadata.json, or None) is ``header``'s.
+
+    Ids are typed (contract §14): when both sides know the ``_id``'s canonical form, those must
+    agree too, so ``5`` and ``"5"`` (one folder name) never share a folder. A file written
+    before ``document_key`` was recorded is matched by ``document_id`` alone.
+    """
     if not current:
         return
     owner = (current.get("database"), current.get("collection"), current.get("document_id"))
-    if owner != (header.database, header.collection, header.document_id):
+    recorded = current.get("document_key")
+    same_key = (recorded is None or header.document_key is None
+                or key_identity(recorded) == key_identity(header.document_key))
+    if owner != (header.database, header.collection, header.document_id) or not same_key:
+        described = json.dumps(recorded) if recorded is not None else repr(owner[2])
         raise FolderConflict(
-            f"the folder belongs to document {owner[2]!r} of {owner[0]}.{owner[1]}, "
-            f"not to {header.document_id!r}"
+            f"the folder belongs to document {described} of {owner[0]}.{owner[1]}, "
+            f"not to {json.dumps(header.document_key) if header.document_key is not None else repr(header.document_id)}"
         )
 
 
-def claim(
-    storage: Storage,
-    folder: str,
-    header: DocumentHeader,
-    *,
-    job_id: str,
-    urls: Sequence[str],
-    lock: AbstractContextManager[Any] | None = None,
-) -> dict[str, Any]:
-    """Make ``folder`` this document's before anything is stored in it; return its metadata.
-
-    Under ``lock``: an existing metadata.json must name this document (else FolderConflict);
-    a folder without one gets a first metadata.json with no image records yet, so a second
-    document with the same folder name finds it taken even while the first one's images
-    are still downloading (the first document's files are never overwritten).
-    """
-    with lock if lock is not None else default_folder_lock(storage, folder):
-        current = read_metadata(storage, folder)
-        check_owner(current, header)
-        if current is not None:
-            return current
-        metadata = build_metadata(header, [], job_id=job_id, total=len(urls))
-        write_metadata(storage, folder, metadata)
-        return metadata
+def key_identity(key: Any) -> Any:
+    """What makes two ``document_key`` values one ``_id``: MongoDB compares numbers by value
+    across their types (``5`` and ``NumberLong(5)`` are one ``_id``), everything else by type
+    and value."""
+    if isinstance(key, Mapping) and len(key) == 1:
+        (kind, value), = key.items()
+        if kind in ("$numberInt", "$numberLong"):
+            return ("number", int(value))
+        if kind == "$numberDouble":
+            return ("number", float(value))
+    return json.dumps(key, sort_keys=True)
 
 
-def merge(
-    storage: Storage,
-    folder: str,
-    header: DocumentHeader,
-    records: Iterable[Mapping[str, Any]],
-    *,
-    job_id: str,
-    urls: Sequence[str],
-    lock: AbstractContextManager[Any] | None = None,
-    under_lock: Callable[[dict[int, dict[str, Any]]], None] | None = None,
-) -> dict[str, Any]:
-    """Merge ``records`` into metadata.json by index under ``lock``; return the new metadata.
-
-    ``urls`` is the document's current URL list (index ``i`` is ``urls[i - 1]``): existing
-    and new records that do not match it are dropped. ``under_lock``, if given, is called
-    with the merged records (index -> record) while the lock is still held, before the write:
-    the engine removes files that no record names there.
-    """
-    with lock if lock is not None else default_folder_lock(storage, folder):
-        current = read_metadata(storage, folder) or {}
-        check_owner(current, header)
-        merged: dict[int, dict[str, Any]] = {}
-        for record in current.get("images", []):
-            if _matches(record, urls):
-                merged[record["index"]] = dict(record)
-        for record in records:
-            if _matches(record, urls):
-                merged[record["index"]] = dict(record)
-            else:
-                logger.warning(
-                    "dropping record of image %s of %s/%s/%s: the document's URL list changed",
-                    record.get("index"), header.database, header.collection, header.document_id,
-                )
-        if under_lock is not None:
-            under_lock(merged)
-        metadata = build_metadata(header, merged.values(), job_id=job_id, total=len(urls))
-        write_metadata(storage, folder, metadata)
-        return metadata
+def planned_at_ms(current: Mapping[str, Any] | None) -> int:
+    """When the plan that last wrote ``current`` was made (0 for files written before)."""
+    value = (current or {}).get("planned_at_ms")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _matches(record: Mapping[str, Any], urls: Sequence[str]) -> bool:
+def records_by_index(current: Mapping[str, Any] | None) -> dict[int, dict[str, Any]]:
+    """The image records of a metadata.json by index."""
+    return {
+        r["index"]: r
+        for r in (current or {}).get("images", [])
+        if isinstance(r, dict) and isinstance(r.get("index"), int)
+    }
+
+
+def matches(record: Mapping[str, Any], urls: Sequence[str]) -> bool:
+    """Whether ``record`` still describes image ``index`` of the URL list ``urls``."""
     index = record.get("index")
     return (
         isinstance(index, int)

@@ -45,6 +45,7 @@ from images_service.storage.backend import (
     STALE_AGE_S,
     ObjectStat,
     Storage,
+    Versioned,
     check_key,
     folder_prefix,
 )
@@ -158,6 +159,34 @@ class S3Storage(Storage):
             self._client.put_object(
                 Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
             )
+
+    def put_bytes_if(
+        self, key: str, data: bytes, *, version: str | None,
+        content_type: str = "application/json",
+    ) -> bool:
+        # S3 conditional writes (AWS since 2024, SeaweedFS, MinIO): 412 when the object
+        # changed (or, with If-None-Match: *, exists); 409 when a concurrent conditional
+        # write won. A server that ignores the headers degrades to the plain put.
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        with self._errors("upload", key):
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                                        ContentType=content_type, **condition)
+            except ClientError as exc:
+                if s3_errors.error_code(exc)[1] in (409, 412):
+                    return False
+                raise
+        return True
+
+    def read_versioned(self, key: str) -> Versioned:
+        with self._errors("download", key):
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+                return Versioned(response["Body"].read(), response.get("ETag"))
+            except ClientError as exc:
+                if s3_errors.is_not_found(exc):
+                    return Versioned(None, None)
+                raise
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -5,15 +5,17 @@ Real Redis broker keys, nx-27017 and, where messages must be consumed, a real wo
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import dramatiq
 import pytest
 import redis
 from bson import ObjectId
-from images_service.jobs.store import JobStore
 from pymongo import MongoClient
 
+from images_service.jobs.store import JobStore
 from images_service.jobs.triggers import Triggers
 from images_service.queueing.broker import NAMESPACE, build_broker
 from images_service.queueing.messages import DOWNLOAD_QUEUE, SCAN_ACTOR, SCAN_QUEUE, Enqueuer
@@ -116,11 +118,55 @@ def test_retry_of_a_change_stream_job_keeps_its_type_with_a_fresh_id(setup):
     # When it is retried
     new_id = client.post(f"/api/v1/jobs/{listener_id}/retry").json["job_id"]
 
-    # Then the new job is a change_stream job of the same document, with a uuid id
+    # Then the new job is a change_stream job of the same document, with a fresh id
     job = client.get(f"/api/v1/jobs/{new_id}").json
     assert (job["type"], job["document_id"], job["retry_of"]) == ("change_stream", str(oid), listener_id)
     assert len(new_id) == 32 and new_id != listener_id
     assert jobs.get(new_id)["source"] == jobs.get(listener_id)["source"]
+
+
+def test_retry_is_idempotent_while_a_retry_is_active(setup):
+    # §14: a double click makes one retry, not two jobs racing over the same documents.
+    _, client, _ = setup
+    original = client.post("/api/v1/download/collection/serpy_db/hotels").json["job_id"]
+    client.post(f"/api/v1/jobs/{original}/cancel")
+
+    first = client.post(f"/api/v1/jobs/{original}/retry")
+    second = client.post(f"/api/v1/jobs/{original}/retry")
+
+    assert first.status_code == 202
+    assert second.status_code == 409
+    assert second.json["error"]["code"] == "retry_active"
+    assert second.json["error"]["job_id"] == first.json["job_id"]
+    # Once that retry has ended, the job can be retried again (a new retry job)
+    client.post(f"/api/v1/jobs/{first.json['job_id']}/cancel")
+    third = client.post(f"/api/v1/jobs/{original}/retry")
+    assert third.status_code == 202
+    assert third.json["job_id"] not in (original, first.json["job_id"])
+
+
+def test_concurrent_retries_create_one_job(setup):
+    # Two requests at the same instant (several api processes): one retry, the other 409.
+    settings, client, _ = setup
+    original = client.post("/api/v1/download/collection/serpy_db/hotels").json["job_id"]
+    client.post(f"/api/v1/jobs/{original}/cancel")
+    barrier = threading.Barrier(8)
+
+    def retry():
+        own = api_client(settings)
+        barrier.wait()
+        return own.post(f"/api/v1/jobs/{original}/retry")
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: retry(), range(8)))
+
+    created = [r for r in responses if r.status_code == 202]
+    assert len(created) == 1
+    refused = [r for r in responses if r.status_code != 202]
+    assert {r.status_code for r in refused} == {409}
+    assert {r.json["error"]["job_id"] for r in refused} == {created[0].json["job_id"]}
+    jobs, _ = JobStore(MongoClient(settings.mongodb_uri), settings.jobs_database).list(limit=50)
+    assert sum(1 for job in jobs if job.get("retry_of") == original) == 1
 
 
 def test_retry_when_the_source_is_gone_is_404(setup):

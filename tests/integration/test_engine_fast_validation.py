@@ -11,7 +11,7 @@ from images_service.download import engine
 from images_service.errors import DownloadError
 from images_service.fetching.fetcher import Fetcher
 from images_service.storage.factory import create_storage
-from tests.support.engine import make_settings
+from tests.support.engine import download_one, make_settings
 from tests.support.image_server import FORMATS, ImageServer, can_write, make_image
 
 
@@ -27,7 +27,7 @@ def test_every_format_is_stored_with_the_same_record_as_full_mode(
                                      "images": [image_server.url(f"/image/{fmt}?w=40&h=30")]},
                                     "db", "coll", settings)
         with Fetcher(settings) as fetcher, create_storage(settings) as storage:
-            record = engine.download_image(plan, plan.images[0], fetcher, storage, settings)
+            record = download_one(plan, plan.images[0], fetcher, storage, settings)
         records[mode] = {k: v for k, v in record.items() if k != "downloaded_at"}
     assert records["fast"] == records["full"]
     assert records["fast"]["sha256"] == hashlib.sha256(make_image(fmt, 40, 30, 0)).hexdigest()
@@ -45,6 +45,6 @@ def test_a_body_missing_its_last_byte_is_corrupt(tmp_path: Path, image_server: I
                                 settings)
     with Fetcher(settings) as fetcher, create_storage(settings) as storage:
         with pytest.raises(DownloadError) as info:
-            engine.download_image(plan, plan.images[0], fetcher, storage, settings)
+            download_one(plan, plan.images[0], fetcher, storage, settings)
         assert info.value.code == "corrupt_image" and not info.value.retryable
         assert storage.list(plan.relative_folder) == []  # nothing stored

@@ -55,9 +55,11 @@ def test_a_rerun_asks_one_head_per_image_and_uploads_no_image(
     assert [r["status"] for r in first["images"]] == ["downloaded"] * 3
     assert [r["status"] for r in second["images"]] == ["skipped"] * 3
     assert image_server.hits() == 0
-    # metadata.json read twice (claim, merge) and written once; each image one HEAD.
+    # metadata.json read twice (claim, merge) and written twice (the claim records the new
+    # job's plan so that no older message can change the folder meanwhile, §14; the merge
+    # records the run); each image one HEAD; no image uploaded.
     assert calls == Counter({"GetObject": 2, "HeadObject": 3, "ListObjectsV2": 1,
-                             "PutObject": 1})
+                             "PutObject": 2})
     assert len(assert_only_layout(seaweedfs, s3_bucket)) == 4
 
 
@@ -70,15 +72,15 @@ def test_concurrent_writers_of_one_process_never_lose_an_entry(s3_storage, tmp_p
 
     def writer(tasks):
         for task in tasks:
-            engine.record_images(plan, s3_storage, [engine.failed_record(task, failure, 1)],
-                                 job_id="j")
+            engine.DocumentFolder(s3_storage, plan, job_id="j").merge(
+                [engine.failed_record(task, failure, 1)])
 
     threads = [threading.Thread(target=writer, args=(plan.images[n::8],)) for n in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    meta = engine.read_metadata(plan, s3_storage)
+    meta = engine.DocumentFolder(s3_storage, plan, job_id="j").read()
     assert [r["index"] for r in meta["images"]] == list(range(1, 17))
 
 
@@ -93,11 +95,12 @@ def test_a_store_going_away_during_the_upload_loses_nothing_stored(
                                                       image_server.url("/image/PNG/2")]},
                                 "db", "coll", settings)
     with Fetcher(settings) as fetcher:
-        kept = engine.download_image(plan, plan.images[0], fetcher, storage, settings)
-        engine.record_images(plan, storage, [kept], job_id="j")
+        folder = engine.DocumentFolder(storage, plan, job_id="j")
+        kept = engine.download_image(folder, plan.images[0], fetcher, settings)
+        folder.merge([kept])
         server.stop()
         with pytest.raises(DownloadError) as info:
-            engine.download_image(plan, plan.images[1], fetcher, storage, settings)
+            engine.download_image(folder, plan.images[1], fetcher, settings)
         server.start()
     storage.close()
     assert info.value.code == "connection_error" and info.value.retryable

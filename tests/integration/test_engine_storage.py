@@ -23,6 +23,7 @@ from tests.support.image_server import ImageServer
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 OID = ObjectId("507f1f77bcf86cd799439011")
+from tests.support.engine import download_one
 
 
 def make_doc(server: ImageServer, *paths: str, **overrides: Any) -> dict[str, Any]:
@@ -58,9 +59,11 @@ def test_layout_and_metadata(settings: Settings, fetcher: Fetcher,
     }
     assert json.loads((folder / "metadata.json").read_text("utf-8")) == meta
     assert list(meta) == ["schema_version", "database", "collection", "document_id",
-                          "search_field", "search_value", "job_id", "updated_at", "images",
-                          "summary"]
+                          "document_key", "search_field", "search_value", "job_id",
+                          "planned_at_ms", "updated_at", "images", "summary"]
     assert meta["schema_version"] == 1
+    assert meta["document_key"] == {"$oid": "507f1f77bcf86cd799439011"}
+    assert isinstance(meta["planned_at_ms"], int) and meta["planned_at_ms"] > 0
     assert (meta["database"], meta["collection"]) == ("serpy_db", "hotels")
     assert meta["document_id"] == "507f1f77bcf86cd799439011"
     assert (meta["search_field"], meta["search_value"]) == ("name", "Hotel Ritz Madrid")
@@ -265,13 +268,13 @@ def _fake_record(task: engine.ImageTask) -> dict[str, Any]:
 def test_concurrent_record_images_never_lose_an_entry(settings: Settings,
                                                       storage: Storage) -> None:
     plan = _plan_with(settings, 64)
-    engine.prepare_folder(plan, storage)
+    engine.DocumentFolder(storage, plan, job_id="j").open()
     barrier = threading.Barrier(16)
 
     def writer(tasks: list[engine.ImageTask]) -> None:
         barrier.wait()
         for task in tasks:
-            engine.record_images(plan, storage, [_fake_record(task)], job_id="j")
+            engine.DocumentFolder(storage, plan, job_id="j").merge([_fake_record(task)])
 
     threads = [threading.Thread(target=writer, args=(list(plan.images[n::16]),))
                for n in range(16)]
@@ -279,38 +282,38 @@ def test_concurrent_record_images_never_lose_an_entry(settings: Settings,
         t.start()
     for t in threads:
         t.join()
-    meta = engine.read_metadata(plan, storage)
+    meta = engine.DocumentFolder(storage, plan, job_id="j").read()
     assert meta is not None
     assert [r["index"] for r in meta["images"]] == list(range(1, 65))
     assert meta["summary"] == {"total": 64, "downloaded": 0, "failed": 64, "skipped": 0}
     assert tree(settings.storage_path / plan.relative_folder) == {"original", "processed", "metadata.json"}
 
 
-def _process_writer(settings: Settings, start: int) -> None:
-    plan = _plan_with(settings, 32)
+def _process_writer(settings: Settings, plan: engine.DocumentPlan, start: int) -> None:
     with create_storage(settings) as storage:
         for task in plan.images[start::4]:
-            engine.record_images(plan, storage, [_fake_record(task)], job_id=f"p{start}")
+            engine.DocumentFolder(storage, plan, job_id=f"p{start}").merge([_fake_record(task)])
 
 
 def test_concurrent_processes_never_lose_an_entry(settings: Settings, storage: Storage) -> None:
     plan = _plan_with(settings, 32)
-    engine.prepare_folder(plan, storage)
+    engine.DocumentFolder(storage, plan, job_id="j").open()
     context = multiprocessing.get_context("fork")
-    processes = [context.Process(target=_process_writer, args=(settings, n)) for n in range(4)]
+    processes = [context.Process(target=_process_writer, args=(settings, plan, n))
+                 for n in range(4)]
     for p in processes:
         p.start()
     for p in processes:
         p.join(30)
         assert p.exitcode == 0
-    meta = engine.read_metadata(plan, storage)
+    meta = engine.DocumentFolder(storage, plan, job_id="j").read()
     assert meta is not None and [r["index"] for r in meta["images"]] == list(range(1, 33))
 
 
 def test_readers_never_see_a_partial_metadata_file(settings: Settings,
                                                     storage: Storage) -> None:
     plan = _plan_with(settings, 60)
-    engine.prepare_folder(plan, storage)
+    engine.DocumentFolder(storage, plan, job_id="j").open()
     done = threading.Event()
     seen: list[int] = []
     path = settings.storage_path / plan.relative_folder / "metadata.json"
@@ -327,7 +330,7 @@ def test_readers_never_see_a_partial_metadata_file(settings: Settings,
     thread.start()
     try:
         for task in plan.images:
-            engine.record_images(plan, storage, [_fake_record(task)], job_id="j")
+            engine.DocumentFolder(storage, plan, job_id="j").merge([_fake_record(task)])
     finally:
         done.set()
         thread.join()
@@ -340,21 +343,21 @@ def test_images_of_one_document_recorded_in_parallel(settings: Settings, fetcher
     # The actors' pattern: each image is downloaded and recorded on its own thread.
     doc = make_doc(image_server, *[f"/image/JPEG/{n}?seed={n}" for n in range(12)], "/status/410")
     plan = engine.plan_document(doc, "serpy_db", "hotels", settings)
-    engine.prepare_folder(plan, storage)
+    engine.DocumentFolder(storage, plan, job_id="j").open()
 
     def one(task: engine.ImageTask) -> None:
         try:
-            record = engine.download_image(plan, task, fetcher, storage, settings)
+            record = download_one(plan, task, fetcher, storage, settings)
         except DownloadError as e:
             record = engine.failed_record(task, e, 1)
-        engine.record_images(plan, storage, [record], job_id="j")
+        engine.DocumentFolder(storage, plan, job_id="j").merge([record])
 
     threads = [threading.Thread(target=one, args=(task,)) for task in plan.images]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    meta = engine.read_metadata(plan, storage)
+    meta = engine.DocumentFolder(storage, plan, job_id="j").read()
     assert meta is not None
     assert meta["summary"] == {"total": 13, "downloaded": 12, "failed": 1, "skipped": 0}
     assert sorted(os.listdir(settings.storage_path / plan.relative_folder / "original")) == [

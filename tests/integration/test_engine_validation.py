@@ -17,7 +17,7 @@ from images_service.fetching.fetcher import Fetcher
 from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage
 from images_service.validation import validate_image
-from tests.support.engine import make_settings
+from tests.support.engine import download_one, make_settings
 from tests.support.image_server import FORMATS, ImageServer, can_write, make_image
 
 EXPECTED = {
@@ -48,7 +48,7 @@ def test_every_format_round_trips_with_its_extension(settings: Settings, fetcher
     if not can_write(fmt):
         pytest.skip(f"this Pillow cannot write {fmt} (features.check('avif') is False)")
     plan = plan_for(settings, image_server.url(f"/image/{fmt}?w=40&h=30"))
-    record = engine.download_image(plan, plan.images[0], fetcher, storage, settings)
+    record = download_one(plan, plan.images[0], fetcher, storage, settings)
     expected_format, extension = EXPECTED[fmt]
     served = make_image(fmt, 40, 30, 0)
     assert record["format"] == expected_format
@@ -65,7 +65,7 @@ def test_the_extension_comes_from_the_bytes(settings: Settings, fetcher: Fetcher
         storage: Storage,
                                             image_server: ImageServer) -> None:
     plan = plan_for(settings, image_server.url("/image/PNG/photo.jpg?ct=image/jpeg"))
-    record = engine.download_image(plan, plan.images[0], fetcher, storage, settings)
+    record = download_one(plan, plan.images[0], fetcher, storage, settings)
     assert (record["format"], record["file"]) == ("PNG", "original/img_001.png")
     assert record["content_type"] == "image/jpeg"  # recorded as sent, not trusted
 
@@ -87,7 +87,7 @@ def test_content_errors(settings: Settings, fetcher: Fetcher,
                         path: str, code: str) -> None:
     plan = plan_for(settings, image_server.url(path))
     with pytest.raises(DownloadError) as info:
-        engine.download_image(plan, plan.images[0], fetcher, storage, settings)
+        download_one(plan, plan.images[0], fetcher, storage, settings)
     assert info.value.code == code and not info.value.retryable
     assert layout_names(folder_of(settings, plan)) == {"original", "processed"}  # nothing left behind
 
@@ -98,7 +98,7 @@ def test_max_image_pixels_is_checked_before_decoding(tmp_path: Path, image_serve
     plan = plan_for(settings, image_server.url("/image/JPEG?w=40&h=30"))
     with Fetcher(settings) as f, create_storage(settings) as storage, \
             pytest.raises(DownloadError) as info:
-        engine.download_image(plan, plan.images[0], f, storage, settings)
+        download_one(plan, plan.images[0], f, storage, settings)
     assert info.value.code == "decompression_bomb"
     assert "1200 pixels" in info.value.message
 
@@ -129,7 +129,7 @@ def test_truncated_files_are_corrupt_even_with_draft_decoding(settings: Settings
     image_server.set_response(f"/{name}", 200, data, {"Content-Type": "image/jpeg"})
     plan = plan_for(settings, image_server.url(f"/{name}"))
     with pytest.raises(DownloadError) as info:
-        engine.download_image(plan, plan.images[0], fetcher, storage, settings)
+        download_one(plan, plan.images[0], fetcher, storage, settings)
     assert info.value.code == "corrupt_image"
 
 
@@ -150,5 +150,5 @@ def test_a_format_outside_the_table_is_not_an_image(settings: Settings, fetcher:
     image_server.set_response("/favicon.ico", 200, out.getvalue(), {"Content-Type": "image/png"})
     plan = plan_for(settings, image_server.url("/favicon.ico"))
     with pytest.raises(DownloadError) as info:
-        engine.download_image(plan, plan.images[0], fetcher, storage, settings)
+        download_one(plan, plan.images[0], fetcher, storage, settings)
     assert info.value.code == "not_an_image"

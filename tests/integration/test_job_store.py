@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
-from images_service.jobs.store import ACTIVE_RETENTION_MARGIN, JobStore, job_to_api
 from pymongo import MongoClient
+
+from images_service.jobs.store import ACTIVE_RETENTION_MARGIN, JobStore, job_to_api
 
 
 def _store(make_settings, days: int = 7) -> JobStore:

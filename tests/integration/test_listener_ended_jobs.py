@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import redis
-from images_service.jobs.store import JobStore
 from pymongo import MongoClient
 
 from images_service.backends import mongo_client
+from images_service.jobs.store import JobStore
 from tests.support.listener import (
     image_doc,
     jobs_of,

@@ -14,6 +14,7 @@ import time
 
 import redis
 from pymongo import MongoClient
+
 from tests.support.listener import (
     image_doc,
     jobs_of,

@@ -18,11 +18,11 @@ import time
 
 import pytest
 import redis
-from images_service.jobs.store import JobStore
 from pymongo import MongoClient
 
 from images_service.backends import mongo_client, redis_client
 from images_service.errors import Unavailable
+from images_service.jobs.store import JobStore
 from images_service.jobs.triggers import Triggers
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import Enqueuer

@@ -7,6 +7,7 @@ the job of a later "sentinel" insert exists, every earlier event has been decide
 from __future__ import annotations
 
 from pymongo import MongoClient
+
 from tests.support.listener import (
     image_doc,
     jobs_of,

@@ -10,7 +10,7 @@ from pymongo import MongoClient
 
 from images_service.backends import mongo_client
 from images_service.queueing.broker import NAMESPACE, build_broker
-from images_service.queueing.messages import QUEUES, Enqueuer
+from images_service.queueing.messages import DOWNLOAD_QUEUE, QUEUES, Enqueuer
 from tests.support.pipeline import api_client, source_db, wait_job
 from workers.pipeline import DownloadPipeline
 from workers.sweeper import NO_WORK_MESSAGE, Sweeper
@@ -92,6 +92,7 @@ def test_the_sweeper_ends_jobs_whose_messages_are_gone(make_settings):
         pipeline.ctx.progress.start(stranded)  # as if its scan had begun
 
         # When a pass runs, then a second one
+        assert sweeper.sweep() == []  # a first pass only suspects (§14: never a live job)
         ended = sweeper.sweep()
 
         # Then only the job no message names is failed, with a message, and its state is gone
@@ -122,3 +123,40 @@ def test_one_process_of_the_fleet_makes_each_pass(make_settings):
     finally:
         for pipeline in pipelines:
             pipeline.close()
+
+
+def test_the_sweeper_never_fails_a_job_whose_message_is_moving_between_queues(make_settings):
+    # §14: Dramatiq moves a due retry from the delay queue to the ready queue (enqueue, then
+    # ack): a pass reading the hashes one after the other can see the message in neither.
+    settings = _settings(make_settings)
+    db = source_db(settings)
+    db.hotels.drop()
+    db.hotels.insert_one({"name": "A"})
+    client = api_client(settings)
+    red = redis.Redis.from_url(settings.redis_url)
+    pipeline = DownloadPipeline(settings, mongo=mongo_client(settings), redis_client=red,
+                                enqueuer=Enqueuer(build_broker(settings, client=red)))
+    sweeper = Sweeper(pipeline.ctx, pipeline.finisher, idle_s=0)
+    try:
+        # Given a job whose only work is a delayed retry
+        job_id = client.post("/api/v1/download/collection/serpy_db/hotels").json["job_id"]
+        for queue in QUEUES:
+            red.delete(f"{NAMESPACE}:{queue}.msgs", f"{NAMESPACE}:{queue}")
+        pipeline.ctx.enqueuer.retry(job_id, {"images": []}, 1, 2, delay_ms=600_000)
+        delayed = f"{NAMESPACE}:{DOWNLOAD_QUEUE}.DQ.msgs"
+        saved = red.hgetall(delayed)
+        assert saved
+
+        # When a pass runs while the message is between the hashes (in neither) ...
+        red.delete(delayed)
+        first = sweeper.sweep()
+        # ... and the next pass sees it in its new queue
+        ready = f"{NAMESPACE}:{DOWNLOAD_QUEUE}.msgs"
+        red.hset(ready, mapping=saved)
+        second = sweeper.sweep()
+
+        # Then the job was never failed
+        assert first == [] and second == []
+        assert client.get(f"/api/v1/jobs/{job_id}").json["status"] == "pending"
+    finally:
+        pipeline.close()

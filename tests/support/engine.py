@@ -9,6 +9,7 @@ from typing import Iterator
 import pytest
 
 from images_service.config.settings import Settings, load_settings
+from images_service.download import engine
 from images_service.fetching.fetcher import Fetcher
 from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage
@@ -36,3 +37,10 @@ def fetcher(settings: Settings) -> Iterator[Fetcher]:
 def storage(settings: Settings) -> Iterator[Storage]:
     with create_storage(settings) as store:
         yield store
+
+
+def download_one(plan: engine.DocumentPlan, task: engine.ImageTask, fetcher: Fetcher,
+                 storage: Storage, settings: Settings, **kwargs: object) -> dict:
+    """One attempt at one image through a fresh folder of ``plan`` (job ``j``)."""
+    folder = engine.DocumentFolder(storage, plan, job_id="j")
+    return engine.download_image(folder, task, fetcher, settings, **kwargs)

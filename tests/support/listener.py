@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from images_service.jobs.store import JobStore
 from pymongo import MongoClient
 
 from images_service.backends import mongo_client, redis_client
 from images_service.config.settings import Settings
 from images_service.dev.embedded import free_port
+from images_service.jobs.store import JobStore
 from images_service.jobs.triggers import Triggers
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import Enqueuer

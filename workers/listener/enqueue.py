@@ -47,11 +47,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
-from images_service.jobs.store import FINISHED, JobStore
 from pymongo.errors import PyMongoError
 
 from images_service import metrics
 from images_service.errors import Unavailable
+from images_service.jobs.store import FINISHED, JobStore
 from images_service.jobs.triggers import JobExists, Triggers
 from images_service.logs import log_context
 from images_service.queueing.messages import Enqueuer

@@ -28,13 +28,13 @@ import signal
 import threading
 
 import redis
-from images_service.jobs.store import JobStore
 from prometheus_client import start_http_server
 from pymongo.errors import PyMongoError
 
 from images_service import metrics
 from images_service.backends import mongo_client, redis_client
 from images_service.config.settings import Settings
+from images_service.jobs.store import JobStore
 from images_service.jobs.triggers import Triggers
 from images_service.logs import configure_logging
 from images_service.queueing.broker import build_broker

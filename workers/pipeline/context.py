@@ -21,13 +21,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
-from images_service.jobs.store import FINISHED, JobStore
 from pymongo import MongoClient
 
 from images_service.config.settings import Settings
 from images_service.download.caps import DownloadCaps
 from images_service.fetching.fetcher import Fetcher
 from images_service.jobs.progress import ProgressTracker
+from images_service.jobs.store import FINISHED, JobStore
 from images_service.queueing.messages import Enqueuer
 from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage

@@ -1,48 +1,72 @@
 """Steps 2 and 3 of a job: first attempts of a few documents' images, then single retries.
 
-``download_documents`` runs the first attempt of every image of its documents concurrently
-on the process's thread pool, each download holding a fleet-wide and a per-host slot
-(images_service.download.caps). An image that failed in a retryable way continues as its own delayed
-``retry_image`` message, after an exponential backoff with jitter (or the server's
+``download_documents`` opens each document's folder (:class:`~images_service.download.
+folder.DocumentFolder`: the unit of work), then runs the first attempt of every image
+concurrently on the process's thread pool, each download holding a fleet-wide and a per-host
+slot (images_service.download.caps). An image that failed in a retryable way continues as its
+own delayed ``retry_image`` message, after an exponential backoff with jitter (or the server's
 Retry-After, capped), up to ``MAX_RETRIES``. Images already stored are skipped without a
 request (their missing or outdated derived images, contract §12, are made from the stored
 original, also without a request).
 
-Storage outages (contract §11): a failing ``put_file`` or ``stat`` of one image is a
-``StorageUnavailable`` (a retryable ``connection_error``) and takes the same ``retry_image``
-path as a connection error. A failing document-level step (folder move, claim, metadata.json
-merge) raises out of the actor, and Dramatiq's Retries sends the whole message again. That
-replay is harmless because a message records its finished images *before* it enqueues the
-retries of the others: a replay finds its own downloads recorded (skipped, no request) and
-enqueues each retry once.
+Integrity (contract §14):
+
+* **One bad thing fails one image.** An exception of any type while handling one image becomes
+  that image's failure (the engine maps decode and store errors to §6 codes; anything else is
+  a ``connection_error``, retried). Only what is truly the message's — MongoDB or Redis
+  unreachable, the worker shutting down — escapes, and then every image that finished is
+  recorded first (a failing download discards no other result).
+* **Old messages never undo newer work.** A message whose job has ended, or whose plan is older
+  than the one that last wrote the folder, changes nothing: the folder refuses it
+  (:class:`~images_service.errors.StaleMessage`) at open, before a retry's request, and at the
+  merge; it is counted in ``images_stale_messages_total``. A cancel records nothing either:
+  images not started are simply not done.
+
+Storage outages (contract §11): a failing store of one image is ``StorageUnavailable`` (a
+retryable ``connection_error``) and takes the ``retry_image`` path. A failing document-level
+step (folder move, claim, merge) raises out of the actor and Dramatiq's Retries sends the whole
+message again; a replay finds its own downloads recorded (skipped, no request) and enqueues
+each retry once, because retries are enqueued only after every document is recorded.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
+from pymongo.errors import PyMongoError
+
 from images_service import metrics
-from images_service.download import engine, variants
+from images_service.download import engine
 from images_service.download.caps import SlotWaitCancelled
-from images_service.download.engine import DocumentPlan, ImageTask
-from images_service.errors import DownloadError, FolderConflict
+from images_service.download.folder import DocumentFolder
+from images_service.download.folder_locks import RedisFolderLocks
+from images_service.download.planning import ImageTask
+from images_service.errors import DownloadError, FolderConflict, StaleMessage
+from images_service.jobs.store import FINISHED
 from images_service.logs import log_context
 from images_service.storage.metadata import DOWNLOADED
-from workers.pipeline.context import PipelineContext
+from workers.pipeline.context import PipelineContext, WorkerShuttingDown
 from workers.pipeline.finish import Finisher
 from workers.pipeline.plans import backoff_ms, plan_from_message
 
 log = logging.getLogger(__name__)
+
+#: Exceptions that belong to the message, not to one image: they end the attempt and, once the
+#: finished images are recorded, the message (requeued on shutdown, retried otherwise).
+MESSAGE_ERRORS = (WorkerShuttingDown, redis.exceptions.RedisError, PyMongoError)
 
 
 @dataclass
 class Outcome:
     record: dict[str, Any] | None = None  #: final record for metadata.json
     retry: DownloadError | None = None  #: a retryable failure with attempts left
+    # Neither: the job stopped before the image started; nothing is recorded for it.
 
 
 class Downloader:
@@ -50,56 +74,70 @@ class Downloader:
         self.ctx = ctx
         self.finisher = finisher
 
+    def folder(self, job_id: str, data: dict[str, Any]) -> DocumentFolder:
+        """The folder of one planned document, locked fleet-wide for this job."""
+        locks = RedisFolderLocks(self.ctx.redis, live_key=self.ctx.progress.key(job_id))
+        return DocumentFolder(self.ctx.storage, plan_from_message(data), job_id=job_id,
+                              lock=locks)
+
     def download_documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
         ctx = self.ctx
         job = ctx.jobs.get(job_id)
-        if job is None:
+        if job is None or job["status"] in FINISHED:
+            self.finisher.drop_stale(job_id, len(plans), "its job has ended")
             return
-        force = bool(job.get("force"))
-        if ctx.stopped(job_id):
-            log.info("job %s stopped: %d documents not started", job_id, len(plans))
+        if ctx.stopped(job_id):  # raises WorkerShuttingDown when the worker stops
+            self.finisher.drop_stale(job_id, len(plans), "its job has ended")
             return
         # Document-level steps first, for every document: if one raises (storage down), the
         # message is replayed before any download started.
-        claimed = []
+        opened: list[tuple[DocumentFolder, dict[str, Any]]] = []
         for data in plans:
-            plan = plan_from_message(data)
-            with log_context(job_id=job_id, document_id=plan.document_id):
-                engine.prepare_folder(plan, ctx.storage)
+            folder = self.folder(job_id, data)
+            with log_context(job_id=job_id, document_id=folder.plan.document_id):
                 try:
-                    current = engine.claim_folder(plan, ctx.storage, job_id=job_id,
-                                                  lock=self.finisher.lock(plan))
+                    folder.open()
                 except FolderConflict as exc:
-                    self.finisher.conflict(job, plan, data, exc)
+                    self.finisher.conflict(job, folder.plan, data, exc)
                     continue
-                claimed.append((plan, data, current))
+                except StaleMessage as exc:
+                    self.finisher.superseded(job, folder.plan, data, reason=exc.message)
+                    continue
+            opened.append((folder, data))
         work = []
-        for plan, data, current in claimed:
-            previous = engine.previous_records(current)
-            same_job = current.get("job_id") == job_id
+        for folder, data in opened:
+            previous = folder.previous
             futures = [
-                (task, ctx.pool.submit(self.attempt, job_id, plan, task,
-                                       previous.get(task.index), force, 1, same_job))
-                for task in plan.images
+                (task, ctx.pool.submit(self.attempt, job_id, folder, task,
+                                       previous.get(task.index), bool(job.get("force")), 1,
+                                       folder.claimed_by_this_job))
+                for task in folder.plan.images
             ]
-            work.append((plan, data, futures))
+            work.append((folder, data, futures))
         retries: list[tuple[dict[str, Any], ImageTask, DownloadError]] = []
         finished = []
-        for plan, data, futures in work:
+        failure: BaseException | None = None
+        for folder, data, futures in work:
             done: list[dict[str, Any]] = []
             for task, future in futures:
-                outcome = future.result()
-                if outcome.retry is not None:
+                outcome, error = _result(future)
+                if error is not None:
+                    failure = failure or error
+                elif outcome.retry is not None:
                     retries.append((data, task, outcome.retry))
-                else:
+                elif outcome.record is not None:
                     done.append(outcome.record)
             # Each document's metadata.json as soon as its images are done ...
-            if (document := self.finisher.merge(job, plan, data, done)) is not None:
+            if (document := self.finisher.merge(job, folder, data, done)) is not None:
                 finished.append(document)
         with log_context(job_id=job_id):
             # ... the finished ones written back and counted together (two MongoDB round
             # trips for the message, not two per document).
             self.finisher.finish_documents(job, finished)
+        if failure is not None:
+            # Every image that finished is recorded; the others are the replay's (or, on a
+            # shutdown, another worker's): retries are not enqueued, the replay does that.
+            raise failure
         # Enqueued only once every document is recorded: if recording raises (storage or
         # Redis down), the replayed message finds its own downloads recorded and enqueues
         # each retry once.
@@ -110,68 +148,84 @@ class Downloader:
     def retry_image(self, job_id: str, data: dict[str, Any], index: int, attempt: int) -> None:
         ctx = self.ctx
         job = ctx.jobs.get(job_id)
-        if job is None:
+        if job is None or job["status"] in FINISHED:
+            self.finisher.drop_stale(job_id, 1, "its job has ended")
             return
-        plan = plan_from_message(data)
-        task = next(t for t in plan.images if t.index == index)
-        with log_context(job_id=job_id, document_id=plan.document_id, url=task.url):
-            outcome = self.attempt(job_id, plan, task, None, True, attempt, False)
+        folder = self.folder(job_id, data)
+        task = next(t for t in folder.plan.images if t.index == index)
+        with log_context(job_id=job_id, document_id=folder.plan.document_id, url=task.url):
+            try:
+                folder.check_current()  # no request for a plan a newer one replaced
+            except StaleMessage as exc:
+                self.finisher.superseded(job, folder.plan, data, indexes=[index],
+                                         reason=exc.message)
+                return
+            except FolderConflict as exc:
+                self.finisher.conflict(job, folder.plan, data, exc)
+                return
+            outcome = self.attempt(job_id, folder, task, None, True, attempt, False)
             if outcome.retry is not None:
                 delay = backoff_ms(ctx.settings, attempt, outcome.retry.retry_after_s)
                 log.info("retrying image %d in %d ms (attempt %d failed: %s)", index, delay,
                          attempt, outcome.retry.code)
                 ctx.enqueuer.retry(job_id, data, index, attempt + 1, delay)
                 return
-            self.finisher.record(job, plan, data, [outcome.record])
+            if outcome.record is not None:
+                self.finisher.record(job, folder, data, [outcome.record])
 
-    def attempt(self, job_id: str, plan: DocumentPlan, task: ImageTask,
+    def attempt(self, job_id: str, folder: DocumentFolder, task: ImageTask,
                 previous: dict[str, Any] | None, force: bool, attempt: int,
                 same_job: bool) -> Outcome:
-        """One attempt at one image, holding its slots; never raises DownloadError."""
-        ctx = self.ctx
-        with log_context(job_id=job_id, document_id=plan.document_id, url=task.url):
+        """One attempt at one image, holding its slots; raises only MESSAGE_ERRORS."""
+        with log_context(job_id=job_id, document_id=folder.plan.document_id, url=task.url):
             try:
-                if previous is not None and not force:
-                    skipped = engine.skip_record(plan, task, previous, ctx.storage)
-                    if skipped is not None and same_job and previous.get("status") == DOWNLOADED:
-                        # A replay of this job's own message: the image was downloaded by it.
-                        skipped = dict(previous)
-                    elif skipped is not None:
-                        metrics.DOWNLOADS.labels("skipped").inc()
-                    if skipped is not None:  # no request; variants made from the original
-                        return Outcome(record=variants.backfill(
-                            ctx.storage, plan.relative_folder, skipped, ctx.settings))
-            except DownloadError as exc:  # the storage could not tell (StorageUnavailable)
-                return self._failed(task, exc, attempt)
-            if ctx.stopped(job_id):
-                return Outcome(record=engine.failed_record(
-                    task, DownloadError("cancelled", "job cancelled before this image started"),
-                    attempt - 1))
-            host = (urlsplit(task.url).hostname or "").lower() if _parsable(task.url) else ""
-            token = None
-            started = time.monotonic()
-            try:
-                if host:
-                    try:
-                        token = ctx.caps.acquire(host, should_stop=lambda: ctx.stopped(job_id))
-                    except SlotWaitCancelled:
-                        return Outcome(record=engine.failed_record(
-                            task, DownloadError("cancelled", "job cancelled while waiting"),
-                            attempt - 1))
-                    metrics.SLOT_WAIT_SECONDS.observe(time.monotonic() - started)
-                began = time.monotonic()
-                record = engine.download_image(plan, task, ctx.fetcher, ctx.storage,
-                                               ctx.settings, previous=None, force=True,
-                                               attempt=attempt)
-                metrics.DOWNLOAD_SECONDS.observe(time.monotonic() - began)
-                metrics.DOWNLOADS.labels("downloaded").inc()
-                metrics.DOWNLOAD_BYTES.inc(record.get("bytes") or 0)
-                return Outcome(record=record)
+                return self._attempt(job_id, folder, task, previous, force, attempt, same_job)
+            except MESSAGE_ERRORS:
+                raise
             except DownloadError as exc:
                 return self._failed(task, exc, attempt)
-            finally:
-                if token:
-                    ctx.caps.release(token, defer=True)
+            except Exception as exc:  # noqa: BLE001 -- §14: fails this image, not the message
+                log.warning("image %d: unexpected %s: %s", task.index, type(exc).__name__,
+                            exc)
+                log.debug("image %d: unexpected error", task.index, exc_info=True)
+                return self._failed(task, DownloadError("connection_error",
+                                                        engine.unexpected(exc)), attempt)
+
+    def _attempt(self, job_id: str, folder: DocumentFolder, task: ImageTask,
+                 previous: dict[str, Any] | None, force: bool, attempt: int,
+                 same_job: bool) -> Outcome:
+        ctx = self.ctx
+        if previous is not None and not force:
+            skipped = folder.skip_record(task, previous)
+            if skipped is not None and same_job and previous.get("status") == DOWNLOADED:
+                # A replay of this job's own message: the image was downloaded by it.
+                skipped = dict(previous)
+            elif skipped is not None:
+                metrics.DOWNLOADS.labels("skipped").inc()
+            if skipped is not None:  # no request; variants made from the original
+                return Outcome(record=folder.backfill(skipped, ctx.settings))
+        if ctx.stopped(job_id):
+            return Outcome()  # cancelled before it started: not done, nothing recorded
+        host = _host(task.url)
+        token = None
+        started = time.monotonic()
+        try:
+            if host:
+                try:
+                    token = ctx.caps.acquire(host, should_stop=lambda: ctx.stopped(job_id))
+                except SlotWaitCancelled:
+                    return Outcome()
+                metrics.SLOT_WAIT_SECONDS.observe(time.monotonic() - started)
+            began = time.monotonic()
+            record = engine.download_image(folder, task, ctx.fetcher, ctx.settings,
+                                           previous=None, force=True, attempt=attempt)
+            metrics.DOWNLOAD_SECONDS.observe(time.monotonic() - began)
+            metrics.DOWNLOADS.labels("downloaded").inc()
+            metrics.DOWNLOAD_BYTES.inc(record.get("bytes") or 0)
+            return Outcome(record=record)
+        finally:
+            if token:
+                ctx.caps.release(token, defer=True)
 
     def _failed(self, task: ImageTask, exc: DownloadError, attempt: int) -> Outcome:
         """A failed attempt: retried while retryable with attempts left, else final."""
@@ -185,9 +239,17 @@ class Downloader:
         return Outcome(record=engine.failed_record(task, exc, attempt))
 
 
-def _parsable(url: str) -> bool:
+def _result(future: Future[Outcome]) -> tuple[Outcome, BaseException | None]:
+    """A finished attempt's outcome, or the message-level exception it raised."""
     try:
-        urlsplit(url).hostname
-        return True
+        return future.result(), None
+    except BaseException as exc:  # noqa: BLE001 -- re-raised by the caller once all are in
+        return Outcome(), exc
+
+
+def _host(url: str) -> str:
+    """The URL's host for the per-host cap ("" when it cannot be parsed: it fails anyway)."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
     except ValueError:
-        return False
+        return ""

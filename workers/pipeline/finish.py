@@ -5,6 +5,15 @@ written back on the source document (contract §4), its counts are added to the 
 (progress.finalize) and the job is completed when its scan is over and every planned
 document is finished. Every step is idempotent, so a replayed message changes nothing.
 Whichever way a job ends, its Redis state is removed with it (:meth:`Finisher.finish_job`).
+
+Two ways a document finishes without its own records (contract §14):
+
+* **superseded** — a newer plan (another job, or a later scan) wrote the folder, so this
+  message's work is stale: nothing is written; while this job is still running, the document
+  still counts as done (its images as skipped: the newer job has them) so the job completes.
+* **write-back refused** — MongoDB refused this document's update (a validator, the 16 MB
+  limit, a ``STATUS_FIELD`` path under a scalar): the document counts as done with a job
+  error ``writeback_failed``; the other documents of the bulk write are written.
 """
 
 from __future__ import annotations
@@ -17,20 +26,19 @@ from typing import Any
 
 from bson import json_util
 from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
 from images_service import metrics
 from images_service.download import engine
-from images_service.download.engine import DocumentPlan
-from images_service.errors import FolderConflict
+from images_service.download.folder import DocumentFolder
+from images_service.download.planning import DocumentPlan
+from images_service.errors import FolderConflict, StaleMessage
 from images_service.logs import log_context
 from images_service.storage.metadata import DOWNLOADED, FAILED, SKIPPED
 from workers.pipeline.context import PipelineContext
 from workers.pipeline.plans import document_key
 
 log = logging.getLogger(__name__)
-
-#: metadata.json lock: held at most this long (seconds), waited for at most this long.
-LOCK_TIMEOUT_S = 60
 
 
 def document_status(counts: dict[str, int]) -> str:
@@ -43,15 +51,19 @@ def document_status(counts: dict[str, int]) -> str:
 @dataclass(frozen=True)
 class Finished:
     """A document whose images are all final, with their records; ``forced_status``
-    replaces the write-back status its records give (a folder conflict: ``failed``)."""
+    replaces the write-back status its records give (a folder conflict: ``failed``).
+    A ``superseded`` document is only counted (its images as skipped), never written back."""
 
     plan: DocumentPlan
     data: dict[str, Any]
     records: list[dict[str, Any]]
     forced_status: str | None = None
+    superseded: bool = False
 
     @cached_property
     def counts(self) -> dict[str, int]:
+        if self.superseded:
+            return {DOWNLOADED: 0, SKIPPED: len(self.plan.images), FAILED: 0}
         return {s: sum(1 for r in self.records if r.get("status") == s)
                 for s in (DOWNLOADED, SKIPPED, FAILED)}
 
@@ -64,34 +76,33 @@ class Finisher:
     def __init__(self, ctx: PipelineContext) -> None:
         self.ctx = ctx
 
-    def lock(self, plan: DocumentPlan):
-        """The Redis lock that serialises writers of one document folder, fleet-wide."""
-        return self.ctx.redis.lock(f"isv:lock:{plan.relative_folder}", timeout=LOCK_TIMEOUT_S,
-                                   blocking_timeout=LOCK_TIMEOUT_S)
-
-    def record(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
+    def record(self, job: dict[str, Any], folder: DocumentFolder, data: dict[str, Any],
                records: list[dict[str, Any]]) -> None:
         """Merge final image records; finish the document when none of its images is left."""
-        done = self.merge(job, plan, data, records)
+        done = self.merge(job, folder, data, records)
         self.finish_documents(job, [done] if done is not None else [])
 
-    def merge(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
+    def merge(self, job: dict[str, Any], folder: DocumentFolder, data: dict[str, Any],
               records: list[dict[str, Any]]) -> Finished | None:
         """Merge one document's records into its metadata.json; the document when it is now
         finished (to pass to :meth:`finish_documents`), else None."""
-        with log_context(job_id=job["_id"], document_id=plan.document_id):
-            return self._merge(job, plan, data, records)
+        with log_context(job_id=job["_id"], document_id=folder.plan.document_id):
+            return self._merge(job, folder, data, records)
 
-    def _merge(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
+    def _merge(self, job: dict[str, Any], folder: DocumentFolder, data: dict[str, Any],
                records: list[dict[str, Any]]) -> Finished | None:
         job_id = job["_id"]
+        plan = folder.plan
         merged = None
         if records or not plan.images:
             try:
-                merged = engine.record_images(plan, self.ctx.storage, records, job_id=job_id,
-                                              lock=self.lock(plan))
+                merged = folder.merge(records)
             except FolderConflict as exc:  # the folder was taken since this job claimed it
                 self.conflict(job, plan, data, exc)
+                return None
+            except StaleMessage as exc:  # a newer plan wrote the folder, or the job ended
+                self.superseded(job, plan, data, indexes=[r["index"] for r in records],
+                                reason=exc.message)
                 return None
         if plan.images and not records:
             return None
@@ -105,8 +116,29 @@ class Finisher:
         # recorded some, maybe after this merge: they are read again from metadata.json.
         final = _records_of(merged, plan) if merged is not None else None
         if final is None:
-            final = self._stored_records(plan)
+            final = self._stored_records(folder)
         return Finished(plan, data, final)
+
+    def drop_stale(self, job_id: str, documents: int, reason: str) -> None:
+        """A message of an ended job: nothing is done for it (§14), only counted."""
+        metrics.STALE_MESSAGES.inc(documents)
+        self.ctx.progress.forget(job_id)  # whatever state is left goes with the job
+        log.info("job %s: dropping a message of %d document(s): %s", job_id, documents, reason,
+                 extra={"job_id": job_id})
+
+    def superseded(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any], *,
+                   indexes: list[int] | None = None, reason: str = "") -> None:
+        """This message's work on the document is stale: nothing is written or removed. While
+        the job runs, the given images (all by default) count as done, and the document, once
+        all its images are, as done with its images skipped (a newer plan has them)."""
+        metrics.STALE_MESSAGES.inc()
+        log.info("job %s: document %s: stale message dropped: %s", job["_id"], plan.document_id,
+                 reason)
+        wanted = [t.index for t in plan.images] if indexes is None else indexes
+        if plan.images and not self.ctx.progress.image_done(job["_id"], document_key(plan),
+                                                            wanted):
+            return
+        self.finish_documents(job, [Finished(plan, data, [], superseded=True)])
 
     def conflict(self, job: dict[str, Any], plan: DocumentPlan, data: dict[str, Any],
                  error: FolderConflict) -> None:
@@ -119,9 +151,9 @@ class Finisher:
                                          [task.index for task in plan.images])
         self.finish_documents(job, [Finished(plan, data, records, forced_status="failed")])
 
-    def _stored_records(self, plan: DocumentPlan) -> list[dict[str, Any]]:
-        meta = engine.read_metadata(plan, self.ctx.storage) or {"images": []}
-        wanted = {t.index for t in plan.images}
+    def _stored_records(self, folder: DocumentFolder) -> list[dict[str, Any]]:
+        meta = folder.read() or {"images": []}
+        wanted = {t.index for t in folder.plan.images}
         return [r for r in meta.get("images", []) if r.get("index") in wanted]
 
     def finish_documents(self, job: dict[str, Any], finished: list[Finished]) -> None:
@@ -136,9 +168,8 @@ class Finisher:
         if not finished:
             return
         job_id = job["_id"]
-        self.write_back(job_id, finished)
+        errors: list[dict[str, Any]] = self.write_back(job_id, finished)
         latest = None
-        errors: list[dict[str, Any]] = []
         for done in finished:
             first, progress = self.ctx.progress.finalize(
                 job_id, document_key(done.plan), downloaded=done.counts[DOWNLOADED],
@@ -148,7 +179,7 @@ class Finisher:
                          done.plan.document_id)
                 continue
             latest = progress
-            if first:
+            if first and not done.superseded:
                 errors += [{"document_id": done.plan.document_id, "url": r.get("url"),
                             "code": r.get("error", {}).get("code"),
                             "message": r.get("error", {}).get("message")}
@@ -161,13 +192,20 @@ class Finisher:
         if latest.complete():
             self.finish_job(job, "completed", progress=latest.as_job_progress())
 
-    def write_back(self, job_id: str, finished: list[Finished]) -> None:
-        """Each document's status on itself (contract §4): one bulk write per collection."""
+    def write_back(self, job_id: str, finished: list[Finished]) -> list[dict[str, Any]]:
+        """Each document's status on itself (contract §4): one bulk write per collection.
+
+        Returns a job error per document whose update MongoDB refused (``writeback_failed``,
+        §14): unordered, so the others are written. Any other failure (MongoDB unreachable)
+        raises: the message is retried and the write-backs, being idempotent, redone.
+        """
         settings = self.ctx.settings
         if not settings.status_field:
-            return
-        by_collection: dict[tuple[str, str], list[UpdateOne]] = {}
+            return []
+        by_collection: dict[tuple[str, str], list[tuple[Finished, UpdateOne]]] = {}
         for done in finished:
+            if done.superseded:
+                continue  # the newer plan's job writes this document back
             plan = done.plan
             value = {
                 "status": done.status,
@@ -179,12 +217,28 @@ class Finisher:
                 "updated_at": datetime.now(timezone.utc),
             }
             source_id = json_util.loads(done.data["source_id"])
-            by_collection.setdefault((plan.database, plan.collection), []).append(UpdateOne(
+            by_collection.setdefault((plan.database, plan.collection), []).append((done, UpdateOne(
                 {"_id": source_id},
                 {"$set": {settings.download_flag_field: False, settings.status_field: value}},
-            ))
-        for (database, collection), updates in by_collection.items():
-            self.ctx.mongo[database][collection].bulk_write(updates, ordered=False)
+            )))
+        errors: list[dict[str, Any]] = []
+        for (database, collection), pairs in by_collection.items():
+            try:
+                self.ctx.mongo[database][collection].bulk_write([u for _, u in pairs],
+                                                                ordered=False)
+            except BulkWriteError as exc:
+                if exc.details.get("writeConcernErrors"):
+                    raise  # not a refusal of one document: retry the message
+                for item in exc.details.get("writeErrors", []):
+                    done = pairs[item["index"]][0]
+                    metrics.WRITEBACK_FAILURES.inc()
+                    log.warning("job %s: write-back of document %s refused: %s", job_id,
+                                done.plan.document_id, item.get("errmsg"))
+                    errors.append({"document_id": done.plan.document_id, "url": None,
+                                   "code": "writeback_failed",
+                                   "message": f"MongoDB refused the write-back: "
+                                              f"{item.get('errmsg') or item.get('code')}"})
+        return errors
 
     def finish_job(self, job: dict[str, Any], status: str, *,
                    progress: dict[str, int] | None = None, message: str | None = None) -> None:

@@ -27,6 +27,10 @@ def plan_to_message(plan: DocumentPlan, source_id: Any) -> dict[str, Any]:
         "relative_folder": plan.relative_folder,
         "previous_relative_folder": plan.previous_relative_folder,
         "images": [[task.index, task.url] for task in plan.images],
+        # What the plan was made from (§14): a message planned before the plan that last
+        # wrote the folder is stale. Absent from messages sent before this was added.
+        "document_key": plan.document_key,
+        "planned_at_ms": plan.planned_at_ms,
     }
 
 
@@ -40,6 +44,8 @@ def plan_from_message(data: dict[str, Any]) -> DocumentPlan:
         relative_folder=data["relative_folder"],
         images=tuple(ImageTask(int(i), str(u)) for i, u in data["images"]),
         previous_relative_folder=data.get("previous_relative_folder"),
+        document_key=data.get("document_key"),
+        planned_at_ms=int(data.get("planned_at_ms") or 0),
     )
 
 

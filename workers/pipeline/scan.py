@@ -13,7 +13,6 @@ import logging
 from typing import Any, Iterator
 
 from bson import json_util
-from images_service.jobs.store import FINISHED
 
 from images_service.download import engine
 from images_service.download.engine import DocumentPlan
@@ -21,6 +20,7 @@ from images_service.errors import InvalidFilter, UnsafePathError
 from images_service.jobs.filters import decode_filter_json
 from images_service.jobs.id_order import scan_in_id_order
 from images_service.jobs.projection import top_level_projection
+from images_service.jobs.store import FINISHED
 from images_service.logs import log_context
 from workers.pipeline.context import PipelineContext
 from workers.pipeline.finish import Finisher

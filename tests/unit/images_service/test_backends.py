@@ -13,7 +13,11 @@ from pymongo.errors import (
 )
 
 from images_service.backends import (
-    AUTH_FAILED, CHECK_FAILED, UNREACHABLE, mongo_failure, redis_failure,
+    AUTH_FAILED,
+    CHECK_FAILED,
+    UNREACHABLE,
+    mongo_failure,
+    redis_failure,
 )
 
 

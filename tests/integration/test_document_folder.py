@@ -1,0 +1,137 @@
+"""The document folder as one unit of work (contract §14) on both storage backends.
+
+The version check: a metadata.json merge that outlived its lock, or raced another writer, is
+detected and redone, never overwriting newer records; the conditional write underneath it;
+a claim or merge from an older plan changes nothing.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from images_service.download import engine
+from images_service.download.folder import DocumentFolder
+from images_service.errors import DownloadError, FolderConflict, StaleMessage
+from images_service.storage.backend import Storage
+from images_service.storage.filesystem import FilesystemStorage
+from images_service.storage.s3 import S3Storage
+from tests.support.engine import make_settings
+
+PREFIX = "tree/"
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    if request.param == "filesystem":
+        yield FilesystemStorage(tmp_path / "images")
+        return
+    server = request.getfixturevalue("seaweedfs")
+    bucket = request.getfixturevalue("s3_bucket")
+    request.getfixturevalue("aws_credentials")
+    with S3Storage(bucket, prefix=PREFIX, endpoint_url=server.endpoint_url,
+                   temp_root=tmp_path / "tmp") as store:
+        yield store
+
+
+def plan_of(tmp_path: Path, urls: list[str], **doc):
+    settings = make_settings(tmp_path)
+    return engine.plan_document({"_id": "doc", "name": "Doc", "images": urls, **doc},
+                                "db", "coll", settings)
+
+
+def failed(plan, index: int) -> dict:
+    task = plan.images[index - 1]
+    return engine.failed_record(task, DownloadError("http_500", "x", http_status=500), 1)
+
+
+def test_conditional_write_refuses_a_changed_object(storage: Storage) -> None:
+    key = "db/coll/doc/metadata.json"
+    assert storage.put_bytes_if(key, b"one", version=None)
+    assert not storage.put_bytes_if(key, b"two", version=None)  # exists already
+    first = storage.read_versioned(key)
+    assert first.data == b"one" and first.version is not None
+    storage.put_bytes(key, b"three")  # another writer
+    assert not storage.put_bytes_if(key, b"four", version=first.version)
+    assert storage.read_bytes(key) == b"three"
+    current = storage.read_versioned(key)
+    assert storage.put_bytes_if(key, b"five", version=current.version)
+    assert storage.read_bytes(key) == b"five"
+
+
+def test_a_merge_that_outlived_its_lock_is_redone(storage: Storage, tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, [f"https://cdn.test/{n}.jpg" for n in range(3)])
+    DocumentFolder(storage, plan, job_id="j").open()
+    # Writer A's lock has expired (no exclusion at all); writer B merges between A's read of
+    # metadata.json and A's write.
+    a = DocumentFolder(storage, plan, job_id="j", lock=lambda folder: nullcontext())
+    b = DocumentFolder(storage, plan, job_id="j")
+    write = storage.put_bytes_if
+    raced = []
+
+    def racing(key: str, data: bytes, **kwargs):
+        if not raced:
+            raced.append(key)
+            b.merge([failed(plan, 2)])
+        return write(key, data, **kwargs)
+
+    storage.put_bytes_if = racing  # type: ignore[method-assign]
+    try:
+        a.merge([failed(plan, 1)])
+    finally:
+        del storage.put_bytes_if
+
+    # Then neither record is lost: A's first write was refused and its merge made again
+    assert raced
+    meta = DocumentFolder(storage, plan, job_id="j").read()
+    assert [r["index"] for r in meta["images"]] == [1, 2]
+
+
+def test_an_older_plan_neither_claims_nor_merges(storage: Storage, tmp_path: Path) -> None:
+    older = plan_of(tmp_path, ["https://cdn.test/a.jpg"])
+    newer = plan_of(tmp_path, ["https://cdn.test/b.jpg", "https://cdn.test/a.jpg"])
+    assert newer.planned_at_ms >= older.planned_at_ms
+    newer = type(newer)(**{**newer.__dict__, "planned_at_ms": older.planned_at_ms + 1})
+    DocumentFolder(storage, newer, job_id="new").open()
+    DocumentFolder(storage, newer, job_id="new").merge([failed(newer, 1), failed(newer, 2)])
+    before = DocumentFolder(storage, newer, job_id="new").read()
+
+    with pytest.raises(StaleMessage):
+        DocumentFolder(storage, older, job_id="old").open()
+    with pytest.raises(StaleMessage):
+        DocumentFolder(storage, older, job_id="old").merge([failed(older, 1)])
+    with pytest.raises(StaleMessage):
+        DocumentFolder(storage, older, job_id="old").check_current()
+
+    assert DocumentFolder(storage, newer, job_id="new").read() == before
+
+
+def test_a_newer_plan_takes_the_folder_over_at_its_claim(storage: Storage,
+                                                         tmp_path: Path) -> None:
+    first = plan_of(tmp_path, ["https://cdn.test/a.jpg"])
+    DocumentFolder(storage, first, job_id="first").merge([failed(first, 1)])
+    second = type(first)(**{**first.__dict__, "planned_at_ms": first.planned_at_ms + 5})
+
+    meta = DocumentFolder(storage, second, job_id="second").open()
+
+    # The claim records the newer plan before any image is stored, keeping the records
+    assert (meta["job_id"], meta["planned_at_ms"]) == ("second", second.planned_at_ms)
+    assert [r["index"] for r in meta["images"]] == [1]
+    with pytest.raises(StaleMessage):
+        DocumentFolder(storage, first, job_id="first").merge([failed(first, 1)])
+
+
+@pytest.mark.parametrize("other_id", [5, "5"])
+def test_ids_of_other_types_are_other_documents(storage: Storage, tmp_path: Path,
+                                                other_id) -> None:
+    settings = make_settings(tmp_path)
+    mine = engine.plan_document({"_id": 5 if other_id == "5" else "5", "images": []},
+                                "db", "coll", settings)
+    theirs = engine.plan_document({"_id": other_id, "images": []}, "db", "coll", settings)
+    assert mine.relative_folder == theirs.relative_folder == "db/coll/5"
+    DocumentFolder(storage, mine, job_id="j").open()
+    with pytest.raises(FolderConflict):
+        DocumentFolder(storage, theirs, job_id="k").open()
