@@ -11,7 +11,7 @@ from api.context import services
 from api.downloads import accepted
 from images_service import metrics
 from images_service.errors import Conflict, InvalidRequest, NotFound
-from images_service.jobs.progress import ProgressTracker
+from images_service.jobs.progress import ProgressTracker, with_live_progress
 from images_service.jobs.store import JOB_STATUSES, JOB_TYPES, job_to_api
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def list_jobs():
     limit = _int_arg("limit", 50, 1, MAX_PAGE, clamp=True)
     offset = _int_arg("offset", 0, 0, 10**9)
     jobs, total = services().jobs.list(status=status, job_type=job_type, limit=limit, offset=offset)
+    jobs = with_live_progress(jobs, ProgressTracker(services().redis))
     return jsonify({"jobs": [job_to_api(j) for j in jobs], "total": total, "limit": limit,
                     "offset": offset})
 
@@ -60,7 +61,9 @@ def _get(job_id: str) -> dict:
 
 @bp.get("/<job_id>")
 def get_job(job_id: str):
-    return jsonify(job_to_api(_get(job_id)))
+    # The live counters of a running job (Redis) move image by image: contract §6 progress.
+    (job,) = with_live_progress([_get(job_id)], ProgressTracker(services().redis))
+    return jsonify(job_to_api(job))
 
 
 @bp.post("/<job_id>/cancel")

@@ -6,9 +6,11 @@ work but before acking). Each script is one atomic step that is also idempotent:
 
 - ``plan``: a document counts towards ``documents_total``/``images_total`` once (field
   ``p:<document>`` holds its number of images), however often its scan batch is replayed;
-- ``image_done``: an image index is set in its document's bitmap (field ``d:<document>``);
+- ``image_done``: an image index is set in its document's bitmap (field ``d:<document>``) and,
+  the first time only, the image's outcome (downloaded, skipped, failed) is counted: progress
+  moves image by image (as each document's images are recorded), never by whole messages;
   the caller learns whether every image of the document is now done;
-- ``finalize``: a document's counters are added once (field ``f:<document>``).
+- ``finalize``: a finished document is counted once (field ``f:<document>``).
 
 The MongoDB job document receives these totals with ``$max`` (jobs.JobStore), so it can only
 move forward and never double counts.
@@ -36,6 +38,8 @@ PREFIX = "isv:job"
 TTL_S = 14 * 24 * 3600
 #: Fields returned as the job's counters (progress plus whether the scan is over).
 COUNTERS = (*PROGRESS_FIELDS, "scan_done")
+#: What became of one image, as counted (``images_<outcome>``).
+OUTCOMES = ("downloaded", "skipped", "failed")
 
 # Every script starts with this: a missing hash means the job ended (or never started).
 _LIVE = """
@@ -56,17 +60,22 @@ redis.call('EXPIRE', h, tonumber(ARGV[1]))
 return counters()
 """
 
-# The done images of a document are bits of a string field (bit i of byte i // 8 + 1).
+# The done images of a document are bits of a string field (bit i of byte i // 8 + 1); ARGV
+# from 3 on: index, outcome pairs; an outcome is counted when its image's bit is first set.
 _IMAGE_DONE = _LIVE + """
 local field = 'd:' .. ARGV[1]
 local old = redis.call('HGET', h, field) or ''
 local bytes = {}
 for i = 1, #old do bytes[i] = string.byte(old, i) end
-for i = 3, #ARGV do
+for i = 3, #ARGV, 2 do
   local index = tonumber(ARGV[i])
   local pos = math.floor(index / 8) + 1
   for j = #bytes + 1, pos do bytes[j] = 0 end
-  bytes[pos] = bit.bor(bytes[pos], bit.lshift(1, index % 8))
+  local mask = bit.lshift(1, index % 8)
+  if bit.band(bytes[pos], mask) == 0 then
+    bytes[pos] = bit.bor(bytes[pos], mask)
+    redis.call('HINCRBY', h, 'images_' .. ARGV[i + 1], 1)
+  end
 end
 local count, chars = 0, {}
 for i = 1, #bytes do
@@ -83,11 +92,8 @@ _FINALIZE = _LIVE + """
 local first = redis.call('HSETNX', h, 'f:' .. ARGV[1], 1)
 if first == 1 then
   redis.call('HINCRBY', h, 'documents_done', 1)
-  redis.call('HINCRBY', h, 'images_downloaded', tonumber(ARGV[2]))
-  redis.call('HINCRBY', h, 'images_skipped', tonumber(ARGV[3]))
-  redis.call('HINCRBY', h, 'images_failed', tonumber(ARGV[4]))
 end
-redis.call('EXPIRE', h, tonumber(ARGV[5]))
+redis.call('EXPIRE', h, tonumber(ARGV[2]))
 local out = counters()
 table.insert(out, first)
 return out
@@ -157,20 +163,26 @@ class ProgressTracker:
         values = self._plan(keys=[self.key(job_id)], args=args)
         return None if values is None else Progress.from_values(values)
 
-    def image_done(self, job_id: str, document_key: str, indexes: Iterable[int]) -> bool:
-        """Mark images final; True when every image of the document is final (also when
-        they all were already: a replayed message must still be able to finish it)."""
-        result = self._image_done(keys=[self.key(job_id)], args=[document_key, TTL_S, *indexes])
+    def image_done(self, job_id: str, document_key: str,
+                   outcomes: Iterable[tuple[int, str]]) -> bool:
+        """Mark images final, each ``(index, outcome)`` with outcome ``downloaded``,
+        ``skipped`` or ``failed`` counted the first time only; True when every image of the
+        document is final (also when they all were already: a replayed message must still be
+        able to finish it)."""
+        args: list[object] = [document_key, TTL_S]
+        for index, outcome in outcomes:
+            if outcome not in OUTCOMES:
+                raise ValueError(f"unknown image outcome {outcome!r}")
+            args += [index, outcome]
+        result = self._image_done(keys=[self.key(job_id)], args=args)
         if result is None:
             return False  # the job ended: nothing is left to finish
         count, total = result
         return int(total) >= 0 and int(count) >= int(total)
 
-    def finalize(self, job_id: str, document_key: str, *, downloaded: int, skipped: int,
-                 failed: int) -> tuple[bool, Progress | None]:
-        """Add a finished document's counts once; returns (first time, progress after)."""
-        values = self._finalize(keys=[self.key(job_id)],
-                                args=[document_key, downloaded, skipped, failed, TTL_S])
+    def finalize(self, job_id: str, document_key: str) -> tuple[bool, Progress | None]:
+        """Count a finished document once; returns (first time, progress after)."""
+        values = self._finalize(keys=[self.key(job_id)], args=[document_key, TTL_S])
         if values is None:
             return False, None
         return bool(values[-1]), Progress.from_values(values[:-1])
@@ -194,3 +206,27 @@ class ProgressTracker:
         if all(v is None for v in values):
             return None
         return Progress.from_values(values)
+
+
+def with_live_progress(jobs: list[dict], tracker: ProgressTracker) -> list[dict]:
+    """``jobs`` (MongoDB documents) with each active job's progress raised to its live Redis
+    counters, which move image by image, while MongoDB's copy is written once per message.
+
+    One pipelined round trip for the whole list. Counters only grow, so the larger of the two
+    is the truth; when Redis does not answer, MongoDB's copy is shown as it is.
+    """
+    active = [job for job in jobs if job.get("status") in ("pending", "running")]
+    if not active:
+        return jobs
+    pipe = tracker.redis.pipeline(transaction=False)
+    for job in active:
+        pipe.hmget(tracker.key(job["_id"]), list(PROGRESS_FIELDS))
+    try:
+        answers = pipe.execute()
+    except redis.RedisError:
+        return jobs
+    for job, values in zip(active, answers):
+        stored = job.get("progress") or {}
+        job["progress"] = {name: max(int(stored.get(name) or 0), int(value or 0))
+                           for name, value in zip(PROGRESS_FIELDS, values)}
+    return jobs

@@ -118,11 +118,14 @@ def build_metadata(
         "planned_at_ms": int(planned_at_ms),
         "updated_at": utc_now_iso(),
         "images": ordered,
+        # downloaded / skipped / failed: what this run did with each image (its status);
+        # present: the images stored now (downloaded + skipped), the write-back's "downloaded".
         "summary": {
             "total": total,
             "downloaded": counts[DOWNLOADED],
             "failed": counts[FAILED],
             "skipped": counts[SKIPPED],
+            "present": counts[DOWNLOADED] + counts[SKIPPED],
         },
     }
 

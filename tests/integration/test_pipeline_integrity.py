@@ -17,57 +17,15 @@ import threading
 from pathlib import Path
 
 import pytest
-import redis
 from PIL import Image
 
 from images_service import metrics
-from images_service.backends import mongo_client
-from images_service.queueing.broker import NAMESPACE, build_broker
 from images_service.queueing.messages import (
     DOCUMENTS_ACTOR,
-    DOWNLOAD_QUEUE,
     RETRY_ACTOR,
-    Enqueuer,
 )
-from tests.support.pipeline import api_client, source_db
-from workers.pipeline import DownloadPipeline
+from tests.support.pipeline import Rig, source_db
 from workers.pipeline.context import WorkerShuttingDown
-
-
-class Rig:
-    def __init__(self, settings, image_server) -> None:
-        self.settings = settings
-        self.server = image_server
-        self.client = api_client(settings)
-        self.redis = redis.Redis.from_url(settings.redis_url)
-        self.pipeline = DownloadPipeline(
-            settings, mongo=mongo_client(settings), redis_client=self.redis,
-            enqueuer=Enqueuer(build_broker(settings, client=self.redis)))
-        self.db = source_db(settings)
-
-    def messages(self, actor: str, job_id: str) -> list[list]:
-        """The args of the queued (ready or delayed) messages of ``actor`` for ``job_id``."""
-        found = []
-        for suffix in ("", ".DQ"):
-            for raw in self.redis.hvals(f"{NAMESPACE}:{DOWNLOAD_QUEUE}{suffix}.msgs"):
-                message = json.loads(raw)
-                if message["actor_name"] == actor and message["args"][0] == job_id:
-                    found.append(message["args"])
-        return found
-
-    def document_job(self, document_id: str) -> tuple[str, list[dict]]:
-        """A document job, scanned: its id and its plans (as its message carries them)."""
-        job_id = self.client.post(
-            f"/api/v1/download/document/serpy_db/hotels/{document_id}").json["job_id"]
-        self.pipeline.scan(job_id)
-        (args,) = self.messages(DOCUMENTS_ACTOR, job_id)
-        return job_id, args[1]
-
-    def job(self, job_id: str) -> dict:
-        return self.client.get(f"/api/v1/jobs/{job_id}").json
-
-    def close(self) -> None:
-        self.pipeline.close()
 
 
 @pytest.fixture

@@ -1,18 +1,25 @@
-"""Fixtures to run the real pipeline: a worker subprocess, an api test client, job waits."""
+"""Fixtures to run the real pipeline: a worker subprocess, an in-process pipeline driven step
+by step (Rig), an api test client, job waits."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import redis
 from pymongo import MongoClient
 
 from api import create_app
+from images_service.backends import mongo_client
 from images_service.config.settings import Settings
 from images_service.dev.embedded import free_port
+from images_service.queueing.broker import NAMESPACE, build_broker
+from images_service.queueing.messages import DOCUMENTS_ACTOR, DOWNLOAD_QUEUE, Enqueuer
 from tests.support.processes import kill_group, service_command, spawn, terminate_and_wait
+from workers.pipeline import DownloadPipeline
 
 KEY = "test-key-0123456789"
 
@@ -87,3 +94,43 @@ def wait_job(client, job_id: str, *, timeout_s: float = 60,
 
 def source_db(settings: Settings, name: str = "serpy_db"):
     return MongoClient(settings.mongodb_uri, tz_aware=True)[name]
+
+
+class Rig:
+    """The pipeline in this process on the test servers, driven step by step: messages are
+    read from the broker's Redis hashes and handed to the steps in the order a test needs
+    (no worker's timing to race with)."""
+
+    def __init__(self, settings, image_server) -> None:
+        self.settings = settings
+        self.server = image_server
+        self.client = api_client(settings)
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.pipeline = DownloadPipeline(
+            settings, mongo=mongo_client(settings), redis_client=self.redis,
+            enqueuer=Enqueuer(build_broker(settings, client=self.redis)))
+        self.db = source_db(settings)
+
+    def messages(self, actor: str, job_id: str) -> list[list]:
+        """The args of the queued (ready or delayed) messages of ``actor`` for ``job_id``."""
+        found = []
+        for suffix in ("", ".DQ"):
+            for raw in self.redis.hvals(f"{NAMESPACE}:{DOWNLOAD_QUEUE}{suffix}.msgs"):
+                message = json.loads(raw)
+                if message["actor_name"] == actor and message["args"][0] == job_id:
+                    found.append(message["args"])
+        return found
+
+    def document_job(self, document_id: str) -> tuple[str, list[dict]]:
+        """A document job, scanned: its id and its plans (as its message carries them)."""
+        job_id = self.client.post(
+            f"/api/v1/download/document/serpy_db/hotels/{document_id}").json["job_id"]
+        self.pipeline.scan(job_id)
+        (args,) = self.messages(DOCUMENTS_ACTOR, job_id)
+        return job_id, args[1]
+
+    def job(self, job_id: str) -> dict:
+        return self.client.get(f"/api/v1/jobs/{job_id}").json
+
+    def close(self) -> None:
+        self.pipeline.close()

@@ -106,8 +106,8 @@ class Finisher:
                 return None
         if plan.images and not records:
             return None
-        all_done = self.ctx.progress.image_done(job_id, document_key(plan),
-                                                [r["index"] for r in records]) \
+        all_done = self.ctx.progress.image_done(
+            job_id, document_key(plan), [(r["index"], r["status"]) for r in records]) \
             if plan.images else True
         if not all_done:
             return None
@@ -135,8 +135,8 @@ class Finisher:
         log.info("job %s: document %s: stale message dropped: %s", job["_id"], plan.document_id,
                  reason)
         wanted = [t.index for t in plan.images] if indexes is None else indexes
-        if plan.images and not self.ctx.progress.image_done(job["_id"], document_key(plan),
-                                                            wanted):
+        if plan.images and not self.ctx.progress.image_done(
+                job["_id"], document_key(plan), [(index, SKIPPED) for index in wanted]):
             return
         self.finish_documents(job, [Finished(plan, data, [], superseded=True)])
 
@@ -148,7 +148,7 @@ class Finisher:
         records = [engine.failed_record(task, error, 0) for task in plan.images]
         if plan.images:
             self.ctx.progress.image_done(job["_id"], document_key(plan),
-                                         [task.index for task in plan.images])
+                                         [(task.index, FAILED) for task in plan.images])
         self.finish_documents(job, [Finished(plan, data, records, forced_status="failed")])
 
     def _stored_records(self, folder: DocumentFolder) -> list[dict[str, Any]]:
@@ -168,17 +168,18 @@ class Finisher:
         if not finished:
             return
         job_id = job["_id"]
-        errors: list[dict[str, Any]] = self.write_back(job_id, finished)
+        refused = self.write_back(job_id, finished)
+        errors: list[dict[str, Any]] = []
         latest = None
         for done in finished:
-            first, progress = self.ctx.progress.finalize(
-                job_id, document_key(done.plan), downloaded=done.counts[DOWNLOADED],
-                skipped=done.counts[SKIPPED], failed=done.counts[FAILED])
+            first, progress = self.ctx.progress.finalize(job_id, document_key(done.plan))
             if progress is None:
                 log.info("job %s already ended: document %s not counted", job_id,
                          done.plan.document_id)
                 continue
             latest = progress
+            if first and id(done) in refused:
+                errors.append(refused[id(done)])
             if first and not done.superseded:
                 errors += [{"document_id": done.plan.document_id, "url": r.get("url"),
                             "code": r.get("error", {}).get("code"),
@@ -192,16 +193,17 @@ class Finisher:
         if latest.complete():
             self.finish_job(job, "completed", progress=latest.as_job_progress())
 
-    def write_back(self, job_id: str, finished: list[Finished]) -> list[dict[str, Any]]:
+    def write_back(self, job_id: str, finished: list[Finished]) -> dict[int, dict[str, Any]]:
         """Each document's status on itself (contract §4): one bulk write per collection.
 
-        Returns a job error per document whose update MongoDB refused (``writeback_failed``,
-        §14): unordered, so the others are written. Any other failure (MongoDB unreachable)
-        raises: the message is retried and the write-backs, being idempotent, redone.
+        Returns, by ``id()`` of the Finished, a job error for each document whose update
+        MongoDB refused (``writeback_failed``, §14): unordered, so the others are written. Any
+        other failure (MongoDB unreachable) raises: the message is retried and the
+        write-backs, being idempotent, redone.
         """
         settings = self.ctx.settings
         if not settings.status_field:
-            return []
+            return {}
         by_collection: dict[tuple[str, str], list[tuple[Finished, UpdateOne]]] = {}
         for done in finished:
             if done.superseded:
@@ -210,8 +212,12 @@ class Finisher:
             value = {
                 "status": done.status,
                 "job_id": job_id,
+                # The contract's "downloaded": images present (fetched now or already stored),
+                # metadata.json's summary.present; fetched/skipped split it as summary does.
                 "downloaded": done.counts[DOWNLOADED] + done.counts[SKIPPED],
                 "failed": done.counts[FAILED],
+                "fetched": done.counts[DOWNLOADED],
+                "skipped": done.counts[SKIPPED],
                 "path": plan.relative_folder,
                 # Inside a whole subdocument, so the date keeps its type on nx-27017 too.
                 "updated_at": datetime.now(timezone.utc),
@@ -221,7 +227,7 @@ class Finisher:
                 {"_id": source_id},
                 {"$set": {settings.download_flag_field: False, settings.status_field: value}},
             )))
-        errors: list[dict[str, Any]] = []
+        errors: dict[int, dict[str, Any]] = {}
         for (database, collection), pairs in by_collection.items():
             try:
                 self.ctx.mongo[database][collection].bulk_write([u for _, u in pairs],
@@ -234,10 +240,11 @@ class Finisher:
                     metrics.WRITEBACK_FAILURES.inc()
                     log.warning("job %s: write-back of document %s refused: %s", job_id,
                                 done.plan.document_id, item.get("errmsg"))
-                    errors.append({"document_id": done.plan.document_id, "url": None,
-                                   "code": "writeback_failed",
-                                   "message": f"MongoDB refused the write-back: "
-                                              f"{item.get('errmsg') or item.get('code')}"})
+                    errors[id(done)] = {
+                        "document_id": done.plan.document_id, "url": None,
+                        "code": "writeback_failed",
+                        "message": f"MongoDB refused the write-back: "
+                                   f"{item.get('errmsg') or item.get('code')}"}
         return errors
 
     def finish_job(self, job: dict[str, Any], status: str, *,

@@ -89,7 +89,7 @@ def test_each_refused_write_back_is_a_job_error_and_the_others_are_written() -> 
     })
     docs = [_finished(f"d{n}") for n in range(5)]
 
-    errors = _finisher(collection).write_back("job-1", docs)
+    errors = list(_finisher(collection).write_back("job-1", docs).values())
 
     assert collection.written == [{"_id": "d1"}, {"_id": "d4"}]
     assert [(e["document_id"], e["code"]) for e in errors] == [
