@@ -74,3 +74,11 @@ METADATA_CONFLICTS = Counter(
 WRITEBACK_FAILURES = Counter(
     "images_writeback_failures", "Documents whose write-back MongoDB refused",
 )
+
+# The tree follows its documents (contract §15).
+TRASH = Counter("images_trash", "Trash actions", ["action"])  # trashed restored purged expired
+RECONCILE = Counter("images_reconcile", "Reconcile actions", ["action"])
+IMAGES_MOVED = Counter(
+    "images_moved", "Stored images copied to a new index of their document (a reordered URL "
+    "list), with no request",
+)

@@ -9,7 +9,10 @@ reads and writes the backend, and the message's results come back through it onc
    name this document (else :class:`~images_service.errors.FolderConflict`) and must not have
    been written from a newer plan (else :class:`~images_service.errors.StaleMessage`); a folder
    without one gets a first metadata.json, and a folder last written by another plan records
-   this one's, so that from now on an *older* message can no longer change it.
+   this one's, so that from now on an *older* message can no longer change it. **Moved URLs
+   are not fetched again** (§15): a URL of the plan already stored in the folder at another
+   index is copied to its new index with its variants (server-side: a hard link, a CopyObject)
+   and recorded ``skipped`` in the claim, so a reordered list costs no request.
 2. :meth:`skip_record`, :meth:`store_original`, :meth:`store_variants`, :meth:`backfill`,
    :meth:`remove` — what one image's download stores (or finds already stored).
 3. :meth:`merge` — the image records of this message into metadata.json, under the lock, with a
@@ -103,20 +106,54 @@ class DocumentFolder:
         folders.prepare(self.storage, self.key, self.plan.header,
                         previous_folder=self.plan.previous_relative_folder)
         self._claimed_from_own_job = False
+        moved: list[dict[str, Any]] | None = None
 
         def claim(current: dict[str, Any] | None) -> dict[str, Any] | None:
+            nonlocal moved
             self._claimed_from_own_job = (current is not None
                                           and current.get("job_id") == self.job_id)
-            if current is not None and self._same_plan(current) and current.get(
+            if moved is None:  # files are copied once, whatever round of the write this is
+                moved = self._relocate(current)
+            if current is not None and self._same_plan(current) and not moved and current.get(
                     "document_key") is not None:
                 return None  # already this plan's: nothing to write
-            records = (current or {}).get("images", [])
-            return build_metadata(self.plan.header, records, job_id=self.job_id,
+            records = records_by_index(current)
+            records.update((r["index"], r) for r in moved)
+            return build_metadata(self.plan.header, records.values(), job_id=self.job_id,
                                   total=len(self.plan.images),
                                   planned_at_ms=self.plan.planned_at_ms)
 
         self.current = self._update(claim)
         return self.current
+
+    def _relocate(self, current: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """Copy the stored images whose URL moved to another index (with their variants) to
+        that index; returns their new records (``skipped``: nothing was requested)."""
+        records = records_by_index(current)
+        stored = {r["url"]: r for r in records.values()
+                  if r.get("status") in (DOWNLOADED, SKIPPED) and isinstance(r.get("file"), str)
+                  and isinstance(r.get("url"), str)}
+        pairs: list[tuple[str, str]] = []
+        moved = []
+        for task in self.plan.images:
+            here = records.get(task.index)
+            source = stored.get(task.url)
+            if source is None or source["index"] == task.index or (
+                    here is not None and here.get("url") == task.url):
+                continue
+            record, files = _moved_record(source, task.index)
+            pairs += [(f"{self.key}/{old}", f"{self.key}/{new}") for old, new in files]
+            moved.append(record)
+        if pairs:
+            try:
+                self.storage.copy_many(pairs)
+            except FileNotFoundError:  # a recorded file is gone: those images are fetched
+                logger.warning("%s: a stored image vanished: moved URLs are fetched again",
+                               self.key)
+                return []
+            metrics.IMAGES_MOVED.inc(len(moved))
+            logger.info("%s: %d stored image(s) moved to their new index", self.key, len(moved))
+        return moved
 
     def read(self) -> dict[str, Any] | None:
         """The folder's metadata.json as stored now (None when it has none)."""
@@ -256,3 +293,27 @@ class DocumentFolder:
             raise StaleMessage(
                 f"{self.key} was written from a newer plan (job {current.get('job_id')}) than "
                 f"this message's (job {self.job_id})")
+
+
+def _moved_record(source: Mapping[str, Any], index: int
+                  ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The record of ``source``'s image at ``index``, and the (old, new) files to copy."""
+    old_file = source["file"]
+    extension = PurePosixPath(old_file).suffix
+    new_file = layout.image_relpath(index, extension)
+    files = [(old_file, new_file)]
+    record = {**source, "index": index, "file": new_file, "status": SKIPPED}
+    processed = source.get("processed")
+    if isinstance(processed, Mapping):
+        entries = {}
+        for name, entry in processed.items():
+            if isinstance(entry, Mapping) and isinstance(entry.get("file"), str):
+                old = entry["file"]
+                new = str(PurePosixPath(old).with_name(
+                    layout.image_filename(index, PurePosixPath(old).suffix)))
+                files.append((old, new))
+                entries[name] = {**entry, "file": new}
+            else:
+                entries[name] = entry
+        record["processed"] = entries
+    return record, files

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -185,6 +185,36 @@ class Storage(abc.ABC):
         holding only what an interrupted move of the same folder left there; otherwise
         FileExistsError and nothing changes. See the backends for how atomic it is.
         """
+
+    @abc.abstractmethod
+    def list_folders(self, parent: str, name_prefix: str = "") -> Iterator[str]:
+        """Names of the folders directly under ``parent`` (e.g. ``db/coll``) that start with
+        ``name_prefix``, streamed (a collection may have millions): never the trash. A name
+        may be that of a folder emptied meanwhile (an empty directory; SeaweedFS also keeps
+        listing an emptied prefix): callers confirm with the folder's metadata.json."""
+
+    @abc.abstractmethod
+    def copy_many(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Copy each ``(source, destination)`` key, server-side where the backend can (S3
+        CopyObject; a hard link on the filesystem), keeping the stored sha256 and type.
+
+        Every source is read before any destination is written, so the pairs may overlap (a
+        reordered list moves ``img_001`` to ``img_002`` and ``img_002`` to ``img_003``). Each
+        destination appears atomically. A missing source raises FileNotFoundError and writes
+        nothing.
+        """
+
+    @abc.abstractmethod
+    def trash(self) -> Storage:
+        """The tree's trash (``.trash/`` under the root, contract §15) as a storage of its
+        own, whose keys are those the folders had in the tree."""
+
+    @abc.abstractmethod
+    def move_folder_to(self, folder: str, target: Storage) -> bool:
+        """Move ``folder`` to the same key in ``target`` (this tree's trash, or the tree from
+        its trash), replacing whatever ``target`` holds there; False when there is nothing to
+        move. ``metadata.json`` is written last, so a folder whose move was interrupted is
+        recognisable and the move can be made again."""
 
     @abc.abstractmethod
     def ensure_folder(self, folder: str) -> None:

@@ -18,7 +18,7 @@ import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from stat import S_ISREG
 from typing import IO
@@ -40,6 +40,8 @@ from images_service.storage.layout import ORIGINAL_DIR, PROCESSED_DIR
 #: deeper, so an emptied folder below them (``processed/thumb/``) is removed, as it would
 #: not exist in a bucket either.
 LAYOUT_DEPTH = 4
+#: The trash's directory under the root (contract §15): a dot name, so no key reaches it.
+TRASH_DIR = ".trash"
 
 
 @contextlib.contextmanager
@@ -213,6 +215,59 @@ class FilesystemStorage(Storage):
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(source, target)
         return True
+
+    def move_folder_to(self, folder: str, target: Storage) -> bool:
+        if not isinstance(target, FilesystemStorage):
+            raise TypeError("a filesystem folder moves only within its own tree")
+        source, destination = self._folder(folder), target._folder(folder)
+        if not source.is_dir():
+            return False
+        with _os_errors("moving", folder):
+            if destination.exists():
+                shutil.rmtree(destination)  # a folder trashed again replaces the older copy
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(source, destination)  # one step: metadata.json travels with the rest
+        return True
+
+    def copy_many(self, pairs: Sequence[tuple[str, str]]) -> None:
+        staged: list[tuple[str, Path]] = []
+        try:
+            with _os_errors("copying", pairs[0][0] if pairs else ""):
+                for source, destination in pairs:  # every source linked before any is replaced
+                    final = self._path(destination)
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    fd, tmp = files.temp_file(final.parent)
+                    os.close(fd)
+                    os.unlink(tmp)
+                    staged.append((destination, Path(tmp)))
+                    try:
+                        os.link(self._path(source), tmp)
+                    except FileNotFoundError:
+                        raise FileNotFoundError(f"no object {source!r}") from None
+                    except OSError as exc:  # no hard links here (another device, a FUSE
+                        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK,
+                                             errno.ENOTSUP):
+                            raise
+                        shutil.copyfile(self._path(source), tmp)
+                for destination, tmp in staged:
+                    os.replace(tmp, self._path(destination))
+        finally:
+            for _, tmp in staged:
+                files.remove_quietly(tmp)
+
+    def list_folders(self, parent: str, name_prefix: str = "") -> Iterator[str]:
+        try:
+            entries = os.scandir(self._folder(parent))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with entries:
+            for entry in entries:
+                if (entry.name.startswith(name_prefix) and not entry.name.startswith(".")
+                        and entry.is_dir(follow_symlinks=False)):
+                    yield entry.name
+
+    def trash(self) -> FilesystemStorage:
+        return FilesystemStorage(self.root / TRASH_DIR)
 
     # -- folders, temporary files, health -----------------------------------------------------
 

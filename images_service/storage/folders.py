@@ -9,6 +9,8 @@ rules hold on the filesystem and in a bucket:
   filesystem; nothing on S3, where no empty folder exists).
 * :func:`prune` — under the metadata lock, remove image files (originals and derived images
   under ``processed/``) that no record names.
+* :func:`of_document` — the folder(s) of a document known only by its id (a deleted document,
+  a purge): ``{id}`` or ``{id}-{slug}``, confirmed by their metadata.json.
 
 A move happens only between folders of the *same* document, checked from both metadata.json:
 the old one must name the document, the new one must be absent, or be the same bytes (an
@@ -25,7 +27,13 @@ from typing import Any
 
 from images_service.storage import layout
 from images_service.storage.backend import Storage
-from images_service.storage.metadata import FAILED, DocumentHeader, metadata_key, parse
+from images_service.storage.metadata import (
+    FAILED,
+    DocumentHeader,
+    key_identity,
+    metadata_key,
+    parse,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,3 +127,25 @@ def _named(record: Mapping[str, Any]) -> set[str]:
         named.update(entry["file"] for entry in processed.values()
                      if isinstance(entry, Mapping) and isinstance(entry.get("file"), str))
     return named
+
+
+def of_document(storage: Storage, database: str, collection: str, document_id: str,
+                document_key: Any = None) -> list[str]:
+    """The keys of the folders that belong to document ``document_id`` (and, when given, the
+    typed ``document_key``): listed by the id as a name prefix, then confirmed by their
+    metadata.json, since ``hotel-ritz`` may be the folder of id ``hotel-ritz`` or of id
+    ``hotel`` named "Ritz"."""
+    found = []
+    parent = f"{database}/{collection}"
+    for name in storage.list_folders(parent, document_id):
+        if name != document_id and not name.startswith(document_id + "-"):
+            continue
+        current = parse(storage.read_bytes(metadata_key(f"{parent}/{name}")))
+        if current is None or current.get("document_id") != document_id:
+            continue
+        recorded = current.get("document_key")
+        if document_key is not None and recorded is not None and \
+                key_identity(recorded) != key_identity(document_key):
+            continue
+        found.append(f"{parent}/{name}")
+    return found

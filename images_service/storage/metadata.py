@@ -149,11 +149,11 @@ def check_owner(current: Mapping[str, Any] | None, header: DocumentHeader) -> No
     same_key = (recorded is None or header.document_key is None
                 or key_identity(recorded) == key_identity(header.document_key))
     if owner != (header.database, header.collection, header.document_id) or not same_key:
-        described = json.dumps(recorded) if recorded is not None else repr(owner[2])
+        theirs = json.dumps(recorded) if recorded is not None else repr(owner[2])
+        mine = (json.dumps(header.document_key) if header.document_key is not None
+                else repr(header.document_id))
         raise FolderConflict(
-            f"the folder belongs to document {described} of {owner[0]}.{owner[1]}, "
-            f"not to {json.dumps(header.document_key) if header.document_key is not None else repr(header.document_id)}"
-        )
+            f"the folder belongs to document {theirs} of {owner[0]}.{owner[1]}, not to {mine}")
 
 
 def key_identity(key: Any) -> Any:

@@ -16,9 +16,10 @@ and is deleted once uploaded.
 Credentials come only from the standard AWS chain (environment, profile, instance or task
 role); none is passed in, logged or put into an error message.
 
-A little over 300 lines: one class implementing the whole
+A little over 300 lines: one class implementing the object operations of the
 :class:`~images_service.storage.backend.Storage` interface, which reads best next to its
-filesystem twin; the mapping of S3 errors to messages lives in :mod:`.s3_errors`.
+filesystem twin; folder-level operations (moves, copies, folder listing, the trash) are the
+mixin of :mod:`.s3_folders`, the mapping of S3 errors to messages :mod:`.s3_errors`.
 """
 
 from __future__ import annotations
@@ -43,13 +44,14 @@ from images_service.errors import StorageUnavailable
 from images_service.storage import process_temp, s3_errors
 from images_service.storage.backend import (
     STALE_AGE_S,
+    TEMP_PREFIX,
     ObjectStat,
     Storage,
     Versioned,
     check_key,
     folder_prefix,
 )
-from images_service.storage.layout import METADATA_FILE
+from images_service.storage.s3_folders import S3FolderOps
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ MIN_PART_BYTES = 5 * MIB
 DELETE_BATCH = 1000
 
 
-class S3Storage(Storage):
+class S3Storage(S3FolderOps, Storage):
     """The tree in ``bucket`` under ``prefix`` (``""`` or ending in ``/``)."""
 
     name = "s3"
@@ -106,6 +108,7 @@ class S3Storage(Storage):
             response_checksum_validation="when_required",
         )
         # A Session of its own: credentials resolved from the standard chain, nothing else.
+        self._owns_client = True
         self._client = boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint_url, config=config
         )
@@ -220,7 +223,9 @@ class S3Storage(Storage):
             )
             for page in pages:
                 keys.extend(item["Key"][len(self.prefix):] for item in page.get("Contents", []))
-        return sorted(keys)
+        # The trash (``.trash/``) and temporary keys are never part of the tree.
+        return sorted(key for key in keys
+                      if not key.startswith(".") and f"/{TEMP_PREFIX}" not in key)
 
     # -- removing and moving ------------------------------------------------------------------
 
@@ -246,46 +251,6 @@ class S3Storage(Storage):
         keys = self.list(folder)
         self.delete(keys)
         return len(keys)
-
-    def move_folder(self, old_folder: str, new_folder: str) -> bool:
-        """Copy every object to ``new_folder``, then delete the old ones; re-run to resume.
-
-        A bucket cannot rename, so the move is made resumable instead of atomic. The rule:
-        ``metadata.json`` is copied *last* and deleted *last*. So while the old folder still
-        has its ``metadata.json`` the move is unfinished (re-run it: copies are overwritten
-        with the same bytes, deletes of absent keys are ignored), and once the new folder has
-        its ``metadata.json`` every image is there. The target may hold only such a partial
-        copy: without metadata.json a subset of the old keys, with it the same metadata.json.
-        """
-        old_prefix, new_prefix = folder_prefix(old_folder), folder_prefix(new_folder)
-        old_names = [key[len(old_prefix):] for key in self.list(old_folder)]
-        if not old_names:
-            return False
-        new_names = {key[len(new_prefix):] for key in self.list(new_folder)}
-        if new_names and not self._is_partial_copy(old_folder, new_folder, old_names, new_names):
-            raise FileExistsError(f"{new_folder!r} already holds other objects")
-        ordered = sorted(old_names, key=lambda name: (name == METADATA_FILE, name))
-        for name in ordered:
-            with self._errors("copy", old_prefix + name):
-                self._client.copy_object(
-                    Bucket=self.bucket,
-                    Key=self._key(new_prefix + name),
-                    CopySource={"Bucket": self.bucket, "Key": self._key(old_prefix + name)},
-                )
-        self.delete(old_prefix + name for name in ordered if name != METADATA_FILE)
-        if METADATA_FILE in old_names:
-            self.delete([old_prefix + METADATA_FILE])
-        return True
-
-    def _is_partial_copy(
-        self, old_folder: str, new_folder: str, old_names: list[str], new_names: set[str]
-    ) -> bool:
-        if METADATA_FILE not in new_names:
-            return new_names <= set(old_names)
-        old_meta = self.read_bytes(f"{folder_prefix(old_folder)}{METADATA_FILE}")
-        return old_meta is not None and old_meta == self.read_bytes(
-            f"{folder_prefix(new_folder)}{METADATA_FILE}"
-        )
 
     # -- folders, temporary files, health -----------------------------------------------------
 
@@ -337,8 +302,9 @@ class S3Storage(Storage):
         return "ok"
 
     def close(self) -> None:
-        self._client.close()
-        process_temp.remove_own_dir(self.temp_root)
+        if self._owns_client:  # the trash's storage shares this one's client
+            self._client.close()
+            process_temp.remove_own_dir(self.temp_root)
 
 
 class _MappedBody(io.RawIOBase):

@@ -16,6 +16,7 @@ import pytest
 from images_service.download import engine
 from images_service.download.folder import DocumentFolder
 from images_service.errors import DownloadError, FolderConflict, StaleMessage
+from images_service.fetching.fetcher import Fetcher
 from images_service.storage.backend import Storage
 from images_service.storage.filesystem import FilesystemStorage
 from images_service.storage.s3 import S3Storage
@@ -135,3 +136,60 @@ def test_ids_of_other_types_are_other_documents(storage: Storage, tmp_path: Path
     DocumentFolder(storage, mine, job_id="j").open()
     with pytest.raises(FolderConflict):
         DocumentFolder(storage, theirs, job_id="k").open()
+
+
+# --- moved URLs are not fetched again (§15) --------------------------------------------------
+
+def _download(storage: Storage, settings, doc: dict, job_id: str) -> dict:
+    with Fetcher(settings) as fetcher:
+        return engine.download_document(doc, "db", "coll", settings, job_id=job_id,
+                                        storage=storage, fetcher=fetcher)
+
+
+def _file_sha(storage: Storage, key: str) -> str:
+    return storage.sha256_of(key)
+
+
+@pytest.mark.parametrize("variants", ["", "thumb:32x32:fit:webp:80"])
+def test_a_reordered_list_costs_no_request(storage: Storage, tmp_path: Path, image_server,
+                                           variants: str) -> None:
+    settings = make_settings(tmp_path, PROCESSED_VARIANTS=variants)
+    urls = [image_server.url(f"/image/{fmt}/move-{n}") for n, fmt in
+            enumerate(["JPEG", "PNG", "WEBP", "GIF", "JPEG"])]
+    first = _download(storage, settings, {"_id": "r", "name": "R", "images": urls}, "j1")
+    assert [r["status"] for r in first["images"]] == ["downloaded"] * 5
+    sha_of_url = {r["url"]: r["sha256"] for r in first["images"]}
+    image_server.reset()
+
+    # When the list is reordered (the last first, the rest shifted) and downloaded again
+    reordered = [urls[4], urls[0], urls[3], urls[1], urls[2]]
+    second = _download(storage, settings, {"_id": "r", "name": "R", "images": reordered}, "j2")
+
+    # Then no request was made and every index holds its URL's bytes, variants included
+    assert image_server.hits() == 0
+    assert [r["status"] for r in second["images"]] == ["skipped"] * 5
+    for record in second["images"]:
+        assert record["url"] == reordered[record["index"] - 1]
+        assert record["sha256"] == sha_of_url[record["url"]]
+        assert _file_sha(storage, f"db/coll/r-r/{record['file']}") == record["sha256"]
+        for entry in (record.get("processed") or {}).values():
+            assert _file_sha(storage, f"db/coll/r-r/{entry['file']}") == entry["sha256"]
+    named = {f"db/coll/r-r/{r['file']}" for r in second["images"]}
+    named |= {f"db/coll/r-r/{e['file']}" for r in second["images"]
+              for e in (r.get("processed") or {}).values()}
+    assert set(storage.list("db/coll/r-r")) == named | {"db/coll/r-r/metadata.json"}
+
+
+def test_a_new_url_first_costs_one_request(storage: Storage, tmp_path: Path,
+                                           image_server) -> None:
+    settings = make_settings(tmp_path)
+    urls = [image_server.url(f"/image/JPEG/shift-{n}") for n in range(3)]
+    _download(storage, settings, {"_id": "s", "images": urls}, "j1")
+    image_server.reset()
+    new = image_server.url("/image/PNG/shift-new")
+    meta = _download(storage, settings, {"_id": "s", "images": [new, *urls]}, "j2")
+    assert image_server.hits() == 1 and image_server.hits("/image/PNG/shift-new") == 1
+    assert [r["status"] for r in meta["images"]] == ["downloaded", "skipped", "skipped",
+                                                     "skipped"]
+    assert sorted(k.rsplit("/", 1)[1] for k in storage.list("db/coll/s/original")) == [
+        "img_001.png", "img_002.jpg", "img_003.jpg", "img_004.jpg"]
