@@ -82,3 +82,7 @@ IMAGES_MOVED = Counter(
     "images_moved", "Stored images copied to a new index of their document (a reordered URL "
     "list), with no request",
 )
+
+# Freshness (contract §16).
+COPIED = Counter("images_copied", "Images copied from a stored copy instead of requested")
+REFRESH = Counter("images_refresh", "Re-check outcomes", ["result"])

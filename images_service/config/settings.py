@@ -135,6 +135,10 @@ class Settings:
     # Integrity (contract §14): pixels decoded or rendered at once per process; 0 means the
     # default, twice MAX_IMAGE_PIXELS (see decode_budget_px).
     decode_budget_pixels: int = 0
+    # Freshness (contract §16).
+    refresh_after_days: int = 30
+    gone_after_misses: int = 3
+    gone_min_interval_hours: int = 24
 
     def __repr__(self) -> str:
         shown = []
@@ -210,6 +214,9 @@ class Settings:
             "CONSOLE_SESSION_HOURS": str(self.console_session_hours),
             "CONSOLE_SECRET_KEY": self.console_secret_key,
             "DECODE_BUDGET_PIXELS": str(self.decode_budget_pixels or ""),
+            "REFRESH_AFTER_DAYS": str(self.refresh_after_days),
+            "GONE_AFTER_MISSES": str(self.gone_after_misses),
+            "GONE_MIN_INTERVAL_HOURS": str(self.gone_min_interval_hours),
         }
 
 
@@ -256,6 +263,9 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "CONSOLE_SESSION_HOURS": ("console_session_hours", _int_parser(1, 720)),
     "CONSOLE_SECRET_KEY": ("console_secret_key", _secret_key),
     "DECODE_BUDGET_PIXELS": ("decode_budget_pixels", _int_parser(1)),
+    "REFRESH_AFTER_DAYS": ("refresh_after_days", _int_parser(0, 36500)),
+    "GONE_AFTER_MISSES": ("gone_after_misses", _int_parser(1, 1000)),
+    "GONE_MIN_INTERVAL_HOURS": ("gone_min_interval_hours", _int_parser(0, 87600)),
 }
 
 #: Every variable the service reads, for docs and tests.

@@ -106,7 +106,8 @@ def download_image(
         old_name = PurePosixPath(previous["file"]).name
         if old_name != PurePosixPath(file).name and layout.parse_image_filename(old_name):
             folder.remove([previous["file"]])  # e.g. img_001.png now img_001.jpg
-    return folder.store_variants({
+    now = utc_now_iso()
+    record = {
         "index": task.index,
         "url": task.url,
         "status": DOWNLOADED,
@@ -119,8 +120,16 @@ def download_image(
         "content_type": body.content_type,
         "http_status": body.http_status,
         "attempts": attempt,
-        "downloaded_at": utc_now_iso(),
-    }, rendered)
+        "downloaded_at": now,
+    }
+    # Validators of the response, when the server sent them, and when the source was last
+    # checked: what a conditional re-check needs (contract §16).
+    if body.etag is not None:
+        record["etag"] = body.etag
+    if body.last_modified is not None:
+        record["last_modified"] = body.last_modified
+    record["checked_at"] = now
+    return folder.store_variants(record, rendered)
 
 
 def unexpected(exc: BaseException) -> str:

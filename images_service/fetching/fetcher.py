@@ -90,6 +90,9 @@ class FetchedBody:
     url: str  #: the URL asked for
     final_url: str  #: the URL that answered, after redirects
     redirects: int
+    #: The response's validators, as received (contract §16): for conditional re-checks.
+    etag: str | None = None
+    last_modified: str | None = None
 
     def discard(self) -> None:
         remove_quietly(self.path)
@@ -307,12 +310,20 @@ class Fetcher:
             url=url,
             final_url=final_url,
             redirects=redirects,
+            etag=_header(response, "ETag"),
+            last_modified=_header(response, "Last-Modified"),
         )
 
     def _deadline_error(self) -> DownloadError:
         return DownloadError(
             "timeout", f"attempt exceeded its total deadline of {self.deadline_s:g} s"
         )
+
+
+def _header(response: BaseHTTPResponse, name: str) -> str | None:
+    """A response header as received (stripped; None when absent, empty or absurdly long)."""
+    value = (response.headers.get(name) or "").strip()
+    return value if value and len(value) <= 1024 else None
 
 
 def _discard(response: BaseHTTPResponse) -> None:

@@ -70,7 +70,8 @@ def test_layout_and_metadata(settings: Settings, fetcher: Fetcher,
     assert meta["job_id"] == "job-1" and ISO_Z.match(meta["updated_at"])
     ok, png, failed = meta["images"]
     assert list(ok) == ["index", "url", "status", "file", "sha256", "bytes", "format", "width",
-                        "height", "content_type", "http_status", "attempts", "downloaded_at"]
+                        "height", "content_type", "http_status", "attempts", "downloaded_at",
+                        "checked_at"]
     assert (ok["index"], ok["status"], ok["file"], ok["http_status"], ok["attempts"]) == (
         1, "downloaded", "original/img_001.jpg", 200, 1)
     assert ISO_Z.match(ok["downloaded_at"])

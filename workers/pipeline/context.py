@@ -25,6 +25,8 @@ from pymongo import MongoClient
 
 from images_service.config.settings import Settings
 from images_service.download.caps import DownloadCaps
+from images_service.download.fetch_once import FetchOnce
+from images_service.download.url_index import UrlIndex
 from images_service.fetching.fetcher import Fetcher
 from images_service.jobs.progress import ProgressTracker
 from images_service.jobs.store import FINISHED, JobStore
@@ -59,6 +61,8 @@ class PipelineContext:
         self.caps = DownloadCaps(redis_client, fleet_limit=settings.max_concurrent_downloads,
                                  host_limit=settings.max_concurrent_per_domain)
         self.fetcher = Fetcher(settings)
+        self.urls = UrlIndex(mongo, settings.jobs_database)
+        self.fetch_once = FetchOnce(redis_client, self.urls, settings)
         # This process's share of the fleet-wide cap (the cap itself is enforced in Redis).
         threads = download_threads(settings)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="download")
@@ -82,6 +86,7 @@ class PipelineContext:
         self._shutting_down.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.caps.close()
+        self.fetch_once.close()
         self.fetcher.close()
         self.storage.close()
 

@@ -44,10 +44,12 @@ from pymongo.errors import PyMongoError
 from images_service import metrics
 from images_service.download import engine
 from images_service.download.caps import SlotWaitCancelled
+from images_service.download.fetch_once import CLAIM_TTL_S
 from images_service.download.folder import DocumentFolder
 from images_service.download.folder_locks import RedisFolderLocks
 from images_service.download.planning import ImageTask
 from images_service.errors import DownloadError, FolderConflict, StaleMessage
+from images_service.fetching.fetcher import DEADLINE_FACTOR
 from images_service.jobs.store import FINISHED
 from images_service.logs import log_context
 from images_service.storage.metadata import DOWNLOADED
@@ -104,13 +106,18 @@ class Downloader:
                     self.finisher.superseded(job, folder.plan, data, reason=exc.message)
                     continue
             opened.append((folder, data))
+        force = bool(job.get("force"))
+        # One query for the URL index's copies of every image not already in its place.
+        known = {} if force else ctx.fetch_once.known(
+            [task.url for folder, _ in opened for task in folder.plan.images
+             if (folder.previous.get(task.index) or {}).get("url") != task.url])
         work = []
         for folder, data in opened:
             previous = folder.previous
             futures = [
                 (task, ctx.pool.submit(self.attempt, job_id, folder, task,
-                                       previous.get(task.index), bool(job.get("force")), 1,
-                                       folder.claimed_by_this_job))
+                                       previous.get(task.index), force, 1,
+                                       folder.claimed_by_this_job, known.get(task.url)))
                 for task in folder.plan.images
             ]
             work.append((folder, data, futures))
@@ -163,7 +170,8 @@ class Downloader:
             except FolderConflict as exc:
                 self.finisher.conflict(job, folder.plan, data, exc)
                 return
-            outcome = self.attempt(job_id, folder, task, None, True, attempt, False)
+            entry = ctx.fetch_once.known([task.url]).get(task.url)
+            outcome = self.attempt(job_id, folder, task, None, True, attempt, False, entry)
             if outcome.retry is not None:
                 delay = backoff_ms(ctx.settings, attempt, outcome.retry.retry_after_s)
                 log.info("retrying image %d in %d ms (attempt %d failed: %s)", index, delay,
@@ -175,11 +183,16 @@ class Downloader:
 
     def attempt(self, job_id: str, folder: DocumentFolder, task: ImageTask,
                 previous: dict[str, Any] | None, force: bool, attempt: int,
-                same_job: bool) -> Outcome:
-        """One attempt at one image, holding its slots; raises only MESSAGE_ERRORS."""
+                same_job: bool, known: dict[str, Any] | None = None) -> Outcome:
+        """One attempt at one image, holding its slots; raises only MESSAGE_ERRORS.
+
+        ``known`` is the URL index's entry of the image's URL, if any: a stored copy to copy
+        instead of requesting it again (unless the job forces re-fetching).
+        """
         with log_context(job_id=job_id, document_id=folder.plan.document_id, url=task.url):
             try:
-                return self._attempt(job_id, folder, task, previous, force, attempt, same_job)
+                return self._attempt(job_id, folder, task, previous, force, attempt, same_job,
+                                     known)
             except MESSAGE_ERRORS:
                 raise
             except DownloadError as exc:
@@ -193,7 +206,7 @@ class Downloader:
 
     def _attempt(self, job_id: str, folder: DocumentFolder, task: ImageTask,
                  previous: dict[str, Any] | None, force: bool, attempt: int,
-                 same_job: bool) -> Outcome:
+                 same_job: bool, known: dict[str, Any] | None) -> Outcome:
         ctx = self.ctx
         if previous is not None and not force:
             skipped = folder.skip_record(task, previous)
@@ -206,6 +219,41 @@ class Downloader:
                 return Outcome(record=folder.backfill(skipped, ctx.settings))
         if ctx.stopped(job_id):
             return Outcome()  # cancelled before it started: not done, nothing recorded
+        copied, claim = self._copy_or_claim(job_id, folder, task, known)
+        if copied is not None:
+            return Outcome(record=copied)
+        try:
+            return self._download(job_id, folder, task, attempt)
+        finally:
+            if claim is not None:
+                ctx.fetch_once.release(task.url, claim)
+
+    def _copy_or_claim(self, job_id: str, folder: DocumentFolder, task: ImageTask,
+                       known: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
+        """A copy of an already stored image of this URL (contract §16: fetched once), else
+        the claim to request it: (record, None) or (None, claim token, or None after waiting
+        for another document's download that left nothing to copy)."""
+        fetch_once = self.ctx.fetch_once
+        copied = fetch_once.copy(folder, task, known)
+        if copied is not None:
+            return copied, None
+        claim = fetch_once.claim(task.url)
+        if claim is not None:
+            return None, claim
+        # Another document is requesting this URL right now: wait for it (at most as long as
+        # one download may take, and its claim lives), then copy what it stored; failing
+        # that, request it after all (a claim can be taken again, or the other one is stuck).
+        longest_s = DEADLINE_FACTOR * self.ctx.settings.download_timeout_s + CLAIM_TTL_S
+        known = fetch_once.wait(task.url, timeout_s=longest_s,
+                                stop=lambda: self.ctx.stopped(job_id))
+        copied = fetch_once.copy(folder, task, known)
+        if copied is not None:
+            return copied, None
+        return None, fetch_once.claim(task.url)
+
+    def _download(self, job_id: str, folder: DocumentFolder, task: ImageTask,
+                  attempt: int) -> Outcome:
+        ctx = self.ctx
         host = _host(task.url)
         token = None
         started = time.monotonic()
@@ -222,6 +270,9 @@ class Downloader:
             metrics.DOWNLOAD_SECONDS.observe(time.monotonic() - began)
             metrics.DOWNLOADS.labels("downloaded").inc()
             metrics.DOWNLOAD_BYTES.inc(record.get("bytes") or 0)
+            # The URL index's copy of this URL, before the claim goes: a document waiting for
+            # this download finds it there and copies it.
+            ctx.urls.record(folder.key, [record])
             return Outcome(record=record)
         finally:
             if token:

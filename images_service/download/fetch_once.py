@@ -1,0 +1,186 @@
+"""Every URL fetched once across documents (contract §16): copy what is already stored.
+
+A chain's logo or a shared gallery is named by many documents. Before a download requests a
+URL, the pipeline asks here:
+
+1. **Known?** The URL index (:mod:`.url_index`) has a stored copy of it, checked within
+   ``REFRESH_AFTER_DAYS`` and not known to be missing at its source: the copy is verified
+   (size and sha256 of the stored object, as the skip check does) and copied to this
+   document's index server-side (a hard link on the filesystem, CopyObject on S3); the record
+   says ``"copied_from"``; no request is made.
+2. **Being fetched right now** by another document (another thread, process or host)? Each
+   URL not in the index is *claimed* in Redis before its request; a second document naming it
+   waits for the claim to go (the first download stored and indexed it, or failed), then
+   copies, or claims it itself. So the same URL in five documents of one job costs one request.
+
+A claim lives ``CLAIM_TTL_S`` and is renewed every ``RENEW_EVERY_S`` while its download goes
+on (like the download caps' leases), so a worker killed mid-download frees its claims within
+seconds, and a waiting document gives up waiting after the longest a download may take.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+import redis
+
+from images_service import metrics
+from images_service.config.settings import Settings
+from images_service.download.folder import DocumentFolder
+from images_service.download.planning import ImageTask
+from images_service.download.url_index import UrlIndex, url_key
+from images_service.storage import layout
+from images_service.storage.metadata import DOWNLOADED, utc_now_iso
+
+logger = logging.getLogger(__name__)
+
+#: A claim expires this long after its last renewal (seconds) ...
+CLAIM_TTL_S = 15
+#: ... and is renewed this often while its download goes on.
+RENEW_EVERY_S = 4.0
+#: How often a document waiting for another one's download looks again (seconds).
+POLL_S = 0.05
+DAY_S = 86_400.0
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class FetchOnce:
+    """Shared by a worker process's download threads."""
+
+    def __init__(self, client: redis.Redis, index: UrlIndex, settings: Settings) -> None:
+        self.redis = client
+        self.index = index
+        self.settings = settings
+        self._release = client.register_script(_RELEASE)
+        self._held: dict[str, str] = {}  # claim key -> token, renewed while held
+        self._held_lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def known(self, urls: list[str]) -> dict[str, dict[str, Any]]:
+        """The index's entries of ``urls`` (one query for a message's documents)."""
+        return self.index.lookup(urls)
+
+    def copy(self, folder: DocumentFolder, task: ImageTask,
+             entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The record of ``task`` made from ``entry``'s stored copy, or None when there is no
+        usable copy (missing, stale, changed in storage, or this very file)."""
+        if entry is None or not self._fresh(entry):
+            return None
+        source = entry.get("copy")
+        extension = layout.EXTENSIONS.get(str(entry.get("format")))
+        if not isinstance(source, str) or extension is None:
+            return None
+        destination = layout.image_key(folder.key, task.index, extension)
+        if source == destination:
+            return None
+        storage = folder.storage
+        stat = storage.stat(source)
+        if stat is None or stat.size_bytes != entry.get("bytes"):
+            return None
+        sha256 = stat.sha256 if stat.sha256 is not None else storage.sha256_of(source)
+        if sha256 != entry.get("sha256"):
+            return None
+        try:
+            storage.copy_many([(source, destination)])
+        except FileNotFoundError:
+            return None
+        metrics.COPIED.inc()
+        record: dict[str, Any] = {
+            "index": task.index, "url": task.url, "status": DOWNLOADED,
+            "file": layout.image_relpath(task.index, extension),
+            **{name: entry[name] for name in ("sha256", "bytes", "format", "width", "height",
+                                              "content_type", "http_status")
+               if name in entry},
+            "attempts": 0,
+            "downloaded_at": utc_now_iso(),
+        }
+        for name in ("etag", "last_modified"):
+            if name in entry:
+                record[name] = entry[name]
+        record["checked_at"] = _iso(entry.get("checked_at"))
+        record["copied_from"] = source
+        logger.info("image %d of %s copied from %s (no request)", task.index, folder.key,
+                    PurePosixPath(source).parent.parent)
+        return folder.backfill(record, self.settings)  # its variants, from the copy
+
+    def _fresh(self, entry: Mapping[str, Any]) -> bool:
+        if (entry.get("source") or {}).get("status") in ("missing", "gone"):
+            return False
+        days = self.settings.refresh_after_days
+        checked = entry.get("checked_at")
+        if not days:
+            return True
+        return isinstance(checked, (int, float)) and time.time() - checked <= days * DAY_S
+
+    # -- claims ---------------------------------------------------------------------------------
+
+    def claim(self, url: str) -> str | None:
+        """Claim ``url`` for one request: a token to release, or None when another document's
+        download holds it."""
+        token = uuid.uuid4().hex
+        if not self.redis.set(_claim_key(url), token, nx=True, ex=CLAIM_TTL_S):
+            return None
+        with self._held_lock:
+            self._held[_claim_key(url)] = token
+            if self._renewer is None:
+                self._renewer = threading.Thread(target=self._renew, daemon=True,
+                                                 name="fetch-claims")
+                self._renewer.start()
+        return token
+
+    def release(self, url: str, token: str) -> None:
+        with self._held_lock:
+            self._held.pop(_claim_key(url), None)
+        self._release(keys=[_claim_key(url)], args=[token])
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _renew(self) -> None:
+        while not self._closed.wait(RENEW_EVERY_S):
+            with self._held_lock:
+                keys = list(self._held)
+            if not keys:
+                continue
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for key in keys:
+                    pipe.expire(key, CLAIM_TTL_S)
+                pipe.execute()
+            except redis.RedisError as exc:  # the claims expire: at worst a second request
+                logger.warning("could not renew %d fetch claim(s): %s", len(keys), exc)
+
+    def wait(self, url: str, *, timeout_s: float, stop: Any = None) -> dict[str, Any] | None:
+        """Wait until nobody holds ``url``'s claim (at most ``timeout_s``); then its entry in
+        the index, if the other download made one."""
+        deadline = time.monotonic() + timeout_s
+        while self.redis.exists(_claim_key(url)):
+            if time.monotonic() >= deadline or (stop is not None and stop()):
+                return None
+            time.sleep(POLL_S)
+        return self.index.lookup([url]).get(url)
+
+
+def _claim_key(url: str) -> str:
+    return f"isv:fetch:{url_key(url)}"
+
+
+def _iso(epoch: Any) -> str:
+    from datetime import datetime, timezone
+
+    from images_service.storage.metadata import format_utc
+
+    if isinstance(epoch, (int, float)):
+        return format_utc(datetime.fromtimestamp(epoch, timezone.utc))
+    return utc_now_iso()
