@@ -1,9 +1,15 @@
 """The embedded dev stack behind README command 1: `images-service dev`.
 
-Starts nx-27017 and/or Redis when ``MONGODB_URI`` / ``REDIS_URL`` are not reachable, then the
-api, the worker and the listener as child processes, each in its own process group. Ctrl-C or
-SIGTERM stops every child (SIGTERM, then SIGKILL of the whole group after a grace period) and
-the embedded servers, so nothing is left running.
+Starts nx-27017 and/or Redis when ``MONGODB_URI`` / ``REDIS_URL`` are not reachable, each in a
+process group of its own (a terminal's Ctrl-C must not reach them), then the api, the worker
+and the listener as child processes, each in its own process group too: the terminal's SIGINT
+reaches the stack alone, which then stops everything in order. Each child's own process gets
+one SIGTERM (gunicorn and the Dramatiq master pass it on to their workers themselves: a second
+one, to the whole group, would make Dramatiq kill its workers before their 20 s drain); what is
+left of a child's group once it exited, or once the grace period is over (or at a second
+Ctrl-C), is killed. The embedded servers stop last, after everything that uses them, so no
+in-flight download meets a vanished database, broker or bucket. One line per stopped process,
+no traceback.
 
 ``--storage s3`` (or ``STORAGE_BACKEND=s3``) stores into a bucket: when ``S3_ENDPOINT_URL`` is
 empty or does not answer, SeaweedFS is started too (images_service/dev/bucket.py), and stopped
@@ -24,6 +30,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,7 +46,8 @@ from images_service.redaction import redact
 
 log = logging.getLogger("images_service.dev")
 
-#: Seconds a child gets after SIGTERM before its whole process group is killed.
+#: Seconds a child gets after SIGTERM before its whole process group is killed (the worker
+#: drains for 20 s: images_service/cli.py WORKER_SHUTDOWN_TIMEOUT_MS).
 CHILD_GRACE_S = 30.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -91,7 +100,8 @@ def child_argv(command: str, *, host: str) -> list[str]:
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    # Own process group: Ctrl-C in the terminal reaches only us, and we can kill the group.
+    # Own process group: Ctrl-C in the terminal reaches only us (gunicorn would take the
+    # terminal's SIGINT as a quick, undrained shutdown), and we can kill the group's leftovers.
     return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -116,20 +126,61 @@ def banner(settings: Settings, *, host: str, generated_key: bool,
     )
 
 
-def _stop_children(children: dict[str, subprocess.Popen]) -> None:
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _outcome(code: int) -> str:
+    return f"exit {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _stop_children(children: dict[str, subprocess.Popen], force: threading.Event) -> None:
+    """SIGTERM to each child's own process, then wait for all of them at once (they drain in
+    parallel); SIGKILL of a group after ``CHILD_GRACE_S`` or at ``force`` (a second Ctrl-C)."""
+    started = time.monotonic()
     for proc in children.values():
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for name, proc in children.items():
-        try:
-            proc.wait(CHILD_GRACE_S)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %s s; killing its process group", name, CHILD_GRACE_S)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group (e.g. forked workers)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+            # The process only, never its group: gunicorn's and Dramatiq's masters forward it
+            # to their workers, and a Dramatiq worker takes a second SIGTERM as "kill now".
+            proc.send_signal(signal.SIGTERM)
+    pending = dict(children)
+    while pending:
+        for name, proc in list(pending.items()):
+            if proc.poll() is None:
+                continue
+            _kill_group(proc.pid)  # leftovers of the group (e.g. a worker that outlived it)
+            del pending[name]
+            _say(f"  stopped {name} ({_outcome(proc.returncode)}, "
+                 f"{time.monotonic() - started:.1f} s)")
+        if not pending:
+            break
+        late = time.monotonic() - started > CHILD_GRACE_S
+        if late or force.is_set():
+            why = f"did not stop in {CHILD_GRACE_S:.0f} s" if late else "second Ctrl-C"
+            for name, proc in pending.items():
+                log.warning("%s: %s; killing its process group", name, why)
+                _kill_group(proc.pid)
+            for proc in pending.values():
+                proc.wait()
+            continue
+        time.sleep(0.05)
+
+
+def _stop_server(name: str, alive: bool, stop: Callable[[], None]) -> None:
+    """Stop one embedded server and say so (or say that it had died)."""
+    started = time.monotonic()
+    if not alive:
+        _say(f"  {name} had exited by itself")
+        return
+    stop()
+    _say(f"  stopped {name} ({time.monotonic() - started:.1f} s)")
 
 
 def run_dev_stack(
@@ -143,15 +194,31 @@ def run_dev_stack(
     needs the embedded server and it is not installed).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dev: %(message)s")
+    overrides: dict[str, object] = {}
+    if "ENVIRONMENT" not in read_env():
+        overrides["environment"] = "development"
+    if allow_private_networks:
+        overrides["allow_private_networks"] = True
+    if port:
+        overrides["port"] = port
+    settings = replace(settings, **overrides)
+
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    stop = threading.Event()
+    stop, force = threading.Event(), threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # Nothing printed here: a handler that prints while the main thread prints raises
+        # "reentrant call" (a traceback on Ctrl-C); the main thread says it instead.
+        received.append(signum)
+        (force if stop.is_set() else stop).set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
 
     servers: list[ManagedProcess] = []
     children: dict[str, subprocess.Popen] = {}
-    generated_key = None
     storage: DevStorage | None = None
     try:
         print("images-service dev stack")
@@ -162,17 +229,10 @@ def run_dev_stack(
             settings = replace(settings, storage_backend=storage_backend)
         settings = _ensure_mongo(settings, data_dir, servers)
         settings = _ensure_redis(settings, data_dir, servers)
+        generated_key = None
         if not settings.api_keys:
             generated_key = secrets.token_urlsafe(24)
             settings = replace(settings, api_keys=(generated_key,))
-        overrides: dict[str, object] = {}
-        if "ENVIRONMENT" not in read_env():
-            overrides["environment"] = "development"
-        if allow_private_networks:
-            overrides["allow_private_networks"] = True
-        if port:
-            overrides["port"] = port
-        settings = replace(settings, **overrides)
         if storage is None:
             settings.storage_path.mkdir(parents=True, exist_ok=True)
 
@@ -186,11 +246,14 @@ def run_dev_stack(
             if dead:
                 log.error("%s exited unexpectedly; stopping the stack", ", ".join(dead))
                 return 1
+        _say(f"\n{signal.Signals(received[0]).name}: stopping (api, worker and listener drain "
+             "first; Ctrl-C again to kill them)")
         return 0
     finally:
-        _stop_children(children)
+        # Users first, then what they use, in the reverse order of their start.
+        _stop_children(children, force)
         for server in reversed(servers):
-            server.stop()
-        if storage is not None:
-            storage.close()
+            _stop_server(server.name, server.alive(), server.stop)
+        if storage is not None and storage.server is not None:
+            _stop_server("weed", storage.server.alive(), storage.close)
         print("images-service dev stack stopped", flush=True)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 from images_service.cli import build_parser
 from images_service.config.settings import load_settings
-from images_service.dev.stack import banner, child_argv
+from images_service.dev.stack import _stop_children, banner, child_argv
 
 
 def test_the_api_of_the_dev_stack_binds_loopback_unless_told_otherwise() -> None:
@@ -42,3 +48,48 @@ def test_banner_prints_the_console_url(tmp_path: Path) -> None:
                               "PORT": "8011"})
     text = banner(settings, host="127.0.0.1", generated_key=True)
     assert "console   http://127.0.0.1:8011/ui/" in text
+
+
+#: A master that forwards SIGTERM to the worker it forked (as gunicorn's and Dramatiq's do),
+#: a little later, so a second SIGTERM sent to the whole group would reach the worker first.
+MASTER = r"""
+import os, signal, sys, time
+log = sys.argv[1]
+child = os.fork()
+if child == 0:
+    def on_term(signum, frame):
+        with open(log, "a") as out:
+            out.write("term\n")
+    signal.signal(signal.SIGTERM, on_term)
+    with open(log + ".ready", "w"):
+        pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and open(log).read().count("term") < 1:
+        time.sleep(0.01)
+    time.sleep(0.5)  # a second signal, if any, arrives meanwhile
+    os._exit(0)
+def forward(signum, frame):
+    time.sleep(0.2)
+    os.kill(child, signal.SIGTERM)
+signal.signal(signal.SIGTERM, forward)
+os.waitpid(child, 0)
+"""
+
+
+def test_a_child_gets_one_sigterm_its_master_forwards(tmp_path: Path) -> None:
+    log = tmp_path / "terms"
+    log.write_text("")
+    master = subprocess.Popen([sys.executable, "-c", MASTER, str(log)], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "terms.ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # When the stack stops that child
+        _stop_children({"worker": master}, threading.Event())
+        # Then its worker got SIGTERM once (from its master), not twice
+        assert master.returncode == 0
+        assert log.read_text() == "term\n"
+    finally:
+        if master.poll() is None:
+            os.killpg(master.pid, signal.SIGKILL)
+            master.wait()
