@@ -114,6 +114,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
               "pip install 'images-service[dev]'", file=sys.stderr)
         return 2
     from images_service.dev.bucket import DevStorageError
+    from images_service.dev.ports import PortTaken
     from images_service.dev.stack import run_dev_stack
 
     try:
@@ -125,7 +126,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
             host=args.host,
             storage_backend=args.storage,
         )
-    except DevStorageError as exc:
+    except (DevStorageError, PortTaken) as exc:
         print(f"images-service dev: {exc}", file=sys.stderr)
         return 2
 

@@ -1,15 +1,16 @@
 """The embedded dev stack behind README command 1: `images-service dev`.
 
-Starts nx-27017 and/or Redis when ``MONGODB_URI`` / ``REDIS_URL`` are not reachable, each in a
-process group of its own (a terminal's Ctrl-C must not reach them), then the api, the worker
-and the listener as child processes, each in its own process group too: the terminal's SIGINT
-reaches the stack alone, which then stops everything in order. Each child's own process gets
-one SIGTERM (gunicorn and the Dramatiq master pass it on to their workers themselves: a second
-one, to the whole group, would make Dramatiq kill its workers before their 20 s drain); what is
-left of a child's group once it exited, or once the grace period is over (or at a second
-Ctrl-C), is killed. The embedded servers stop last, after everything that uses them, so no
-in-flight download meets a vanished database, broker or bucket. One line per stopped process,
-no traceback.
+Checks its fixed ports first (images_service/dev/ports.py: a taken one exits 2 naming the fix,
+before anything starts). Then it starts nx-27017 and/or Redis when ``MONGODB_URI`` /
+``REDIS_URL`` are not reachable, each in a process group of its own (a terminal's Ctrl-C must
+not reach them), then the api, the worker and the listener as child processes, each in its own
+process group too: the terminal's SIGINT reaches the stack alone, which then stops everything
+in order. Each child's own process gets one SIGTERM (gunicorn and the Dramatiq master pass it
+on to their workers themselves: a second one, to the whole group, would make Dramatiq kill its
+workers before their 20 s drain); what is left of a child's group once it exited, or once the
+grace period is over (or at a second Ctrl-C), is killed. The embedded servers stop last, after
+everything that uses them, so no in-flight download meets a vanished database, broker or
+bucket. One line per stopped process, no traceback.
 
 ``--storage s3`` (or ``STORAGE_BACKEND=s3``) stores into a bucket: when ``S3_ENDPOINT_URL`` is
 empty or does not answer, SeaweedFS is started too (images_service/dev/bucket.py), and stopped
@@ -42,6 +43,7 @@ from images_service.backends import check_mongo, check_redis, mongo_client, redi
 from images_service.config.settings import Settings, read_env
 from images_service.dev.bucket import DevStorage, child_environment, ensure_dev_storage
 from images_service.dev.embedded import ManagedProcess, port_open, start_embedded_mongo, start_redis
+from images_service.dev.ports import FixedPort, check_ports
 from images_service.redaction import redact
 
 log = logging.getLogger("images_service.dev")
@@ -103,6 +105,18 @@ def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     # Own process group: Ctrl-C in the terminal reaches only us (gunicorn would take the
     # terminal's SIGINT as a quick, undrained shutdown), and we can kill the group's leftovers.
     return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def fixed_ports(settings: Settings, *, host: str) -> list[FixedPort]:
+    """The ports the stack's children bind at fixed numbers, with the setting that moves each."""
+    return [
+        FixedPort("api", host, settings.port, "--port {n} or PORT={n}"),
+        # Both metrics endpoints listen on every interface (cli.py, workers/listener).
+        FixedPort("worker metrics", "0.0.0.0", settings.worker_metrics_port,
+                  "WORKER_METRICS_PORT={n}"),
+        FixedPort("listener metrics", "0.0.0.0", settings.listener_metrics_port,
+                  "LISTENER_METRICS_PORT={n}"),
+    ]
 
 
 def banner(settings: Settings, *, host: str, generated_key: bool,
@@ -190,8 +204,9 @@ def run_dev_stack(
     """Run the whole service in the foreground until Ctrl-C / SIGTERM; returns the exit code.
 
     ``storage_backend`` (``--storage``) overrides ``STORAGE_BACKEND``. Raises
-    :class:`~images_service.dev.bucket.DevStorageError` (before starting anything else when S3
-    needs the embedded server and it is not installed).
+    :class:`~images_service.dev.ports.PortTaken` when a fixed port is in use and
+    :class:`~images_service.dev.bucket.DevStorageError` (when S3 needs the embedded server and
+    it is not installed), both before starting anything.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dev: %(message)s")
     overrides: dict[str, object] = {}
@@ -202,6 +217,7 @@ def run_dev_stack(
     if port:
         overrides["port"] = port
     settings = replace(settings, **overrides)
+    check_ports(fixed_ports(settings, host=host))
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
