@@ -73,6 +73,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         "dramatiq_prom_db": metrics_dir,
         "dramatiq_prom_host": "0.0.0.0",
         "dramatiq_prom_port": str(settings.worker_metrics_port),
+        # The Dramatiq master keeps this pid (exec): its forked processes watch it
+        # (workers/orphans.py).
+        "IMAGES_SERVICE_WORKER_MASTER_PID": str(os.getpid()),
     })
     argv = [
         sys.executable, "-m", "dramatiq", "workers.app:setup", "workers.actors",

@@ -42,7 +42,13 @@ from pymongo.uri_parser import parse_uri
 from images_service.backends import check_mongo, check_redis, mongo_client, redis_client
 from images_service.config.settings import Settings, read_env
 from images_service.dev.bucket import DevStorage, child_environment, ensure_dev_storage
-from images_service.dev.embedded import ManagedProcess, port_open, start_embedded_mongo, start_redis
+from images_service.dev.embedded import (
+    ManagedProcess,
+    _die_with_parent,
+    port_open,
+    start_embedded_mongo,
+    start_redis,
+)
 from images_service.dev.ports import FixedPort, check_ports
 from images_service.redaction import redact
 
@@ -104,7 +110,10 @@ def child_argv(command: str, *, host: str) -> list[str]:
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     # Own process group: Ctrl-C in the terminal reaches only us (gunicorn would take the
     # terminal's SIGINT as a quick, undrained shutdown), and we can kill the group's leftovers.
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    # Out of our group, a child would outlive a stack killed with SIGKILL: it dies with us
+    # (Linux), and its own workers follow (gunicorn's and Dramatiq's exit when orphaned).
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_die_with_parent)
 
 
 def fixed_ports(settings: Settings, *, host: str) -> list[FixedPort]:

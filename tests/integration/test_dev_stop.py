@@ -152,3 +152,26 @@ def test_ctrl_c_drains_the_download_and_stops_everything_cleanly(storage: str,
     assert job["progress"]["images_failed"] == 0 and job["errors"] == [], job
     assert (job["status"], job["progress"]["images_downloaded"]) == ("completed", 1) or \
         job["status"] in ("pending", "running"), job
+
+
+def test_a_killed_stack_leaves_no_process_behind(tmp_path: Path) -> None:
+    # Given a running stack (its children in process groups of their own)
+    proc, _, _ = _start(tmp_path, "filesystem")
+    try:
+        everything = descendants(proc)
+        assert len(everything) >= 5
+        # When the stack itself is killed (SIGKILL: no chance to stop anything)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        # Then every process it started goes too, within seconds
+        deadline = time.monotonic() + 20
+        while _alive(everything) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _alive(everything) == [], (tmp_path / "dev.log").read_text()[-3000:]
+    finally:
+        kill_group(proc)
+        for process in everything:  # what the failing version leaves, not to leak it
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
