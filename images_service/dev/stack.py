@@ -12,6 +12,9 @@ grace period is over (or at a second Ctrl-C), is killed. The embedded servers st
 everything that uses them, so no in-flight download meets a vanished database, broker or
 bucket. One line per stopped process, no traceback.
 
+When neither ``API_KEY`` nor ``API_KEYS`` is set, the key is generated once and kept in
+``{data_dir}/dev-api-key`` (images_service/dev/api_key.py).
+
 ``--storage s3`` (or ``STORAGE_BACKEND=s3``) stores into a bucket: when ``S3_ENDPOINT_URL`` is
 empty or does not answer, SeaweedFS is started too (images_service/dev/bucket.py), and stopped
 with the rest.
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -41,6 +43,7 @@ from pymongo.uri_parser import parse_uri
 
 from images_service.backends import check_mongo, check_redis, mongo_client, redis_client
 from images_service.config.settings import Settings, read_env
+from images_service.dev.api_key import KEY_FILE_NAME, dev_api_key
 from images_service.dev.bucket import DevStorage, child_environment, ensure_dev_storage
 from images_service.dev.embedded import (
     ManagedProcess,
@@ -128,14 +131,23 @@ def fixed_ports(settings: Settings, *, host: str) -> list[FixedPort]:
     ]
 
 
-def banner(settings: Settings, *, host: str, generated_key: bool,
-           storage: DevStorage | None = None) -> str:
-    """What the stack prints once it runs: where things are, with no secret it was given."""
+def banner(settings: Settings, *, host: str, key_file: Path | None = None,
+           key_created: bool = False, storage: DevStorage | None = None) -> str:
+    """What the stack prints once it runs: where things are, with no secret it was given.
+
+    ``key_file``: where the stack keeps the key it generated (shown, as the operator needs it
+    to sign in); ``None`` when the keys came from ``API_KEY`` / ``API_KEYS`` (not shown).
+    """
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     shown_host = f"[{shown_host}]" if ":" in shown_host else shown_host
     base = f"http://{shown_host}:{settings.port}"
-    key = f"{settings.api_keys[0]}  (generated for this run)" if generated_key else \
-        "from API_KEY / API_KEYS (not shown)"
+    if key_file is None:
+        key = "from API_KEY / API_KEYS (not shown)"
+    elif key_created:
+        key = f"{settings.api_keys[0]}  (generated; kept in {key_file} for the next starts)"
+    else:
+        key = (f"{settings.api_keys[0]}  (generated earlier, from {key_file}; "
+               "delete it for a new key)")
     images = storage.describe() if storage else f"  images    {settings.storage_path.resolve()}\n"
     return (
         f"\n  API       {base}/api/v1  (docs: {base}/docs; listening on {host})\n"
@@ -254,17 +266,18 @@ def run_dev_stack(
             settings = replace(settings, storage_backend=storage_backend)
         settings = _ensure_mongo(settings, data_dir, servers)
         settings = _ensure_redis(settings, data_dir, servers)
-        generated_key = None
+        key_file, key_created = None, False
         if not settings.api_keys:
-            generated_key = secrets.token_urlsafe(24)
-            settings = replace(settings, api_keys=(generated_key,))
+            key, key_created = dev_api_key(data_dir)
+            key_file = data_dir / KEY_FILE_NAME
+            settings = replace(settings, api_keys=(key,))
         if storage is None:
             settings.storage_path.mkdir(parents=True, exist_ok=True)
 
         env = child_environment({**os.environ, **settings.to_env()}, storage)
         for command in ("api", "worker", "listener"):
             children[command] = _spawn(child_argv(command, host=host), env)
-        print(banner(settings, host=host, generated_key=generated_key is not None,
+        print(banner(settings, host=host, key_file=key_file, key_created=key_created,
                      storage=storage), flush=True)
         while not stop.wait(0.5):
             dead = [name for name, proc in children.items() if proc.poll() is not None]

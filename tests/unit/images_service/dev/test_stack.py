@@ -28,7 +28,7 @@ def test_banner_redacts_passwords_and_hides_a_key_it_was_given(tmp_path: Path) -
                               "MONGODB_URI": "mongodb+srv://app:m-pass-1@cluster.example.net/",
                               "REDIS_URL": "redis://:r-pass-2@cache:6379/0",
                               "STORAGE_PATH": str(tmp_path)})
-    text = banner(settings, host="127.0.0.1", generated_key=False)
+    text = banner(settings, host="127.0.0.1")
     for secret in ("given-key-0001", "m-pass-1", "r-pass-2"):
         assert secret not in text
     assert "mongodb+srv://app:***@cluster.example.net/" in text
@@ -36,17 +36,20 @@ def test_banner_redacts_passwords_and_hides_a_key_it_was_given(tmp_path: Path) -
     assert "from API_KEY / API_KEYS" in text
 
 
-def test_banner_shows_a_key_it_generated(tmp_path: Path) -> None:
+def test_banner_shows_a_key_it_generated_and_where_it_keeps_it(tmp_path: Path) -> None:
     settings = load_settings({"API_KEY": "generated-key-0002", "STORAGE_PATH": str(tmp_path)})
-    text = banner(settings, host="0.0.0.0", generated_key=True)
-    assert "generated-key-0002  (generated for this run)" in text
+    key_file = tmp_path / "dev-api-key"
+    text = banner(settings, host="0.0.0.0", key_file=key_file, key_created=True)
+    assert f"generated-key-0002  (generated; kept in {key_file} for the next starts)" in text
     assert "http://127.0.0.1:8001/api/v1" in text and "listening on 0.0.0.0" in text
+    text = banner(settings, host="0.0.0.0", key_file=key_file, key_created=False)
+    assert f"generated-key-0002  (generated earlier, from {key_file};" in text
 
 
 def test_banner_prints_the_console_url(tmp_path: Path) -> None:
     settings = load_settings({"API_KEY": "generated-key-0003", "STORAGE_PATH": str(tmp_path),
                               "PORT": "8011"})
-    text = banner(settings, host="127.0.0.1", generated_key=True)
+    text = banner(settings, host="127.0.0.1", key_file=tmp_path / "dev-api-key")
     assert "console   http://127.0.0.1:8011/ui/" in text
 
 
