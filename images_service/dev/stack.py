@@ -37,9 +37,10 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pymongo.uri_parser import parse_uri
+from redis.connection import parse_url as parse_redis_url
 
 from images_service.backends import check_mongo, check_redis, mongo_client, redis_client
 from images_service.config.settings import Settings, read_env
@@ -131,8 +132,26 @@ def fixed_ports(settings: Settings, *, host: str) -> list[FixedPort]:
     ]
 
 
+def redis_db(url: str) -> int:
+    """The DB number a Redis URL selects (path ``/N`` or ``?db=N``; 0 when it names none)."""
+    return int(parse_redis_url(url).get("db") or 0)
+
+
+def _redis_line(url: str, embedded_dir: Path | None) -> str:
+    db = redis_db(url)
+    if embedded_dir is not None:
+        return (f"  Redis     {redact(url)}  (DB {db}; embedded redis-server, "
+                f"data in {embedded_dir})\n")
+    parts = urlsplit(url)
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "db"])  # ?db= wins
+    other = redact(urlunsplit(parts._replace(path="/N", query=query)))
+    return (f"  Redis     {redact(url)}  (DB {db} of a running server, shared with its other "
+            f"users; another DB: REDIS_URL={other})\n")
+
+
 def banner(settings: Settings, *, host: str, key_file: Path | None = None,
-           key_created: bool = False, storage: DevStorage | None = None) -> str:
+           key_created: bool = False, storage: DevStorage | None = None,
+           embedded_redis_dir: Path | None = None) -> str:
     """What the stack prints once it runs: where things are, with no secret it was given.
 
     ``key_file``: where the stack keeps the key it generated (shown, as the operator needs it
@@ -154,7 +173,7 @@ def banner(settings: Settings, *, host: str, key_file: Path | None = None,
         f"  console   {base}/ui/  (sign in with the API key)\n"
         f"  API key   {key}\n"
         f"  MongoDB   {redact(settings.mongodb_uri)}\n"
-        f"  Redis     {redact(settings.redis_url)}\n"
+        f"{_redis_line(settings.redis_url, embedded_redis_dir)}"
         f"{images}"
         f"  private networks allowed: {str(settings.allow_private_networks).lower()}\n"
         "  Ctrl-C stops everything.\n"
@@ -277,8 +296,11 @@ def run_dev_stack(
         env = child_environment({**os.environ, **settings.to_env()}, storage)
         for command in ("api", "worker", "listener"):
             children[command] = _spawn(child_argv(command, host=host), env)
+        embedded_redis = any(server.name == "redis-server" for server in servers)
         print(banner(settings, host=host, key_file=key_file, key_created=key_created,
-                     storage=storage), flush=True)
+                     storage=storage,
+                     embedded_redis_dir=data_dir / "redis" if embedded_redis else None),
+              flush=True)
         while not stop.wait(0.5):
             dead = [name for name, proc in children.items() if proc.poll() is not None]
             if dead:

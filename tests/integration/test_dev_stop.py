@@ -111,6 +111,7 @@ def test_ctrl_c_drains_the_download_and_stops_everything_cleanly(storage: str,
         for name in SERVERS[storage]:
             assert name in servers, sorted(servers)
             assert os.getpgid(servers[name].pid) != os.getpgid(proc.pid), name
+        assert "(DB 0; embedded redis-server, data in" in (tmp_path / "dev.log").read_text()
         mongo_uri = re.search(r"MongoDB\s+(mongodb://\S+)", (tmp_path / "dev.log").read_text())
         with MongoClient(mongo_uri.group(1)) as client:
             client.optest.items.insert_one({"_id": "slow", "name": "Slow", "images": [

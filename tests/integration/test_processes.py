@@ -112,6 +112,9 @@ def test_dev_stack_starts_embedded_mongo_and_leaves_nothing_behind(redis_url, tm
         assert (tmp_path / "data" / "mongo").is_dir()  # --data-dir: one file per database
         log = (tmp_path / "dev.log").read_text()
         assert "API key" in log and f"127.0.0.1:{mongo_port}" in log
+        # The Redis it was given, and which DB of it (issue 23: not DB 0 of someone's server)
+        db = redis_url.rsplit("/", 1)[1]
+        assert f"Redis     {redis_url}  (DB {db} of a running server" in log
         key = re.search(r"API key\s+(\S+)\s+\(generated; kept in ", log).group(1)
         status, _ = wait_http_json(f"http://127.0.0.1:{port}/api/v1/jobs", proc=proc,
                                    headers={"X-API-Key": key})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from images_service.cli import build_parser
 from images_service.config.settings import load_settings
-from images_service.dev.stack import _stop_children, banner, child_argv
+from images_service.dev.stack import _stop_children, banner, child_argv, redis_db
 
 
 def test_the_api_of_the_dev_stack_binds_loopback_unless_told_otherwise() -> None:
@@ -96,3 +96,29 @@ def test_a_child_gets_one_sigterm_its_master_forwards(tmp_path: Path) -> None:
         if master.poll() is None:
             os.killpg(master.pid, signal.SIGKILL)
             master.wait()
+
+
+def test_the_redis_db_of_a_url() -> None:
+    assert redis_db("redis://127.0.0.1:6379") == 0
+    assert redis_db("redis://127.0.0.1:6379/5") == 5
+    assert redis_db("redis://:pw@cache:6379/0?db=3") == 3  # redis-py: the query wins
+    assert redis_db("redis://cache:6379?db=3") == 3
+
+
+def test_banner_names_the_redis_db_and_how_to_pick_another(tmp_path: Path) -> None:
+    settings = load_settings({"API_KEY": "given-key-0004", "STORAGE_PATH": str(tmp_path),
+                              "REDIS_URL": "redis://:r-pass-5@127.0.0.1:6379"})
+    text = banner(settings, host="127.0.0.1")
+    assert ("  Redis     redis://:***@127.0.0.1:6379  (DB 0 of a running server, shared with its "
+            "other users; another DB: REDIS_URL=redis://:***@127.0.0.1:6379/N)\n") in text
+    assert "r-pass-5" not in text
+    settings = load_settings({"API_KEY": "given-key-0004", "STORAGE_PATH": str(tmp_path),
+                              "REDIS_URL": "redis://cache:6379/0?db=2&health_check_interval=5"})
+    assert ("(DB 2 of a running server, shared with its other users; another DB: "
+            "REDIS_URL=redis://cache:6379/N?health_check_interval=5)") in banner(settings,
+                                                                                 host="::1")
+    settings = load_settings({"API_KEY": "given-key-0004", "STORAGE_PATH": str(tmp_path),
+                              "REDIS_URL": "redis://127.0.0.1:41234/0"})
+    text = banner(settings, host="127.0.0.1", embedded_redis_dir=tmp_path / "redis")
+    assert (f"  Redis     redis://127.0.0.1:41234/0  (DB 0; embedded redis-server, data in "
+            f"{tmp_path / 'redis'})\n") in text
