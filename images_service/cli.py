@@ -73,6 +73,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         "dramatiq_prom_db": metrics_dir,
         "dramatiq_prom_host": "0.0.0.0",
         "dramatiq_prom_port": str(settings.worker_metrics_port),
+        # The Dramatiq master keeps this pid (exec): its forked processes watch it
+        # (workers/orphans.py).
+        "IMAGES_SERVICE_WORKER_MASTER_PID": str(os.getpid()),
     })
     # glibc gives each thread that allocates big buffers an arena of its own (up to 8 per
     # core) and keeps what was freed there: decoded pixels of one image per download thread.
@@ -118,6 +121,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
               "pip install 'images-service[dev]'", file=sys.stderr)
         return 2
     from images_service.dev.bucket import DevStorageError
+    from images_service.dev.ports import PortTaken
     from images_service.dev.stack import run_dev_stack
 
     try:
@@ -129,7 +133,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
             host=args.host,
             storage_backend=args.storage,
         )
-    except DevStorageError as exc:
+    except (DevStorageError, PortTaken) as exc:
         print(f"images-service dev: {exc}", file=sys.stderr)
         return 2
 

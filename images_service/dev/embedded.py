@@ -5,6 +5,10 @@ test fixtures. nx-27017 quirks handled here (see EMBEDDED_MONGO.md): every insta
 to the same pid and log file, so a second one refuses to start while a waiter that only checks
 the port talks to the first; we always pass a unique ``--pid-file``/``--log-file``, check the
 port is free first, and check the process is still alive after the port opens.
+
+Every server runs in a session (and process group) of its own: the SIGINT a terminal sends to
+its foreground group on Ctrl-C must not reach it. Whoever started it stops it, after the
+processes that use it (the dev stack stops its api, worker and listener first).
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ def start_embedded_mongo(
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=run_dir,
-            preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
     managed = ManagedProcess("nx-27017", process, host, port, log_path)
     _wait_ready(managed, timeout_s)
@@ -154,7 +158,7 @@ def start_redis(
         command += ["--requirepass", password]
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
+        start_new_session=True, preexec_fn=_die_with_parent,
     )
     managed = ManagedProcess("redis-server", process, host, port, log_path)
     _wait_ready(managed, timeout_s)

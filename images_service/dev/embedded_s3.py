@@ -15,8 +15,9 @@ one way that was measured to work:
 - ``-s3.autoCreateBucket=false``: a missing bucket is an error, as on AWS.
 - The S3 port answers before the volume server has registered, so it is ready only once a
   real PUT went through (retried for a few seconds).
-- Linux: the server dies with the process that started it (PR_SET_PDEATHSIG), like the other
-  embedded servers.
+- Like the other embedded servers, it runs in a process group of its own (a terminal's Ctrl-C
+  does not reach it: the dev stack stops it after the processes that store into it) and, on
+  Linux, dies with the process that started it (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ class EmbeddedS3:
         with open(self.log_path, "ab") as out:
             process = subprocess.Popen(
                 self.command(binary), stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=self.run_dir, env=env, preexec_fn=_die_with_parent,
+                stdin=subprocess.DEVNULL, cwd=self.run_dir, env=env,
+                start_new_session=True, preexec_fn=_die_with_parent,
             )  # fmt: skip
         self.process = ManagedProcess("weed", process, self.host, self.ports["s3"], self.log_path)
         self._wait_ready(probe_bucket, timeout_s)

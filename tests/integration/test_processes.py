@@ -112,7 +112,10 @@ def test_dev_stack_starts_embedded_mongo_and_leaves_nothing_behind(redis_url, tm
         assert (tmp_path / "data" / "mongo").is_dir()  # --data-dir: one file per database
         log = (tmp_path / "dev.log").read_text()
         assert "API key" in log and f"127.0.0.1:{mongo_port}" in log
-        key = re.search(r"API key\s+(\S+)\s+\(generated for this run\)", log).group(1)
+        # The Redis it was given, and which DB of it (issue 23: not DB 0 of someone's server)
+        db = redis_url.rsplit("/", 1)[1]
+        assert f"Redis     {redis_url}  (DB {db} of a running server" in log
+        key = re.search(r"API key\s+(\S+)\s+\(generated; kept in ", log).group(1)
         status, _ = wait_http_json(f"http://127.0.0.1:{port}/api/v1/jobs", proc=proc,
                                    headers={"X-API-Key": key})
         assert status == 200  # the printed key is the one the api accepts
@@ -159,6 +162,7 @@ def test_dev_stack_prints_no_secret_it_was_given(tmp_path) -> None:
     # Then its whole output names where things are without the secrets
     log = (tmp_path / "dev.log").read_text()
     assert "API key   from API_KEY / API_KEYS (not shown)" in log
+    assert not (tmp_path / "data" / "dev-api-key").exists()  # a given key is never written
     assert f"redis://:***@127.0.0.1:{redis_server.port}/0" in log
     for secret in ("env-key-never-printed-77", "redis-pass-0451", "mongo-pass-0452"):
         assert secret not in log

@@ -2,9 +2,10 @@
 
 Redis: the machine's server on 127.0.0.1:6379 is used with a dedicated DB number that is
 flushed around each test, never FLUSHALL; when no Redis answers there, a private redis-server
-is started on a free port instead. Each test session claims its DB (``TEST_REDIS_DB``, or the
-first of 14, 13, ... 8 whose claim key is free), so two test runs on one machine never flush
-each other's data or steal each other's messages.
+is started on a free port instead. Each test session (each xdist process) claims the first DB
+whose claim key is free among those ``TEST_REDIS_DB`` names (``5``, ``5,6,7,8``, ``8-11``; by
+default 14, 13, ... 8), so two test processes or runs on one machine never flush each other's
+data or steal each other's messages.
 """
 
 from __future__ import annotations
@@ -23,7 +24,33 @@ from images_service.dev.embedded import ManagedProcess, port_open, start_embedde
 
 CLAIM_KEY = "__images_service_test_session__"
 CLAIM_TTL_S = 3600
-CANDIDATE_DBS = [int(os.environ["TEST_REDIS_DB"])] if os.environ.get("TEST_REDIS_DB") else list(range(14, 7, -1))
+#: Tried in this order when TEST_REDIS_DB is not set.
+DEFAULT_DBS = list(range(14, 7, -1))
+
+
+def parse_test_redis_dbs(value: str) -> list[int]:
+    """The DBs ``TEST_REDIS_DB`` names, in its order: ``5``, ``5,6,7,8``, ``8-11`` (inclusive,
+    ``11-8`` counts down) or a mix (``3,8-11``); empty means :data:`DEFAULT_DBS`.
+
+    Each test process (xdist worker) claims the first free one, so give at least as many DBs
+    as ``TEST_WORKERS`` (4 by default).
+    """
+    if not value.strip():
+        return list(DEFAULT_DBS)
+    dbs: list[int] = []
+    for part in value.split(","):
+        bounds = part.strip().split("-")
+        if len(bounds) > 2 or not all(b.strip().isdigit() for b in bounds):
+            raise ValueError(f"TEST_REDIS_DB={value!r}: {part.strip()!r} is not a DB number "
+                             "(0, 1, …) nor a range such as 8-11; expected e.g. 5 or 5,6,7,8 "
+                             "or 8-11")
+        first, last = int(bounds[0]), int(bounds[-1])
+        step = 1 if last >= first else -1
+        dbs += [db for db in range(first, last + step, step) if db not in dbs]
+    return dbs
+
+
+CANDIDATE_DBS = parse_test_redis_dbs(os.environ.get("TEST_REDIS_DB", ""))
 
 
 def _claim_db(base: str) -> tuple[int, str]:
@@ -35,7 +62,9 @@ def _claim_db(base: str) -> tuple[int, str]:
                 return db, token
         finally:
             client.close()
-    raise RuntimeError(f"every test Redis DB {CANDIDATE_DBS} is claimed by another test run")
+    raise RuntimeError(
+        f"every test Redis DB {CANDIDATE_DBS} is claimed by another test process or run: give "
+        "TEST_REDIS_DB one DB per test process (TEST_WORKERS, default 4), e.g. TEST_REDIS_DB=8-11")
 
 
 @pytest.fixture(scope="session")
