@@ -132,6 +132,12 @@ class Settings:
     # derived from the API keys, see api/console/auth.py).
     console_session_hours: int = 8
     console_secret_key: str = ""
+    # Surface hardening (contract §14 "Surface"): the console's own request limit per
+    # signed-in session, failed key attempts allowed per client address, and how many
+    # reverse proxies sit in front of the api (their X-Forwarded-For entries are trusted).
+    console_rate_limit: str = "3000/minute"
+    failed_auth_limit: str = "20/minute"
+    trusted_proxies: int = 0
 
     def __repr__(self) -> str:
         shown = []
@@ -200,6 +206,9 @@ class Settings:
             "PROCESSED_VARIANTS": format_variants(self.processed_variants),
             "CONSOLE_SESSION_HOURS": str(self.console_session_hours),
             "CONSOLE_SECRET_KEY": self.console_secret_key,
+            "CONSOLE_RATE_LIMIT": self.console_rate_limit,
+            "FAILED_AUTH_LIMIT": self.failed_auth_limit,
+            "TRUSTED_PROXIES": str(self.trusted_proxies),
         }
 
 
@@ -245,6 +254,9 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "JOB_RETENTION_DAYS": ("job_retention_days", _int_parser(1, 3650)),
     "CONSOLE_SESSION_HOURS": ("console_session_hours", _int_parser(1, 720)),
     "CONSOLE_SECRET_KEY": ("console_secret_key", _secret_key),
+    "CONSOLE_RATE_LIMIT": ("console_rate_limit", _rate_limit),
+    "FAILED_AUTH_LIMIT": ("failed_auth_limit", _rate_limit),
+    "TRUSTED_PROXIES": ("trusted_proxies", _int_parser(0, 16)),
 }
 
 #: Every variable the service reads, for docs and tests.
