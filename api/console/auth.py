@@ -6,12 +6,13 @@ wrong one counts against the same failed-authentication budget per client addres
 
 The session holds no key, only ``key_id``: an HMAC of the key under the signing secret,
 ``since``, the sign-in time, and ``sid``, a random id naming this sign-in (the console's
-request budget counts per ``sid``, api/limits.py). Every request re-derives the ids of the keys accepted *now*, so a
-key removed from ``API_KEYS`` ends its sessions at once, and a session lives at most
-``CONSOLE_SESSION_HOURS`` whatever the cookie says (the cookie's own expiry is the same
-lifetime, set by Flask). The signing secret is ``CONSOLE_SECRET_KEY`` or, when empty, an HMAC
-of the accepted API keys: rotating the keys then invalidates every session and every CSRF
-token, and several api processes derive the same secret without sharing any state.
+request budget counts per ``sid``, api/limits.py). Every request re-derives the ids of the
+keys accepted *now*, so a key removed from ``API_KEYS`` ends its sessions at once, and a
+session lives at most ``CONSOLE_SESSION_HOURS`` whatever the cookie says (the cookie's own
+expiry is the same lifetime, set by Flask). The signing secret is ``CONSOLE_SECRET_KEY`` or,
+when empty, an HMAC of the accepted API keys: rotating the keys then invalidates every session
+and every CSRF token, and several api processes derive the same secret without sharing any
+state.
 """
 
 from __future__ import annotations

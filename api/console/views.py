@@ -178,12 +178,13 @@ def job(job_id: str):
         raise NotFound(f"job {job_id} not found", code="job_not_found")
     api_job = job_to_api(raw)
     page = _page_arg("documents_page")
-    documents, more = job_documents(raw, document_files(), services().settings, page=page)
+    documents, more = job_documents(raw, document_files(), services().settings,
+                                    services().job_documents, page=page)
     active = api_job["status"] in ACTIVE
     return render_template(
         "console/job.html", job=api_job, bars=progress_bars(api_job), documents=documents,
         documents_page=page, more_documents=more, active=active,
-        status_field=services().settings.status_field, refresh_s=REFRESH_S if active else None)
+        refresh_s=REFRESH_S if active else None)
 
 
 @bp.get("/progress.json")

@@ -22,6 +22,7 @@ from images_service import metrics
 from images_service.download import engine
 from images_service.download.engine import DocumentPlan
 from images_service.errors import FolderConflict
+from images_service.jobs.documents import JobDocument
 from images_service.logs import log_context
 from images_service.storage.metadata import DOWNLOADED, FAILED, SKIPPED
 from workers.pipeline.context import PipelineContext
@@ -137,6 +138,7 @@ class Finisher:
             return
         job_id = job["_id"]
         self.write_back(job_id, finished)
+        self.ctx.job_documents.record(job_document_rows(job_id, finished))
         latest = None
         errors: list[dict[str, Any]] = []
         for done in finished:
@@ -198,6 +200,16 @@ class Finisher:
                 log.warning("job %s %s: %s", job["_id"], status, message)
             else:
                 log.info("job %s %s", job["_id"], status)
+
+
+def job_document_rows(job_id: str, finished: list[Finished]) -> list[JobDocument]:
+    """The job's rows of its finished documents: what the console lists (jobs/documents.py)."""
+    return [JobDocument(job_id=job_id, document_id=done.plan.document_id,
+                        source_id=done.data["source_id"], folder=done.plan.relative_folder,
+                        status=done.status,
+                        downloaded=done.counts[DOWNLOADED] + done.counts[SKIPPED],
+                        failed=done.counts[FAILED])
+            for done in finished]
 
 
 def _records_of(metadata: dict[str, Any], plan: DocumentPlan) -> list[dict[str, Any]] | None:
