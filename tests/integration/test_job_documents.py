@@ -36,11 +36,11 @@ class Commands(monitoring.CommandListener):
         return [(name, command) for db, name, command in self.seen if db == database]
 
 
-def _row(job_id: str, name: str, source_id: object = None, **fields) -> JobDocument:
+def _row(job_id: str, name: str, source_id: object = None) -> JobDocument:
     source = name if source_id is None else source_id
     return JobDocument(job_id=job_id, document_id=str(source), source_id=json_util.dumps(source),
-                       folder=f"serpy_db/hotels/{source}-x", status=fields.get("status", "completed"),
-                       downloaded=fields.get("downloaded", 1), failed=fields.get("failed", 0))
+                       folder=f"serpy_db/hotels/{source}-x", status="completed", downloaded=1,
+                       failed=0)
 
 
 def test_rows_are_one_bulk_write_idempotent_typed_and_expire(make_settings) -> None:
@@ -117,7 +117,8 @@ def test_the_job_page_lists_finished_documents_without_reading_the_source(
 
     browser = create_app(settings).test_client()
     token = csrf_token(browser.get("/ui/sign-in").text)
-    assert browser.post("/ui/sign-in", data={"csrf_token": token, "api_key": KEY}).status_code == 303
+    signed_in = browser.post("/ui/sign-in", data={"csrf_token": token, "api_key": KEY})
+    assert signed_in.status_code == 303
     commands.seen.clear()
     page = browser.get(f"/ui/jobs/{job_id}")
 
