@@ -111,8 +111,9 @@ class PageProblems:
         page.on("pageerror", lambda error: self.script_errors.append(str(error)))
 
     def _console(self, message) -> None:
-        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
-            self.csp.append(message.text)
+        text = message.text
+        if "Content Security Policy" in text or "Content-Security-Policy" in text:
+            self.csp.append(text)
 
     def assert_none(self) -> None:
         assert self.csp == [], self.csp
