@@ -9,10 +9,10 @@ The directory is made by :func:`tempfile.mkdtemp` (``images-service-{pid}-{rando
 time it is handed out (a real directory, not a symlink, owned by this user, no group or
 other access): a shared ``/tmp`` holds whatever other local users put there, and a
 predictable name would let one of them pre-create it (or a symlink to a directory of
-theirs) and read or replace the bodies. The pid is read at each call, so a process forked after the storage was built
-gets its own directory. A process killed mid-download cannot clean up: the directories of
-dead pids are removed when the next storage is built (only this user's real directories;
-nothing is followed through a symlink).
+theirs) and read or replace the bodies. The pid is read at each call, so a process forked
+after the storage was built gets its own directory. A process killed mid-download cannot
+clean up: the directories of dead pids are removed when the next storage is built (only
+this user's real directories; nothing is followed through a symlink).
 """
 
 from __future__ import annotations
