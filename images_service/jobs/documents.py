@@ -14,9 +14,9 @@ Writes are idempotent: one bulk write of upserts per call, each row keyed by its
 document's canonical Extended JSON ``_id`` (documents whose ids differ only in type are two
 rows), so a replayed message rewrites the same rows.
 
-Embedded-server quirks (EMBEDDED_MONGO.md): the TTL date lives in a whole subdocument
-(``retention``), whose dates keep their type; other times are epoch seconds; references are
-strings.
+Embedded-server quirks (README, "Embedded server caveats"): the TTL date lives in a whole
+subdocument (``retention``), whose dates keep their type; other times are epoch seconds;
+references are strings.
 """
 
 from __future__ import annotations
