@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.auth import init_auth
 from api.context import EXTENSION_KEY, ApiServices
@@ -22,13 +23,19 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = Flask(__name__, static_folder=None)
     app.json.sort_keys = False
+    if settings.trusted_proxies:
+        # The client address (budgets, logs) is the n-th entry from the right of
+        # X-Forwarded-For; with no proxy trusted that header is ignored (contract §14).
+        # Only the address: the scheme and host headers stay untrusted (x_proto=0).
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=0)
     app.extensions[EXTENSION_KEY] = ApiServices.build(settings)
 
-    from api.limits import FailedAuthLimit, build_limiter
+    from api.limits import ConsoleLimit, FailedAuthLimit, build_limiter
 
     register_error_handlers(app)
     limiter = build_limiter(redis_url=settings.redis_url, limit=settings.api_rate_limit)
-    failed_attempts = FailedAuthLimit(limiter)
+    failed_attempts = FailedAuthLimit(limiter, settings.failed_auth_limit)
     init_auth(app, settings.api_keys, docs_open=settings.is_development,
               failed_attempts=failed_attempts)
     if settings.cors_origins:
@@ -45,8 +52,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(jobs.bp)
     app.register_blueprint(queues.bp)
     app.register_blueprint(documents.bp)
-    # The web console (/ui/): its own sign-in, and failed sign-ins share the failed-auth budget.
-    init_console(app, settings, failed_attempts)
+    # The web console (/ui/): its own sign-in (failed sign-ins share the failed-auth budget)
+    # and its own request budget per session, never the API keys'.
+    init_console(app, settings, failed_attempts,
+                 ConsoleLimit(limiter, settings.console_rate_limit))
     # Attached after the auth hook, so the per-key budget counts authenticated calls only.
     limiter.init_app(app)
     init_metrics(app)

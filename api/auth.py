@@ -3,7 +3,9 @@
 Keys are compared in constant time against each accepted key (``API_KEY`` plus ``API_KEYS``
 for rotation). The check runs before routing is trusted, so an unknown path under the prefix
 answers 401 too and reveals nothing about which routes exist. Failed attempts are counted per
-client address (``failed_attempts``, see api/limits.py); over that budget the answer is 429.
+client address (``failed_attempts``, see api/limits.py), and that budget is checked *before*
+the key: an address over it gets 429 whatever key it sends, the right one included (contract
+§14 "Surface"), so guessing is throttled rather than answered.
 """
 
 from __future__ import annotations
@@ -41,8 +43,11 @@ def path_needs_key(path: str, *, docs_open: bool) -> bool:
 
 
 class FailedAttempts(Protocol):
-    def over_limit(self, address: str | None) -> int | None:
-        """Record a failure; seconds to wait when the address is over its budget."""
+    def wait_s(self, address: str | None) -> int | None:
+        """Seconds to wait when the address is over its budget, else None."""
+
+    def record_failure(self, address: str | None) -> None:
+        """Count one failed attempt of the address."""
 
 
 def init_auth(app: Flask, accepted_keys: tuple[str, ...], *, docs_open: bool,
@@ -51,10 +56,14 @@ def init_auth(app: Flask, accepted_keys: tuple[str, ...], *, docs_open: bool,
     def _require_key() -> None:
         if request.method == "OPTIONS":  # CORS preflight carries no credentials
             return
-        if path_needs_key(request.path, docs_open=docs_open) and not key_is_valid(
-            request.headers.get("X-API-Key"), accepted_keys
-        ):
-            wait_s = failed_attempts.over_limit(request.remote_addr) if failed_attempts else None
-            if wait_s is not None:
-                raise TooManyRequests("too many failed authentication attempts", retry_after=wait_s)
+        if not path_needs_key(request.path, docs_open=docs_open):
+            return
+        address = request.remote_addr
+        # The budget first: over it, not even the right key is looked at.
+        wait_s = failed_attempts.wait_s(address) if failed_attempts else None
+        if wait_s is not None:
+            raise TooManyRequests("too many failed authentication attempts", retry_after=wait_s)
+        if not key_is_valid(request.headers.get("X-API-Key"), accepted_keys):
+            if failed_attempts:
+                failed_attempts.record_failure(address)
             raise Unauthorized("missing or invalid X-API-Key header")

@@ -12,6 +12,7 @@ from pymongo import MongoClient
 
 from images_service.backends import HEALTH_TIMEOUT_MS, mongo_client, redis_client
 from images_service.config.settings import Settings
+from images_service.jobs.documents import JobDocuments
 from images_service.jobs.triggers import Triggers
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import Enqueuer
@@ -30,6 +31,8 @@ class ApiServices:
     redis: redis.Redis
     broker: RedisBroker
     jobs: JobStore
+    #: A job's finished documents (the console's job page lists them).
+    job_documents: JobDocuments
     triggers: Triggers
     #: Separate clients with short timeouts so `/health` answers within the contract's 5 s.
     health_mongo: MongoClient
@@ -51,6 +54,8 @@ class ApiServices:
             redis=red,
             broker=broker,
             jobs=jobs,
+            job_documents=JobDocuments(mongo, settings.jobs_database,
+                                       retention_days=settings.job_retention_days),
             triggers=Triggers(settings, mongo, red, jobs, Enqueuer(broker)),
             health_mongo=mongo_client(settings, timeout_ms=HEALTH_TIMEOUT_MS, app="images-service-health"),
             health_redis=redis_client(settings, timeout_s=HEALTH_TIMEOUT_MS / 1000),

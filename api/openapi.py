@@ -2,7 +2,9 @@
 
 The document is written out by hand next to the views (``PATHS``) and kept honest by a test
 that compares it with the app's URL map. ``/docs`` is served only in development; the page
-embeds the document, so it needs no second, authenticated fetch.
+embeds the document, so it needs no second, authenticated fetch. Swagger UI's assets come
+from the ``[dev]`` extra (``swagger-ui-bundle``), imported only when ``/docs`` is asked for:
+the production image does not install it, and the api runs without it.
 
 Longer than our ~300-line modules on purpose: it is one document, mostly data, and reads best
 as one table of paths next to its schemas.
@@ -14,7 +16,6 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, send_from_directory
-from swagger_ui_bundle import swagger_ui_path
 
 from api.context import services
 from images_service import __version__
@@ -37,7 +38,8 @@ def _json(description: str, schema_ref: str) -> dict[str, Any]:
 
 
 UNAUTHORIZED = _error("Missing or invalid X-API-Key")
-RATE_LIMITED = _error("Over the per-key rate limit; see Retry-After")
+RATE_LIMITED = _error("Over the key's rate limit, or the client address is over its budget of "
+                      "failed key attempts (then refused whatever the key); see Retry-After")
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -168,7 +170,7 @@ COMMON_ERRORS = {
 PATHS: dict[str, Any] = {
     "/api/v1/health": {
         "get": {
-            "summary": "Health of the api and its backing services",
+            "summary": "Health of the api and its backing services (checks at most 5 s old)",
             "security": [],
             "responses": {
                 "200": _json("MongoDB and Redis answer", "Health"),
@@ -199,7 +201,8 @@ PATHS: dict[str, Any] = {
             "security": [],
             "responses": {"200": {"description": "HTML page",
                                   "content": {"text/html": {"schema": {"type": "string"}}}},
-                          "404": _error("Not served in production")},
+                          "404": _error("Not served in production, nor without the [dev] "
+                                        "extra")},
         }
     },
 }
@@ -399,9 +402,16 @@ window.ui = SwaggerUIBundle({spec: %s, dom_id: "#swagger-ui", deepLinking: true}
 """
 
 
-def _docs_enabled() -> None:
+def _docs_enabled() -> str:
+    """The directory of Swagger UI's assets; 404 outside development or without them."""
     if not services().settings.is_development:
         abort(404, description="/docs is served only when ENVIRONMENT=development")
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        abort(404, description="/docs needs Swagger UI's assets: "
+                               "pip install 'images-service[dev]'")
+    return swagger_ui_path
 
 
 @bp.get("/api/v1/docs")
@@ -415,5 +425,4 @@ def docs():
 
 @bp.get("/docs/static/<path:filename>")
 def docs_static(filename: str):
-    _docs_enabled()
-    return send_from_directory(swagger_ui_path, filename)
+    return send_from_directory(_docs_enabled(), filename)

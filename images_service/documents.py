@@ -140,20 +140,31 @@ class DocumentFiles:
         """The metadata of ``source`` (already read from MongoDB), or None when there is none."""
         document_id = layout.document_id_str(source["_id"])
         for folder in self.candidate_folders(database, collection, source):
-            try:
-                raw = self.storage.read_bytes(f"{folder}/{layout.METADATA_FILE}")
-            except StorageUnavailable as exc:
-                raise Unavailable(str(exc)) from None
-            if raw is None:
-                continue
-            try:
-                parsed = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                continue  # never written by us: files are replaced atomically
-            if isinstance(parsed, dict) and (parsed.get("database"), parsed.get("collection"),
-                                             parsed.get("document_id")) == (
-                    database, collection, document_id):
-                return StoredDocument(folder, raw, parsed)
+            stored = self.stored_at(database, collection, document_id, folder)
+            if stored is not None:
+                return stored
+        return None
+
+    def stored_at(self, database: str, collection: str, document_id: str,
+                  folder: str) -> StoredDocument | None:
+        """The metadata in ``folder`` when it names this document, else None (no MongoDB
+        read: the console's job page knows each document's folder from the job's rows)."""
+        try:
+            raw = self.storage.read_bytes(f"{folder}/{layout.METADATA_FILE}")
+        except StorageUnavailable as exc:
+            raise Unavailable(str(exc)) from None
+        except ValueError:
+            return None  # not a key of ours (check_key refused it)
+        if raw is None:
+            return None
+        try:
+            parsed = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return None  # never written by us: files are replaced atomically
+        if isinstance(parsed, dict) and (parsed.get("database"), parsed.get("collection"),
+                                         parsed.get("document_id")) == (
+                database, collection, document_id):
+            return StoredDocument(folder, raw, parsed)
         return None
 
     def stored_document(self, database: str, collection: str, raw_id: str) -> StoredDocument:

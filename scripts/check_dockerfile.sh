@@ -5,8 +5,8 @@
 # COPY would. Then check what the runtime stage relies on:
 #   - `images-service --help` and each process's --help work from outside the repository;
 #   - api/gunicorn_conf.py is installed where `images-service api` looks for it;
-#   - only the runtime is installed (no [dev]/[test] packages), and `images-service dev`
-#     exits 2 naming the [dev] extra;
+#   - only the runtime is installed (no [dev]/[test] packages, Swagger UI's assets included),
+#     and `images-service dev` exits 2 naming the [dev] extra;
 #   - every installed distribution is pinned, at that version, by constraints.txt.
 # Needs python3 (3.11, like the image) and access to PyPI. Exits non-zero on any failure.
 # Usage: bash scripts/check_dockerfile.sh   (about a minute; RUN_DOCKERFILE_CHECK=1 makes
@@ -119,7 +119,8 @@ say "installed modules and files the processes need"
 "$CHECK_VENV/bin/python" - <<'PY' || fail "installed package is incomplete"
 import importlib, pathlib, sys
 import images_service.cli as cli
-for module in ("api", "api.health", "api.metrics", "workers.app", "images_service.queueing.broker",
+for module in ("api", "api.health", "api.metrics", "api.openapi", "workers.app",
+               "images_service.queueing.broker",
                "workers.listener.process", "images_service.config.settings"):
     importlib.import_module(module)
 conf = pathlib.Path(cli.__file__).resolve().parent.parent / "api" / "gunicorn_conf.py"
@@ -135,12 +136,12 @@ say "the runtime only: no [dev]/[test] packages, and \`images-service dev\` says
 import sys
 from importlib.metadata import PackageNotFoundError, version
 present = []
-for name in ("nx-27017", "neosqlite", "psutil", "pytest"):
+for name in ("nx-27017", "neosqlite", "psutil", "pytest", "swagger-ui-bundle"):
     try:
         present.append(f"{name}=={version(name)}")
     except PackageNotFoundError:
         pass
-print("\n".join(present) or "ok: none of nx-27017, neosqlite, psutil, pytest")
+print("\n".join(present) or "ok: none of nx-27017, neosqlite, psutil, pytest, swagger-ui-bundle")
 sys.exit(1 if present else 0)
 PY
 set +e

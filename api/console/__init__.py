@@ -7,22 +7,42 @@ without JavaScript (progress refreshes by reloading), and a small script (static
 refreshes the progress bars in place when JavaScript runs.
 
 The JSON API is untouched by all of this: CSRF is checked only in this blueprint, and the
-session cookie's path is ``/ui``.
+session cookie's path is ``/ui``. Every response under ``/ui`` (pages, files, errors, even a
+404) carries :data:`SECURITY_HEADERS` (contract §14 "Surface"): no other site may frame the
+console, browsers must not sniff its files into another type, and the CSP allows only the
+console's own files: no inline script or style anywhere in its templates.
 """
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Response, request
 from flask_wtf.csrf import CSRFProtect
 
 from api.auth import FailedAttempts
 from api.console.auth import ConsoleAuth, configure_session
+from api.limits import ConsoleLimit, is_console_path
 from images_service.config.settings import Settings
 
 EXTENSION_KEY = "images_service_console"
+#: Headers of every console response.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                               "form-action 'self'; object-src 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
-def init_console(app: Flask, settings: Settings, failed_attempts: FailedAttempts | None) -> None:
+def _add_security_headers(response: Response) -> Response:
+    if is_console_path(request.path):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
+def init_console(app: Flask, settings: Settings, failed_attempts: FailedAttempts | None,
+                 limit: ConsoleLimit | None = None) -> None:
     """Serve the console from ``app`` (call from the app factory)."""
     from api.console.views import bp
 
@@ -30,5 +50,6 @@ def init_console(app: Flask, settings: Settings, failed_attempts: FailedAttempts
     csrf = CSRFProtect()
     csrf.init_app(app)
     app.extensions[EXTENSION_KEY] = {"auth": ConsoleAuth(settings), "csrf": csrf,
-                                     "failed_attempts": failed_attempts}
+                                     "failed_attempts": failed_attempts, "limit": limit}
     app.register_blueprint(bp)
+    app.after_request(_add_security_headers)

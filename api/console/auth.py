@@ -4,19 +4,22 @@ The key is checked like ``X-API-Key`` (constant time, against every accepted key
 wrong one counts against the same failed-authentication budget per client address
 (api/limits.py), so the sign-in form is no side door for guessing keys.
 
-The session holds no key, only ``key_id``: an HMAC of the key under the signing secret, and
-``since``, the sign-in time. Every request re-derives the ids of the keys accepted *now*, so a
-key removed from ``API_KEYS`` ends its sessions at once, and a session lives at most
-``CONSOLE_SESSION_HOURS`` whatever the cookie says (the cookie's own expiry is the same
-lifetime, set by Flask). The signing secret is ``CONSOLE_SECRET_KEY`` or, when empty, an HMAC
-of the accepted API keys: rotating the keys then invalidates every session and every CSRF
-token, and several api processes derive the same secret without sharing any state.
+The session holds no key, only ``key_id``: an HMAC of the key under the signing secret,
+``since``, the sign-in time, and ``sid``, a random id naming this sign-in (the console's
+request budget counts per ``sid``, api/limits.py). Every request re-derives the ids of the
+keys accepted *now*, so a key removed from ``API_KEYS`` ends its sessions at once, and a
+session lives at most ``CONSOLE_SESSION_HOURS`` whatever the cookie says (the cookie's own
+expiry is the same lifetime, set by Flask). The signing secret is ``CONSOLE_SECRET_KEY`` or,
+when empty, an HMAC of the accepted API keys: rotating the keys then invalidates every session
+and every CSRF token, and several api processes derive the same secret without sharing any
+state.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from datetime import timedelta
 
@@ -79,9 +82,18 @@ class ConsoleAuth:
         session.permanent = True
         session["key_id"] = _key_id(self.secret, key)
         session["since"] = int(time.time())
+        session["sid"] = secrets.token_urlsafe(16)
 
     def sign_out(self) -> None:
         session.clear()
+
+    def session_id(self) -> str | None:
+        """The id of the current sign-in when the session is valid, else None."""
+        if not self.signed_in():
+            return None
+        sid = session.get("sid")
+        # A session from before ``sid`` existed: its key id and sign-in time name it.
+        return sid if isinstance(sid, str) and sid else f"{session['key_id']}:{session['since']}"
 
     def signed_in(self) -> bool:
         key_id, since = session.get("key_id"), session.get("since")

@@ -1,10 +1,9 @@
 """What the console's pages show, computed from the service functions (kept out of the views).
 
 Progress bars are built here once, for the templates and for the JSON the progress script
-polls, so both always say the same. A job's documents are the source documents whose
-write-back (``STATUS_FIELD.job_id``) names the job — the write-back is the one durable
-record of which documents a job finished — plus, for document and change-stream jobs, their
-one document. Thumbnails prefer the smallest processed variant (§12) and fall back to the
+polls, so both always say the same. A job's documents are the rows the pipeline wrote for it
+when each document finished (images_service/jobs/documents.py), in natural order of their
+ids, plus, for document and change-stream jobs, their one document. Thumbnails prefer the smallest processed variant (§12) and fall back to the
 original, which the browser scales down.
 """
 
@@ -20,6 +19,7 @@ from pymongo.errors import PyMongoError
 from images_service.config.settings import Settings
 from images_service.documents import DocumentFiles, StoredDocument, listed_files
 from images_service.errors import Unavailable
+from images_service.jobs.documents import JobDocuments
 from images_service.storage import layout
 
 #: Source documents listed per page of a job.
@@ -117,29 +117,35 @@ def document_view(document_id: str, stored: StoredDocument | None) -> DocumentVi
     return view
 
 
-def job_documents(raw_job: Mapping[str, Any], files: DocumentFiles, settings: Settings, *,
-                  page: int) -> tuple[list[DocumentView], bool]:
-    """The documents of a job (one page), and whether another page follows."""
+def job_documents(raw_job: Mapping[str, Any], files: DocumentFiles, settings: Settings,
+                  rows: JobDocuments, *, page: int) -> tuple[list[DocumentView], bool]:
+    """The documents of a job (one page), and whether another page follows.
+
+    Listed from the job's own rows (``JOBS_DATABASE.job_documents``, through its index), never
+    by querying the source collection, whatever its size (contract §14). A document or
+    change-stream job shows its one document by ``_id`` (the source's own index) even before
+    it finished.
+    """
     database, collection = raw_job["database"], raw_job["collection"]
-    coll = files.mongo[database][collection]
-    projection = {"_id": 1, settings.search_field.split(".")[0]: 1}
-    if settings.status_field:
-        projection[settings.status_field.split(".")[0]] = 1
     try:
         if raw_job.get("source"):  # document and change_stream jobs: their one document
-            found = coll.find_one({"_id": json_util.loads(raw_job["source"]["id"])}, projection)
-            sources, more = ([found] if found and page == 1 else []), False
-        elif settings.status_field:
-            cursor = (coll.find({f"{settings.status_field}.job_id": raw_job["_id"]}, projection)
-                      .sort("_id", 1).skip((page - 1) * DOCUMENTS_PER_PAGE)
-                      .limit(DOCUMENTS_PER_PAGE + 1))
-            sources = list(cursor)
-            more = len(sources) > DOCUMENTS_PER_PAGE
-            sources = sources[:DOCUMENTS_PER_PAGE]
-        else:
-            sources, more = [], False
+            if page != 1:
+                return [], False
+            projection = {"_id": 1, settings.search_field.split(".")[0]: 1}
+            if settings.status_field:
+                projection[settings.status_field.split(".")[0]] = 1
+            found = files.mongo[database][collection].find_one(
+                {"_id": json_util.loads(raw_job["source"]["id"])}, projection)
+            if found is None:
+                return [], False
+            return [document_view(layout.document_id_str(found["_id"]),
+                                  files.stored_for_source(database, collection, found))], False
+        found_rows = rows.page(raw_job["_id"], skip=(page - 1) * DOCUMENTS_PER_PAGE,
+                               limit=DOCUMENTS_PER_PAGE + 1)
     except PyMongoError as exc:
         raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
-    views = [document_view(layout.document_id_str(doc["_id"]),
-                           files.stored_for_source(database, collection, doc)) for doc in sources]
+    more = len(found_rows) > DOCUMENTS_PER_PAGE
+    views = [document_view(row["document_id"],
+                           files.stored_at(database, collection, row["document_id"], row["folder"]))
+             for row in found_rows[:DOCUMENTS_PER_PAGE]]
     return views, more

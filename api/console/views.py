@@ -1,9 +1,12 @@
 """The console's pages and actions: thin views over the same service functions as the API.
 
-Every view but sign-in and the static files needs a session: a page redirects to sign-in,
-an action (POST) or the progress JSON is refused with 401. Every POST carries a CSRF token
-(flask-wtf), checked before the action runs. Errors render as HTML pages here; the JSON API
-keeps its own handlers (api/errors.py).
+Every request first counts against the console's own budget (``CONSOLE_RATE_LIMIT`` per
+signed-in session, a fixed budget per address without one; api/limits.py), static files
+included; over it the answer is an HTML 429 page with ``Retry-After``. Every view but sign-in
+and the static files needs a session: a page redirects to sign-in, an action (POST) or the
+progress JSON is refused with 401. Every POST carries a CSRF token (flask-wtf), checked before
+the action runs. Errors render as HTML pages here; the JSON API keeps its own handlers
+(api/errors.py).
 """
 
 from __future__ import annotations
@@ -63,6 +66,20 @@ def _error_page(status: int, code: str, message: str, headers: dict[str, str] | 
 
 
 @bp.before_request
+def _limit():
+    # Registered first, so it runs before the session guard: a flood of unsigned requests
+    # is refused per address before anything else is done for it.
+    limit = _ext()["limit"]
+    if limit is None:
+        return None
+    wait_s = limit.hit(_ext()["auth"].session_id(), request.remote_addr)
+    if wait_s is None:
+        return None
+    return _error_page(429, "rate_limited", "Too many console requests; try again in "
+                       f"{wait_s} s.", {"Retry-After": str(wait_s)})
+
+
+@bp.before_request
 def _guard():
     if request.endpoint not in PUBLIC_ENDPOINTS and not _ext()["auth"].signed_in():
         if request.method in ("GET", "HEAD") and request.endpoint != "console.progress":
@@ -114,14 +131,17 @@ def sign_in():
             return redirect(next_url)
         return render_template("console/sign_in.html", next_url=next_url)
     key = request.form.get("api_key", "")
-    if auth.key_valid(key):
-        auth.sign_in(key)
-        return redirect(next_url, code=303)
     failed = _ext()["failed_attempts"]
-    wait_s = failed.over_limit(request.remote_addr) if failed else None
+    # The failed-key budget before the key (contract §14): over it, even the right key waits.
+    wait_s = failed.wait_s(request.remote_addr) if failed else None
     if wait_s is not None:
         return _error_page(429, "rate_limited", "Too many failed sign-ins from this address; "
                            f"try again in {wait_s} s.", {"Retry-After": str(wait_s)})
+    if auth.key_valid(key):
+        auth.sign_in(key)
+        return redirect(next_url, code=303)
+    if failed:
+        failed.record_failure(request.remote_addr)
     body = render_template("console/sign_in.html", next_url=next_url,
                            error="That API key is not accepted.")
     return Response(body, status=401)
@@ -158,12 +178,13 @@ def job(job_id: str):
         raise NotFound(f"job {job_id} not found", code="job_not_found")
     api_job = job_to_api(raw)
     page = _page_arg("documents_page")
-    documents, more = job_documents(raw, document_files(), services().settings, page=page)
+    documents, more = job_documents(raw, document_files(), services().settings,
+                                    services().job_documents, page=page)
     active = api_job["status"] in ACTIVE
     return render_template(
         "console/job.html", job=api_job, bars=progress_bars(api_job), documents=documents,
         documents_page=page, more_documents=more, active=active,
-        status_field=services().settings.status_field, refresh_s=REFRESH_S if active else None)
+        refresh_s=REFRESH_S if active else None)
 
 
 @bp.get("/progress.json")

@@ -31,7 +31,7 @@ def _started(client: ApiClient, accepted: dict[str, Any], args: argparse.Namespa
              note: str = "") -> int:
     """After a 202: say which job, then follow it when asked to."""
     job_id = accepted["job_id"]
-    print(f"job {job_id} {accepted['status']}{note}", flush=True)
+    print(fmt.printable(f"job {job_id} {accepted['status']}{note}"), flush=True)
     return _wait(client, job_id) if args.wait else EXIT_OK
 
 
@@ -76,7 +76,7 @@ def cmd_download(client: ApiClient, args: argparse.Namespace) -> int:
 def cmd_jobs(client: ApiClient, args: argparse.Namespace) -> int:
     page = client.get("/jobs", status=args.status, type=args.type, limit=args.limit)
     if args.json:
-        print(json.dumps(page, indent=2))
+        print(fmt.json_text(page))
     elif sys.stdout.isatty():
         _print_rich_table(page)
     else:
@@ -85,23 +85,27 @@ def cmd_jobs(client: ApiClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_rich_table(page: dict[str, Any]) -> None:
+def _print_rich_table(page: dict[str, Any], console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(*fmt.TABLE_COLUMNS, box=None, header_style="bold")
     for job in page["jobs"]:
-        table.add_row(*fmt.table_row(job))
-    console = Console()
+        # Text, not str: a cell is never read as rich markup ("[link=…]" would become an
+        # OSC 8 hyperlink), and fmt.table_row has escaped its control characters.
+        table.add_row(*(Text(cell) for cell in fmt.table_row(job)))
+    console = console or Console()
     console.print(table)
-    console.print(f"{len(page['jobs'])} of {page['total']} jobs", style="dim")
+    console.print(Text(fmt.printable(f"{len(page['jobs'])} of {page['total']} jobs"),
+                       style="dim"))
 
 
 def cmd_job(client: ApiClient, args: argparse.Namespace) -> int:
     if args.wait:
         return _wait(client, args.job_id)
     job = client.get(_path("jobs", args.job_id))
-    print(json.dumps(job, indent=2) if args.json else "\n".join(fmt.details(job)))
+    print(fmt.json_text(job) if args.json else "\n".join(fmt.details(job)))
     return EXIT_OK
 
 
@@ -121,7 +125,8 @@ def run(handler: Callable[[ApiClient, argparse.Namespace], int], args: argparse.
     try:
         return handler(client, args)
     except (ApiClientError, UsageError) as exc:
-        print(f"images-service: {exc}", file=sys.stderr)
+        # The message may quote the server's (a document's URL, a host's error): escaped.
+        print(f"images-service: {fmt.printable(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         if getattr(args, "wait", False):

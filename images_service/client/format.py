@@ -3,17 +3,51 @@
 Pure functions of the job JSON (contract §6), so the command line's output is tested without
 an api. Plain text only: terminal decoration (bars, colours) is left to ``progress`` and the
 table printer, and only when stdout is a terminal.
+
+Everything here that came from the server (URLs, messages, ids, names: all of it ultimately
+from documents and image hosts) goes through :func:`printable` (contract §14 "Surface"): C0
+and C1 control characters (ESC, BEL, CR, the one-byte CSI ``\x9b``...), DEL, line
+separators and the bidirectional overrides that reorder what a terminal shows are written as
+``\x1b`` / ``\u202e`` escapes, so no escape sequence (colours, cursor moves, OSC 8 links,
+window titles) and no hidden reordering reaches the operator's terminal.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+import re
+from collections.abc import Mapping
+from typing import Any
 
 FINISHED = ("completed", "failed", "cancelled")
 #: Errors shown under a finished job (the job keeps the last 100; `job` shows them all).
 ERRORS_SHOWN = 5
 TABLE_COLUMNS = ("JOB ID", "TYPE", "STATUS", "SCOPE", "DOCUMENTS", "IMAGES", "FAILED", "CREATED")
+
+
+#: Bidirectional marks, embeddings, overrides and isolates ("Trojan Source" reordering).
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+#: C0 controls (tab and newline too: a value never spans columns or lines), DEL and C1
+#: controls, the line and paragraph separators, and the bidi characters.
+_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def printable(value: Any) -> str:
+    """``value`` as text a terminal shows as it is: control and bidi characters escaped."""
+    return _UNSAFE.sub(_escape, "" if value is None else str(value))
+
+
+def json_text(value: Any) -> str:
+    """Indented JSON for ``--json``: ``ensure_ascii`` escapes C0, C1 and bidi characters;
+    DEL, the one control character it leaves, is escaped too (still valid JSON)."""
+    return json.dumps(value, indent=2, ensure_ascii=True).replace("\x7f", "\\u007f")
 
 
 def images_finished(progress: Mapping[str, int]) -> int:
@@ -23,10 +57,10 @@ def images_finished(progress: Mapping[str, int]) -> int:
 def progress_line(job: Mapping[str, Any]) -> str:
     """One line per change while following a job (stdout is not a terminal)."""
     p = job["progress"]
-    return (f"{job['status']:<9} documents {p['documents_done']}/{p['documents_total']}  "
-            f"images {images_finished(p)}/{p['images_total']} "
-            f"(downloaded {p['images_downloaded']}, skipped {p['images_skipped']}, "
-            f"failed {p['images_failed']})")
+    return printable(f"{job['status']:<9} documents {p['documents_done']}/"
+                     f"{p['documents_total']}  images {images_finished(p)}/{p['images_total']} "
+                     f"(downloaded {p['images_downloaded']}, skipped {p['images_skipped']}, "
+                     f"failed {p['images_failed']})")
 
 
 def final_line(job: Mapping[str, Any]) -> str:
@@ -37,14 +71,14 @@ def final_line(job: Mapping[str, Any]) -> str:
             f"{p['images_failed']} failed")
     if job.get("message"):
         line += f" ({job['message']})"
-    return line
+    return printable(line)
 
 
 def error_lines(job: Mapping[str, Any], limit: int | None = ERRORS_SHOWN) -> list[str]:
     errors = job.get("errors") or []
     shown = errors if limit is None else errors[-limit:]
-    lines = [f"  {e.get('code')}  {e.get('document_id')}  {e.get('url') or ''}".rstrip()
-             for e in shown]
+    lines = [printable(f"  {e.get('code')}  {e.get('document_id')}  {e.get('url') or ''}"
+                       .rstrip()) for e in shown]
     if len(shown) < len(errors):
         lines.insert(0, f"  ... {len(errors) - len(shown)} more errors: "
                         f"images-service job {job['job_id']}")
@@ -66,10 +100,11 @@ def scope(job: Mapping[str, Any]) -> str:
 
 def table_row(job: Mapping[str, Any]) -> tuple[str, ...]:
     p = job["progress"]
-    return (job["job_id"], job["type"], job["status"], scope(job),
-            f"{p['documents_done']}/{p['documents_total']}",
-            f"{images_finished(p)}/{p['images_total']}", str(p["images_failed"]),
-            job["created_at"] or "")
+    cells = (job["job_id"], job["type"], job["status"], scope(job),
+             f"{p['documents_done']}/{p['documents_total']}",
+             f"{images_finished(p)}/{p['images_total']}", str(p["images_failed"]),
+             job["created_at"] or "")
+    return tuple(printable(cell) for cell in cells)
 
 
 def plain_table(jobs: list[Mapping[str, Any]]) -> list[str]:
@@ -93,7 +128,8 @@ def details(job: Mapping[str, Any]) -> list[str]:
                    f"{p['images_downloaded']}, skipped {p['images_skipped']}, "
                    f"failed {p['images_failed']})"),
     ]
-    lines = [f"{name + ':':<13} {value}" for name, value in fields if value is not None]
+    lines = [printable(f"{name + ':':<13} {value}") for name, value in fields
+             if value is not None]
     if job.get("errors"):
         lines.append("errors:")
         lines.extend(error_lines(job, limit=None))

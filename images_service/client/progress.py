@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable, Protocol, TextIO
 from urllib.parse import quote
 
-from images_service.client.format import FINISHED, images_finished, progress_line
+from images_service.client.format import FINISHED, images_finished, printable, progress_line
 from images_service.client.http import ApiClientError
 
 POLL_INTERVAL_S = 0.5
@@ -76,8 +76,9 @@ def _follow_with_bars(poller: JobPoller, out: TextIO, poll_s: float,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(file=out, force_terminal=True)
+    # The detail is the server's text: escaped (printable) and never read as rich markup.
     columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+               TextColumn("{task.fields[detail]}", markup=False), TimeElapsedColumn())
     with Progress(*columns, console=console) as bars:
         documents = bars.add_task("documents", total=None, detail="")
         images = bars.add_task("images", total=None, detail="")
@@ -86,7 +87,7 @@ def _follow_with_bars(poller: JobPoller, out: TextIO, poll_s: float,
             p = job["progress"]
             # A total of 0 is "not known yet" (the scan is still counting): an indeterminate bar.
             bars.update(documents, completed=p["documents_done"],
-                        total=p["documents_total"] or None, detail=job["status"])
+                        total=p["documents_total"] or None, detail=printable(job["status"]))
             bars.update(images, completed=images_finished(p), total=p["images_total"] or None,
                         detail=f"downloaded {p['images_downloaded']}, skipped "
                                f"{p['images_skipped']}, failed {p['images_failed']}")

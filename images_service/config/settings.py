@@ -139,6 +139,12 @@ class Settings:
     refresh_after_days: int = 30
     gone_after_misses: int = 3
     gone_min_interval_hours: int = 24
+    # Surface hardening (contract §14 "Surface"): the console's own request limit per
+    # signed-in session, failed key attempts allowed per client address, and how many
+    # reverse proxies sit in front of the api (their X-Forwarded-For entries are trusted).
+    console_rate_limit: str = "3000/minute"
+    failed_auth_limit: str = "20/minute"
+    trusted_proxies: int = 0
 
     def __repr__(self) -> str:
         shown = []
@@ -217,6 +223,9 @@ class Settings:
             "REFRESH_AFTER_DAYS": str(self.refresh_after_days),
             "GONE_AFTER_MISSES": str(self.gone_after_misses),
             "GONE_MIN_INTERVAL_HOURS": str(self.gone_min_interval_hours),
+            "CONSOLE_RATE_LIMIT": self.console_rate_limit,
+            "FAILED_AUTH_LIMIT": self.failed_auth_limit,
+            "TRUSTED_PROXIES": str(self.trusted_proxies),
         }
 
 
@@ -266,6 +275,9 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "REFRESH_AFTER_DAYS": ("refresh_after_days", _int_parser(0, 36500)),
     "GONE_AFTER_MISSES": ("gone_after_misses", _int_parser(1, 1000)),
     "GONE_MIN_INTERVAL_HOURS": ("gone_min_interval_hours", _int_parser(0, 87600)),
+    "CONSOLE_RATE_LIMIT": ("console_rate_limit", _rate_limit),
+    "FAILED_AUTH_LIMIT": ("failed_auth_limit", _rate_limit),
+    "TRUSTED_PROXIES": ("trusted_proxies", _int_parser(0, 16)),
 }
 
 #: Every variable the service reads, for docs and tests.

@@ -17,7 +17,7 @@ from pymongo import MongoClient
 
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import SCAN_ACTOR, SCAN_QUEUE
-from tests.support.console import csrf_token, shot, sign_in
+from tests.support.console import PageProblems, csrf_token, shot, sign_in
 from tests.support.pipeline import source_db, wait_job
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -29,9 +29,13 @@ def page(browser, console_stack):
     context = browser.new_context(viewport=DESKTOP)
     page = context.new_page()
     page.set_default_timeout(20_000)
+    # Every page works under the console's Content-Security-Policy (contract §14): nothing it
+    # loads or runs is refused, and its script raises nothing.
+    problems = PageProblems(page)
     sign_in(page, console_stack)
     yield page
     context.close()
+    problems.assert_none()
 
 
 def _hotels(stack, collection: str, image_server, count: int, images: int, query: str = ""):
@@ -61,8 +65,10 @@ def test_a_running_jobs_progress_bar_moves_to_100_percent(page, console_stack, i
     _hotels(console_stack, "progress_hotels", image_server, count=6, images=4, query="&delay=0.3")
     job_id = _start(console_stack, "progress_hotels")
 
-    # When the jobs page is open while it runs
-    page.goto(console_stack.url("/ui/"))
+    # When the jobs page is open while it runs (served with the console's CSP)
+    response = page.goto(console_stack.url("/ui/"))
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
     row = f'tr:has(a[title="{job_id}"])'
     value, maximum, _ = _bar(page, row, "images")
     assert value < maximum or maximum <= 1, "the job should still be running"
@@ -290,4 +296,31 @@ def test_without_javascript_a_page_with_running_jobs_reloads_itself(browser, con
         pass  # the <noscript> meta refresh reloads the page within 5 s
     # The README's picture: by now the module has left jobs of every kind
     shot(page, console_stack, "jobs-nojs", DOCS / "console-jobs.png")
+    context.close()
+
+
+def test_the_console_refuses_inline_scripts_and_framing(browser, console_stack):
+    # Given a signed-in console page
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    problems = PageProblems(page)
+    sign_in(page, console_stack)
+    page.goto(console_stack.url("/ui/queues"))
+    # When an inline script is added to it (what an injection would do)
+    csp = lambda message: "Content Security Policy" in message.text  # noqa: E731
+    with page.expect_console_message(csp):
+        page.evaluate("""() => { const s = document.createElement('script');
+                                 s.textContent = 'window.__injected = true';
+                                 document.body.appendChild(s); }""")
+    # Then the CSP refuses to run it, and the watcher of the other tests sees such a refusal
+    assert page.evaluate("window.__injected === undefined")
+    assert problems.csp and not problems.script_errors
+
+    # When a page of another origin frames the console
+    framer = context.new_page()
+    with framer.expect_console_message(csp):
+        framer.set_content(f'<iframe src="{console_stack.url("/ui/queues")}"></iframe>')
+    # Then the browser shows no console inside it
+    (frame,) = framer.frames[1:]
+    assert frame.url.startswith("chrome-error://"), frame.url
     context.close()

@@ -64,17 +64,20 @@ def test_rotating_the_api_keys_ends_sessions(make_settings):
 
 
 def test_failed_sign_ins_share_the_failed_auth_budget(make_settings):
-    client = create_app(make_settings()).test_client()
+    settings = make_settings()
+    allowed = int(settings.failed_auth_limit.split("/")[0])
+    client = create_app(settings).test_client()
     token = csrf_token(client.get("/ui/sign-in").text)
     statuses = [client.post("/ui/sign-in", data={"csrf_token": token, "api_key": "wrong-key-00"})
-                .status_code for _ in range(30)]
-    assert statuses == [401] * 30
+                .status_code for _ in range(allowed)]
+    assert statuses == [401] * allowed
     refused = client.post("/ui/sign-in", data={"csrf_token": token, "api_key": "wrong-key-00"})
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     # the same budget as the API's key check
     assert client.get("/api/v1/jobs", headers={"X-API-Key": "wrong-key-00"}).status_code == 429
-    # while the right key still signs in
-    assert client.post("/ui/sign-in", data={"csrf_token": token, "api_key": KEY}).status_code == 303
+    # and over it the right key does not sign in either (contract §14): no session cookie
+    right = client.post("/ui/sign-in", data={"csrf_token": token, "api_key": KEY})
+    assert right.status_code == 429 and "images_console" not in right.headers.get("Set-Cookie", "")
 
 
 def test_the_json_api_needs_no_csrf_token_and_sets_no_cookie(make_settings):

@@ -253,10 +253,12 @@ def _refused_credentials(server, bucket, tmp_path, monkeypatch, caplog) -> None:
 
 def test_temp_dirs_of_dead_processes_are_removed_at_start(seaweedfs, s3_bucket, tmp_path) -> None:
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
-    dead = tmp_path / "tmp" / f"images-service-{pid_max + 1}"  # no process can have that pid
-    alive = tmp_path / "tmp" / f"images-service-{os.getppid()}"
+    # (no process can have that pid; names as tempfile.mkdtemp makes them, private to us)
+    dead = tmp_path / "tmp" / f"images-service-{pid_max + 1}-k2j4x9"
+    alive = tmp_path / "tmp" / f"images-service-{os.getppid()}-a8c1q0"
     for directory in (dead, alive):
         directory.mkdir(parents=True)
+        directory.chmod(0o700)
         (directory / ".tmp-body.part").write_bytes(b"partial")
     make_storage(seaweedfs, s3_bucket, tmp_path)
     assert not dead.exists() and alive.exists()

@@ -99,6 +99,27 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
+class PageProblems:
+    """What a page reports that the console must never cause: Content-Security-Policy
+    violations (Chromium logs each refused inline script, style or foreign resource on the
+    console) and uncaught script errors."""
+
+    def __init__(self, page) -> None:
+        self.csp: list[str] = []
+        self.script_errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.script_errors.append(str(error)))
+
+    def _console(self, message) -> None:
+        text = message.text
+        if "Content Security Policy" in text or "Content-Security-Policy" in text:
+            self.csp.append(text)
+
+    def assert_none(self) -> None:
+        assert self.csp == [], self.csp
+        assert self.script_errors == [], self.script_errors
+
+
 def sign_in(page, stack: ConsoleStack, key: str = KEY) -> None:
     page.goto(stack.url("/ui/sign-in"))
     page.get_by_label("API key").fill(key)

@@ -27,6 +27,7 @@ from images_service.config.settings import Settings
 from images_service.download.caps import DownloadCaps
 from images_service.download.fetch_once import FetchOnce
 from images_service.download.url_index import UrlIndex
+from images_service.jobs.documents import JobDocuments
 from images_service.fetching.fetcher import Fetcher
 from images_service.jobs.progress import ProgressTracker
 from images_service.jobs.store import FINISHED, JobStore
@@ -58,6 +59,8 @@ class PipelineContext:
         self.jobs = JobStore(mongo, settings.jobs_database,
                              retention_days=settings.job_retention_days)
         self.progress = ProgressTracker(redis_client)
+        self.job_documents = JobDocuments(mongo, settings.jobs_database,
+                                          retention_days=settings.job_retention_days)
         self.caps = DownloadCaps(redis_client, fleet_limit=settings.max_concurrent_downloads,
                                  host_limit=settings.max_concurrent_per_domain)
         self.fetcher = Fetcher(settings)

@@ -33,6 +33,7 @@ from images_service.download import engine
 from images_service.download.folder import DocumentFolder
 from images_service.download.planning import DocumentPlan
 from images_service.errors import FolderConflict, StaleMessage
+from images_service.jobs.documents import JobDocument
 from images_service.logs import log_context
 from images_service.storage.metadata import DOWNLOADED, FAILED, SKIPPED
 from workers.pipeline.context import PipelineContext
@@ -169,6 +170,7 @@ class Finisher:
             return
         job_id = job["_id"]
         refused = self.write_back(job_id, finished)
+        self.ctx.job_documents.record(job_document_rows(job_id, finished))
         errors: list[dict[str, Any]] = []
         latest = None
         for done in finished:
@@ -259,6 +261,16 @@ class Finisher:
                 log.warning("job %s %s: %s", job["_id"], status, message)
             else:
                 log.info("job %s %s", job["_id"], status)
+
+
+def job_document_rows(job_id: str, finished: list[Finished]) -> list[JobDocument]:
+    """The job's rows of its finished documents: what the console lists (jobs/documents.py)."""
+    return [JobDocument(job_id=job_id, document_id=done.plan.document_id,
+                        source_id=done.data["source_id"], folder=done.plan.relative_folder,
+                        status=done.status,
+                        downloaded=done.counts[DOWNLOADED] + done.counts[SKIPPED],
+                        failed=done.counts[FAILED])
+            for done in finished if not done.superseded]
 
 
 def _records_of(metadata: dict[str, Any], plan: DocumentPlan) -> list[dict[str, Any]] | None:

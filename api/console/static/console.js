@@ -32,6 +32,11 @@
     var query = ids.map(function (id) { return "job=" + encodeURIComponent(id); }).join("&");
     fetch(url + "?" + query, {credentials: "same-origin", headers: {Accept: "application/json"}})
       .then(function (response) {
+        if (response.status === 429) {
+          // Over the console's budget: wait as long as the server says, then poll again.
+          var waitS = parseInt(response.headers.get("Retry-After"), 10);
+          throw {retryMs: (waitS > 0 ? waitS : 5) * 1000};
+        }
         if (!response.ok) { throw new Error("HTTP " + response.status); }
         return response.json();
       })
@@ -45,7 +50,9 @@
         if (finished && reloadWhenDone) { window.location.reload(); return; }
         setTimeout(tick, INTERVAL_MS);
       })
-      .catch(function () { setTimeout(tick, 5 * INTERVAL_MS); });
+      .catch(function (failure) {
+        setTimeout(tick, (failure && failure.retryMs) || 5 * INTERVAL_MS);
+      });
   }
 
   if (liveIds().length) { setTimeout(tick, INTERVAL_MS); }

@@ -37,6 +37,9 @@ def test_defaults_are_the_contracts() -> None:
     assert s.environment == "production"
     assert s.log_level == "INFO"
     assert s.port == 8001
+    assert s.console_rate_limit == "3000/minute"
+    assert s.failed_auth_limit == "20/minute"
+    assert s.trusted_proxies == 0
 
 
 GOOD = [
@@ -74,6 +77,9 @@ GOOD = [
     ("ENVIRONMENT", "Development", "environment", "development"),
     ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
     ("PORT", "9000", "port", 9000),
+    ("CONSOLE_RATE_LIMIT", "100/second", "console_rate_limit", "100/second"),
+    ("FAILED_AUTH_LIMIT", "100/minute", "failed_auth_limit", "100/minute"),
+    ("TRUSTED_PROXIES", "2", "trusted_proxies", 2),
 ]
 
 
@@ -121,6 +127,11 @@ BAD = [
     ("PORT", "70000"),
     ("WORKER_PROCESSES", "0"),
     ("JOB_RETENTION_DAYS", "0"),
+    ("CONSOLE_RATE_LIMIT", "lots"),
+    ("FAILED_AUTH_LIMIT", "20/fortnight"),
+    ("TRUSTED_PROXIES", "-1"),
+    ("TRUSTED_PROXIES", "one"),
+    ("TRUSTED_PROXIES", "17"),
 ]
 
 
@@ -169,7 +180,9 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: p
 
 def test_to_env_round_trips() -> None:
     s = load_settings({"API_KEYS": "aaaaaaaa1,bbbbbbbb2", "WATCH_NAMESPACES": "x.y,z.*",
-                       "PRIVATE_NETWORK_ALLOWLIST": "127.0.0.0/27", "STATUS_FIELD": ""})
+                       "PRIVATE_NETWORK_ALLOWLIST": "127.0.0.0/27", "STATUS_FIELD": "",
+                       "CONSOLE_RATE_LIMIT": "50/second", "FAILED_AUTH_LIMIT": "5/minute",
+                       "TRUSTED_PROXIES": "1"})
     assert load_settings(s.to_env()) == s
 
 
