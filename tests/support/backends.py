@@ -109,13 +109,18 @@ return n
 """
 
 
+def clear_but_claim(client: redis.Redis) -> None:
+    """Empty this session's test DB in one step that keeps its claim (never FLUSHDB while
+    the session runs: between a flush and a re-claim another run could take the DB)."""
+    client.register_script(_CLEAR_BUT_CLAIM)(keys=[CLAIM_KEY], args=[CLAIM_TTL_S])
+
+
 @pytest.fixture
 def redis_url(redis_base_url: str) -> Iterator[str]:
     client = redis.Redis.from_url(redis_base_url)
-    clear = client.register_script(_CLEAR_BUT_CLAIM)
-    clear(keys=[CLAIM_KEY], args=[CLAIM_TTL_S])  # only our test DB
+    clear_but_claim(client)  # only our test DB
     yield redis_base_url
-    clear(keys=[CLAIM_KEY], args=[CLAIM_TTL_S])
+    clear_but_claim(client)
     client.close()
 
 

@@ -23,6 +23,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from api import create_app
 from images_service.config.settings import Settings, load_settings
 from images_service.dev.embedded import free_port
+from tests.support.backends import clear_but_claim
 from tests.support.pipeline import KEY, WorkerProcess, api_client
 
 CHROMIUM = "/usr/bin/chromium"
@@ -57,9 +58,7 @@ def console_stack(mongo_uri: str, redis_base_url: str,
     # Module-scoped: the function-scoped make_settings/redis_url would flush Redis under the
     # running worker. This module owns the test session's Redis DB while it runs.
     red = redis.Redis.from_url(redis_base_url)
-    claim = red.get("__images_service_test_session__")
-    red.flushdb()
-    red.set("__images_service_test_session__", claim or b"claimed", ex=3600)
+    clear_but_claim(red)
     root = tmp_path_factory.mktemp("console")
     settings = replace(load_settings({
         "MONGODB_URI": mongo_uri, "REDIS_URL": redis_base_url, "API_KEY": KEY,
@@ -81,8 +80,7 @@ def console_stack(mongo_uri: str, redis_base_url: str,
             worker.stop()
         finally:
             worker.kill()
-        red.flushdb()
-        red.set("__images_service_test_session__", claim or b"claimed", ex=3600)
+        clear_but_claim(red)
         red.close()
 
 
