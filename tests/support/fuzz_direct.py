@@ -40,9 +40,14 @@ MODES = ("full", "fast")
 MAX_PIXELS = 4_194_304
 
 
+def fuzz_env(mode: str, *, with_variants: bool = True) -> dict[str, str]:
+    """The settings of a fuzz run in ``mode`` (the worker layer's too)."""
+    return {"IMAGE_VALIDATION": mode, "MAX_IMAGE_PIXELS": str(MAX_PIXELS),
+            "PROCESSED_VARIANTS": VARIANTS if with_variants else ""}
+
+
 def fuzz_settings(mode: str, *, with_variants: bool, **env: str) -> Settings:
-    return load_settings({"IMAGE_VALIDATION": mode, "MAX_IMAGE_PIXELS": str(MAX_PIXELS),
-                          "PROCESSED_VARIANTS": VARIANTS if with_variants else "", **env})
+    return load_settings({**fuzz_env(mode, with_variants=with_variants), **env})
 
 
 @dataclass
