@@ -70,7 +70,7 @@ class Tally:
     answers: Counter = field(default_factory=Counter)  #: (call, answer) -> files
     escapes: list[str] = field(default_factory=list)
     variants_failed: int = 0
-    seconds: Counter = field(default_factory=Counter)  #: mode -> seconds spent in its calls
+    call_seconds: Counter = field(default_factory=Counter)  #: call -> seconds spent in it
 
     def add(self, outcome: Outcome) -> None:
         self.files += 1
@@ -78,8 +78,7 @@ class Tally:
         self.answers.update(outcome.answers.items())
         self.escapes.extend(outcome.escapes)
         self.variants_failed += outcome.variants_failed
-        for call, seconds in outcome.seconds.items():
-            self.seconds[call.split("/")[0]] += seconds
+        self.call_seconds.update(outcome.seconds)
 
 
 class Checker:
