@@ -13,9 +13,12 @@ is the same file in every run of a seed, so a larger run extends a smaller one) 
    served by the loopback image server (``tests/support/fuzz_worker.py``): ``full`` and
    ``fast`` with ``PROCESSED_VARIANTS``, and ``fast`` without (where the structural rules run).
 
-It starts its own nx-27017 (temporary directory) and claims a Redis DB like the tests do (the
-machine's Redis on 6379, or a private redis-server), flushed at the end. The image host is one
-loopback address, so ``MAX_CONCURRENT_PER_DOMAIN`` is raised to the worker's thread count.
+``MAX_IMAGE_PIXELS`` is 4,194,304 (``--max-pixels``): a lying header below the limit is
+decoded, and a frame at the default limit (89 MP) costs up to 358 MB per thread, which is the
+decode budget's concern (issue 17), not this run's. It starts its own nx-27017 (temporary
+directory) and claims a Redis DB like the tests do (the machine's Redis on 6379, or a private
+redis-server), flushed at the end. The image host is one loopback address, so
+``MAX_CONCURRENT_PER_DOMAIN`` is raised to the worker's thread count.
 
 Printed: files and formats; per direct call and per worker case, the answers (``ok`` or
 ``downloaded``, and each error code) with counts and the files per second; every escape or
@@ -43,7 +46,7 @@ from images_service.config.settings import load_settings  # noqa: E402
 from images_service.dev.embedded import port_open, start_embedded_mongo, start_redis  # noqa: E402
 from tests.support.backends import _claim_db  # noqa: E402
 from tests.support.fuzz_corpus import DEFAULT_SEED, LONG_RUN_FILES, write_corpus  # noqa: E402
-from tests.support.fuzz_direct import Checker, Tally, fuzz_env  # noqa: E402
+from tests.support.fuzz_direct import MAX_PIXELS, Checker, Tally, fuzz_env  # noqa: E402
 from tests.support.fuzz_worker import documents, run  # noqa: E402
 from tests.support.image_server import ImageServer  # noqa: E402
 from tests.support.pipeline import KEY, WorkerProcess  # noqa: E402
@@ -54,8 +57,9 @@ CASES = {"full": ("full", True, "full/variants.validate"),
          "fast-no-variants": ("fast", False, "fast/validate_image")}
 
 
-def direct_layer(files: list, show: int) -> tuple[Tally, dict[int, dict[str, str]], float]:
-    checker, tally = Checker(), Tally()
+def direct_layer(files: list, show: int, max_pixels: int
+                 ) -> tuple[Tally, dict[int, dict[str, str]], float]:
+    checker, tally = Checker(MAX_IMAGE_PIXELS=str(max_pixels)), Tally()
     answers: dict[int, dict[str, str]] = {}
     started_s = time.monotonic()
     for item, path in files:
@@ -82,7 +86,8 @@ def worker_layer(args: argparse.Namespace, files: list, answers: dict, work: Pat
         for name in args.cases.split(","):
             mode, with_variants, call = CASES[name]
             settings = load_settings({
-                **fuzz_env(mode, with_variants=with_variants), "MONGODB_URI": mongo_uri,
+                **fuzz_env(mode, with_variants=with_variants, max_pixels=args.max_pixels),
+                "MONGODB_URI": mongo_uri,
                 "REDIS_URL": redis_url, "STORAGE_PATH": str(work / name / "images"),
                 "JOBS_DATABASE": f"fuzz_jobs_{name.replace('-', '_')}", "API_KEY": KEY,
                 "ENVIRONMENT": "production", "ALLOW_PRIVATE_NETWORKS": "true",
@@ -129,6 +134,8 @@ def main() -> int:
     parser.add_argument("--per-doc", type=int, default=4, help="corpus files per document")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per worker job")
     parser.add_argument("--show", type=int, default=5, help="escapes/problems printed")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help="MAX_IMAGE_PIXELS (lying headers below it are decoded: memory)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fuzz-bench-") as tmp:
         work = Path(tmp)
@@ -141,7 +148,7 @@ def main() -> int:
               f"{sum(p.stat().st_size for _, p in files) / 2**20:.1f} MiB")
         print(f"  formats: {dict(sorted(formats.items()))}")
         print(f"  first mutation: {dict(sorted(mutations.items()))}")
-        tally, answers, _ = direct_layer(files, args.show)
+        tally, answers, _ = direct_layer(files, args.show, args.max_pixels)
         failures = list(tally.escapes)
         if "worker" in args.layers:
             mongo = start_embedded_mongo(work / "mongo")

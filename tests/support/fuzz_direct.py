@@ -40,9 +40,10 @@ MODES = ("full", "fast")
 MAX_PIXELS = 4_194_304
 
 
-def fuzz_env(mode: str, *, with_variants: bool = True) -> dict[str, str]:
+def fuzz_env(mode: str, *, with_variants: bool = True,
+             max_pixels: int = MAX_PIXELS) -> dict[str, str]:
     """The settings of a fuzz run in ``mode`` (the worker layer's too)."""
-    return {"IMAGE_VALIDATION": mode, "MAX_IMAGE_PIXELS": str(MAX_PIXELS),
+    return {"IMAGE_VALIDATION": mode, "MAX_IMAGE_PIXELS": str(max_pixels),
             "PROCESSED_VARIANTS": VARIANTS if with_variants else ""}
 
 
