@@ -1,8 +1,8 @@
-"""Whatever a header holds, validation answers a contract code (contract §6, §8, §14).
+"""Whatever a file holds, validation answers a contract code (contract §6, §8, §14).
 
 Reproducers of fuzz findings (tests/support/fuzz_corpus.py) and of the safety nets behind
-them: a plugin raising an exception type the old handler did not list, a structural rule
-tripping over a layout it did not expect, and the JPEG decode-size hook failing.
+them: a plugin raising an exception type the old handler did not list, a decoder raising any
+type, a structural rule tripping over a layout it did not expect, the decode-size hook failing.
 """
 
 from __future__ import annotations
@@ -60,6 +60,26 @@ def test_any_exception_of_a_header_parser_gets_a_contract_code(
 
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "_open", broken_open)
     assert code(write(tmp_path, sample("png-rgb")), FULL) == expected
+
+
+@pytest.mark.parametrize(("raised", "expected"), [
+    (MemoryError(), "decompression_bomb"),
+    (Image.DecompressionBombError("x"), "decompression_bomb"),
+    *((error, "corrupt_image") for error in (
+        SyntaxError("x"), struct.error("x"), ValueError("x"), OSError("x"), EOFError(),
+        IndexError("x"), ZeroDivisionError(), TypeError("x"), KeyError("x"), RuntimeError("x"))),
+])
+def test_any_exception_of_a_decoder_gets_a_contract_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raised: Exception, expected: str) -> None:
+    def broken_load(self: Image.Image) -> None:
+        raise raised
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", broken_load)
+    path = write(tmp_path, sample("png-rgb"))
+    assert code(path, FULL) == expected
+    with pytest.raises(DownloadError) as with_variants, open_validated(path, FULL):
+        pass
+    assert with_variants.value.code == expected
 
 
 def tiff_with_empty_tag(tag: int) -> bytes:
