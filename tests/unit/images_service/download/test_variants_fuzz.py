@@ -12,6 +12,8 @@ files and both layers' files per second, is ``bench/fuzz_bench.py``.
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from images_service.validation import SUPPORTED_FORMATS
 from tests.support.fuzz_corpus import LONG_RUN_FILES, corpus, fuzz_file, write_corpus
 from tests.support.fuzz_direct import VALIDATION_CODES, Checker, Tally
 from tests.support.fuzz_mutations import BY_FORMAT, GENERIC
+
+REPO = Path(__file__).resolve().parents[4]
 
 # Hostile files make Pillow warn (corrupt EXIF, tags past the end…): expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:::PIL.*")
@@ -37,6 +41,12 @@ def test_the_corpus_is_seeded_and_covers_every_format_and_mutation() -> None:
     assert [hashlib.sha256(f.data).digest() for f in again] == [
         hashlib.sha256(files[f.index].data).digest() for f in again]
     assert fuzz_file(500, seed=18).data != files[500].data
+    # Another process, later: the same bytes (no clock, pid or C rand() in any file).
+    digest = "import hashlib; from tests.support.fuzz_corpus import corpus; print(" \
+             "hashlib.sha256(b''.join(f.data for f in corpus(200))).hexdigest())"
+    other = subprocess.run([sys.executable, "-c", digest], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert other == hashlib.sha256(b"".join(f.data for f in files[:200])).hexdigest()
     formats = {f.format for f in files}
     assert formats == {f for f in SUPPORTED_FORMATS if f != "AVIF" or features.check("avif")}
     used = Counter(part for f in files for part in f.mutation.split("+"))
