@@ -14,8 +14,8 @@ Two steps, so the expensive one runs on the small image:
    a transform costs ~2 ms, applying it ~1 ms per 320×240: as much as the resize itself).
    A profile littlecms cannot read or use (damaged tags: no transform can be built from it)
    or that does not match the pixels (an RGB profile on a grey image) is dropped with a log
-   line, as browsers do. Without littlecms in the Pillow
-   build every profile is dropped, logged once.
+   line, as browsers do. Without littlecms in the Pillow build every profile is dropped,
+   logged once.
 
 Alpha is kept (RGBA); the encoder flattens it for formats without alpha.
 """
