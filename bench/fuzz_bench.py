@@ -11,7 +11,8 @@ is the same file in every run of a seed, so a larger run extends a smaller one) 
 2. through a real ``images-service worker`` (``--processes`` × ``--threads``) as one REST
    collection job per case, ``--per-doc`` corpus files and one good image per document,
    served by the loopback image server (``tests/support/fuzz_worker.py``): ``full`` and
-   ``fast`` with ``PROCESSED_VARIANTS``, and ``fast`` without (where the structural rules run).
+   ``fast`` with ``PROCESSED_VARIANTS``, and ``fast`` without (where the structural rules
+   run), then again with (variants made from the stored originals, as on any re-run).
 
 ``MAX_IMAGE_PIXELS`` is 4,194,304 (``--max-pixels``): a lying header below the limit is
 decoded, and a frame at the default limit (89 MP) costs up to 358 MB per thread, which is the
@@ -47,14 +48,16 @@ from images_service.dev.embedded import port_open, start_embedded_mongo, start_r
 from tests.support.backends import _claim_db  # noqa: E402
 from tests.support.fuzz_corpus import DEFAULT_SEED, LONG_RUN_FILES, write_corpus  # noqa: E402
 from tests.support.fuzz_direct import MAX_PIXELS, Checker, Tally, fuzz_env  # noqa: E402
-from tests.support.fuzz_worker import documents, run  # noqa: E402
+from tests.support.fuzz_worker import documents, outcome_of, run  # noqa: E402
 from tests.support.image_server import ImageServer  # noqa: E402
 from tests.support.pipeline import KEY, WorkerProcess  # noqa: E402
 
 #: Worker cases: name -> (IMAGE_VALIDATION, with variants, the direct call it must agree with).
+#: ``fast-then-variants`` runs twice: without variants, then with (made from the originals
+#: fast mode stored without decoding them; failed images fetched again).
 CASES = {"full": ("full", True, "full/variants.validate"),
          "fast": ("fast", True, "fast/variants.validate"),
-         "fast-no-variants": ("fast", False, "fast/validate_image")}
+         "fast-then-variants": ("fast", False, "fast/validate_image")}
 
 
 def direct_layer(files: list, show: int, max_pixels: int
@@ -85,35 +88,43 @@ def worker_layer(args: argparse.Namespace, files: list, answers: dict, work: Pat
     with ImageServer("127.0.0.1") as server:
         for name in args.cases.split(","):
             mode, with_variants, call = CASES[name]
-            settings = load_settings({
-                **fuzz_env(mode, with_variants=with_variants, max_pixels=args.max_pixels),
-                "MONGODB_URI": mongo_uri,
-                "REDIS_URL": redis_url, "STORAGE_PATH": str(work / name / "images"),
-                "JOBS_DATABASE": f"fuzz_jobs_{name.replace('-', '_')}", "API_KEY": KEY,
-                "ENVIRONMENT": "production", "ALLOW_PRIVATE_NETWORKS": "true",
-                "API_RATE_LIMIT": "1000000/minute", "MAX_RETRIES": "1",
-                "RETRY_BACKOFF_MIN_MS": "50", "RETRY_BACKOFF_MAX_MS": "200",
-                "MAX_CONCURRENT_PER_DOMAIN": str(args.processes * args.threads),
-                "MAX_CONCURRENT_DOWNLOADS": str(args.processes * args.threads)})
-            (work / name).mkdir(parents=True)
-            worker = WorkerProcess(settings, work / name / "worker.log", args.processes,
-                                   args.threads).wait_ready()
-            try:
-                docs = documents(server, items, per_doc=args.per_doc, prefix=name)
-                expected = {index: calls[call] for index, calls in answers.items()}
-                result = run(settings, docs, f"fuzz_{name.replace('-', '_')}", worker.log,
-                             expected=expected, timeout_s=args.timeout)
-            finally:
-                worker.stop()
-                worker.kill()
-            print(f"\nworker, {name} ({mode}, variants {'on' if with_variants else 'off'}, "
-                  f"{args.processes}x{args.threads}): {result.files} files in "
-                  f"{result.documents} documents, {result.seconds:.1f} s, "
-                  f"{result.files_per_s:.0f} files/s")
-            print(f"  images: {dict(sorted(result.outcomes.items()))}")
-            print(f"  variants: {dict(result.variants)}")
-            report("problems", result.problems, show)
-            problems.extend(result.problems)
+            docs = documents(server, items, per_doc=args.per_doc, prefix=name)
+            expected = {index: outcome_of(calls[call]) for index, calls in answers.items()}
+            passes = [(with_variants, expected)]
+            if not with_variants:  # again with variants, over the same tree
+                passes.append((True, {
+                    index: "skipped" if calls[call] == "ok"
+                    else outcome_of(calls[f"{mode}/variants.validate"])
+                    for index, calls in answers.items()}))
+            for number, (variants_on, expected) in enumerate(passes):
+                settings = load_settings({
+                    **fuzz_env(mode, with_variants=variants_on, max_pixels=args.max_pixels),
+                    "MONGODB_URI": mongo_uri, "REDIS_URL": redis_url,
+                    "STORAGE_PATH": str(work / name / "images"),
+                    "JOBS_DATABASE": f"fuzz_jobs_{name.replace('-', '_')}", "API_KEY": KEY,
+                    "ENVIRONMENT": "production", "ALLOW_PRIVATE_NETWORKS": "true",
+                    "API_RATE_LIMIT": "1000000/minute", "MAX_RETRIES": "1",
+                    "RETRY_BACKOFF_MIN_MS": "50", "RETRY_BACKOFF_MAX_MS": "200",
+                    "MAX_CONCURRENT_PER_DOMAIN": str(args.processes * args.threads),
+                    "MAX_CONCURRENT_DOWNLOADS": str(args.processes * args.threads)})
+                (work / name).mkdir(parents=True, exist_ok=True)
+                worker = WorkerProcess(settings, work / name / f"worker-{number}.log",
+                                       args.processes, args.threads).wait_ready()
+                try:
+                    result = run(settings, docs, f"fuzz_{name.replace('-', '_')}", worker.log,
+                                 expected=expected, timeout_s=args.timeout)
+                finally:
+                    worker.stop()
+                    worker.kill()
+                print(f"\nworker, {name}{' (second pass)' if number else ''} ({mode}, "
+                      f"variants {'on' if variants_on else 'off'}, "
+                      f"{args.processes}x{args.threads}): {result.files} files in "
+                      f"{result.documents} documents, {result.seconds:.1f} s, "
+                      f"{result.files_per_s:.0f} files/s")
+                print(f"  images: {dict(sorted(result.outcomes.items()))}")
+                print(f"  variants: {dict(result.variants)}")
+                report("problems", result.problems, show)
+                problems.extend(result.problems)
     return problems
 
 

@@ -9,6 +9,8 @@ already started with the fuzz settings and checks contract §14 on what it left
 document is downloaded with every variant, each corpus file got the answer the direct layer
 gives it (same validation, in the worker), no file in the tree that a ``metadata.json`` does
 not name, every named file there with its recorded sha256, no traceback in the worker's log.
+Run again over the same tree, stored images are ``skipped`` and their variants made from the
+stored originals (or recorded ``processing_failed``), with the same checks.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ IMAGE_CODES = frozenset({
     "decompression_bomb", "blocked_address", "invalid_url", "too_many_redirects", "cancelled",
     "folder_conflict", "robots_disallowed", "opted_out"})
 _HTTP_CODE = re.compile(r"http_[1-5][0-9][0-9]")
+_STORED = ("downloaded", "skipped")
 DATABASE = "serpy_db"
 
 
@@ -60,7 +63,7 @@ class WorkerRun:
     documents: int = 0
     seconds: float = 0.0
     job: dict[str, Any] = field(default_factory=dict)
-    outcomes: Counter = field(default_factory=Counter)  #: corpus files: downloaded / code
+    outcomes: Counter = field(default_factory=Counter)  #: corpus files: downloaded, skipped, code
     variants: Counter = field(default_factory=Counter)  #: made / processing_failed
     problems: list[str] = field(default_factory=list)
 
@@ -103,11 +106,17 @@ def documents(server: ImageServer, items: Sequence[FuzzFile], *, per_doc: int,
     return docs
 
 
+def outcome_of(answer: str) -> str:
+    """The record a direct layer's answer (``ok`` or a code) becomes in a first download."""
+    return "downloaded" if answer == "ok" else answer
+
+
 def run(settings: Settings, docs: Sequence[Document], collection: str, worker_log: Path, *,
         expected: dict[int, str] | None = None, timeout_s: float = 300) -> WorkerRun:
     """Insert ``docs``, run one collection job to its end, check everything it left.
 
-    ``expected``: corpus index -> the direct layer's answer (``ok`` or a code) in this mode.
+    ``expected``: corpus index -> the outcome its record must show (``downloaded``,
+    ``skipped`` or an error code), from the direct layer's answers.
     """
     hotels = source_db(settings, DATABASE)[collection]
     hotels.drop()
@@ -138,8 +147,9 @@ def check(settings: Settings, docs: Sequence[Document], collection: str, result:
         problems.append(f"job {job.get('status')}: {job.get('message')}")
     if (progress.get("images_total"), progress.get("documents_done")) != (total, len(docs)):
         problems.append(f"progress {progress}, expected {total} images of {len(docs)} documents")
-    if progress.get("images_downloaded", 0) + progress.get("images_failed", 0) != total:
-        problems.append(f"progress {progress}: not every image downloaded or failed")
+    done = sum(progress.get(f"images_{kind}", 0) for kind in ("downloaded", "skipped", "failed"))
+    if done != total:
+        problems.append(f"progress {progress}: not every image downloaded, skipped or failed")
     root = settings.storage_path / DATABASE / collection
     metas = {}
     for path in root.rglob("metadata.json"):
@@ -159,18 +169,18 @@ def check(settings: Settings, docs: Sequence[Document], collection: str, result:
             item = doc.files.get(index)
             name = item.name if item else f"{doc.doc_id} good image"
             problems.extend(f"{name}: {p}" for p in _check_record(folder, record, named))
-            outcome = ("downloaded" if record.get("status") == "downloaded"
+            outcome = (record.get("status") if record.get("status") != "failed"
                        else (record.get("error") or {}).get("code"))
             for entry in (record.get("processed") or {}).values():
                 result.variants["made" if "file" in entry else entry["error"]["code"]] += 1
             if item is None:
-                if outcome != "downloaded" or not all(
+                if outcome not in _STORED or not all(
                         "file" in e for e in (record.get("processed") or {}).values()):
                     problems.append(f"{doc.doc_id}: the good image got {record}")
                 continue
             result.outcomes[outcome] += 1
             want = expected.get(item.index)
-            if want is not None and outcome != ("downloaded" if want == "ok" else want):
+            if want is not None and outcome != want:
                 problems.append(f"{name}: the worker says {outcome}, the direct layer {want}")
     present = {p for p in root.rglob("*") if p.is_file()}
     for extra in sorted(present - named):
@@ -185,7 +195,7 @@ def _check_record(folder: Path, record: dict[str, Any], named: set[Path]) -> lis
         if "processed" in record:
             problems.append("a failed image has variants")
         return problems
-    if status != "downloaded":
+    if status not in _STORED:
         return [f"status {status!r}"]
     problems = _check_file(folder, record, named)
     for variant, entry in (record.get("processed") or {}).items():
