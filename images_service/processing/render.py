@@ -48,7 +48,7 @@ from typing import BinaryIO
 from PIL import ExifTags, Image
 
 from images_service.config.settings import Settings
-from images_service.errors import DownloadError
+from images_service.errors import DownloadError, StorageUnavailable
 from images_service.processing.colour import SrgbConverter, working_image
 from images_service.processing.specs import VariantSpec
 from images_service.validation import (
@@ -136,12 +136,18 @@ def render_variants(
     settings: Settings,
     variants: Sequence[VariantSpec],
 ) -> tuple[VariantResult, ...]:
-    """Render ``variants`` from a stored original; never raises for a bad original."""
+    """Render ``variants`` from a stored original; never raises for a bad original.
+
+    Raises StorageUnavailable when reading ``source`` fails (the storage, not the original:
+    retried like any storage outage, instead of recording the variants as failed).
+    """
     if not variants:
         return ()
     try:
         with open_validated(source, settings, decode_size=_decode_size(variants)) as decoded:
             return _render_decoded(decoded, variants)
+    except StorageUnavailable:
+        raise
     except DownloadError as e:
         message = f"the original is not a valid image ({e.code}): {e.message}"
         return tuple(VariantFailure(v.name, v.spec, message) for v in variants)

@@ -216,6 +216,8 @@ def _decode(image: Image.Image) -> None:
     """Decode the first frame fully once; raise ``corrupt_image`` on any decoder failure."""
     try:
         image.load()
+    except DownloadError:
+        raise  # the source itself failed (a storage stream): not the file's fault
     except Image.DecompressionBombError as e:
         raise DownloadError("decompression_bomb", str(e)) from e
     except MemoryError as e:

@@ -1,5 +1,7 @@
 """Hostile metadata in a valid image never costs it its variants (contract §12, §14).
 
+The last test: neither does a storage failure while its stored original is read.
+
 Each file here is the smallest reproducer of a fuzz finding (tests/support/fuzz_corpus.py):
 the image decodes, but its EXIF, ICC profile, comment or transparency is damaged in a way
 that made Pillow raise while the variants were prepared, before the fixes, either out of
@@ -13,8 +15,10 @@ import struct
 import zlib
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
+from images_service.errors import StorageUnavailable
 from images_service.processing.render import (
     RenderedVariant,
     render_variants,
@@ -130,3 +134,31 @@ def test_palette_alphas_beyond_the_palette_are_ignored() -> None:
     as_is = open_bytes(made(data)[0].data).convert("RGBA")
     assert as_is.getpixel((0, 0))[3] == 0  # red: transparent
     assert as_is.getpixel((2, 0)) == (0, 0, 255, 255)  # blue: opaque
+
+
+class FailingStorageStream(io.RawIOBase):
+    """A stored original whose storage fails after ``good_bytes`` (S3 gone mid-stream)."""
+
+    def __init__(self, data: bytes, good_bytes: int) -> None:
+        self._data, self._good, self._at = data, good_bytes, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        if self._at >= self._good:
+            raise StorageUnavailable("S3: reading 'x/original/img_001.png' failed")
+        chunk = self._data[self._at:min(self._good, self._at + len(buffer))]
+        buffer[:len(chunk)] = chunk
+        self._at += len(chunk)
+        return len(chunk)
+
+
+@pytest.mark.parametrize("good_bytes", [0, 200], ids=["in-the-header", "in-the-pixels"])
+def test_a_storage_failure_while_reading_the_original_is_not_a_bad_original(
+        good_bytes: int) -> None:
+    # Not the original's fault: retried by the pipeline, not recorded processing_failed.
+    data = encode(photo((160, 120)), "PNG")
+    stream = io.BufferedReader(FailingStorageStream(data, good_bytes), buffer_size=64)
+    with pytest.raises(StorageUnavailable):
+        render_variants(stream, SETTINGS, VARIANTS)
