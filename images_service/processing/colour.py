@@ -12,9 +12,10 @@ Two steps, so the expensive one runs on the small image:
    embedded ICC profile converted to sRGB with littlecms (``ImageCms``), or a plain
    ``convert`` when there is no profile. A profile that is already sRGB is skipped (building
    a transform costs ~2 ms, applying it ~1 ms per 320×240: as much as the resize itself).
-   A profile littlecms cannot read or that does not match the pixels (an RGB profile on a
-   grey image) is dropped with a log line, as browsers do. Without littlecms in the Pillow
-   build every profile is dropped, logged once.
+   A profile littlecms cannot read or use (damaged tags: no transform can be built from it)
+   or that does not match the pixels (an RGB profile on a grey image) is dropped with a log
+   line, as browsers do. Without littlecms in the Pillow build every profile is dropped,
+   logged once.
 
 Alpha is kept (RGBA); the encoder flattens it for formats without alpha.
 """
@@ -47,6 +48,8 @@ def working_image(image: Image.Image) -> Image.Image:
     """``image`` in one of :data:`WORKING_MODES` (may return ``image`` itself)."""
     mode = image.mode
     if mode in ("P", "PA", "L", "RGB") and _has_transparency(image):
+        if mode == "P":
+            _drop_extra_alphas(image)
         return image.convert("LA" if mode == "L" else "RGBA")
     if mode in WORKING_MODES:
         return image
@@ -61,6 +64,19 @@ def working_image(image: Image.Image) -> Image.Image:
 
 def _has_transparency(image: Image.Image) -> bool:
     return image.mode == "PA" or "transparency" in image.info
+
+
+def _drop_extra_alphas(image: Image.Image) -> None:
+    """Cut a palette's transparency (PNG ``tRNS``) to the palette's length, in place.
+
+    A ``tRNS`` with more entries than ``PLTE`` is invalid; libpng (browsers) ignores the extra
+    ones, Pillow's ``convert`` raises "palette index out of range". ``image`` is the decode
+    that variants are made from, so changing its ``info`` affects nothing else.
+    """
+    alphas = image.info.get("transparency")
+    entries = len(image.getpalette() or ()) // 3
+    if isinstance(alphas, bytes) and len(alphas) > entries:
+        image.info["transparency"] = alphas[:entries]
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -114,14 +130,21 @@ class SrgbConverter:
         return self._apply(image)
 
     def _apply(self, image: Image.Image) -> Image.Image:
-        if self._transform is None:
-            in_mode = "L" if self.working_mode == "LA" else self.working_mode
-            out_mode = "RGB" if self.working_mode == "LA" else self.output_mode
-            self._transform = ImageCms.buildTransform(
-                self._profile, _srgb_profile(), in_mode, out_mode,
-                renderingIntent=ImageCms.Intent.PERCEPTUAL,
-            )
-        return ImageCms.applyTransform(image, self._transform)
+        try:
+            if self._transform is None:
+                in_mode = "L" if self.working_mode == "LA" else self.working_mode
+                out_mode = "RGB" if self.working_mode == "LA" else self.output_mode
+                self._transform = ImageCms.buildTransform(
+                    self._profile, _srgb_profile(), in_mode, out_mode,
+                    renderingIntent=ImageCms.Intent.PERCEPTUAL,
+                )
+            return ImageCms.applyTransform(image, self._transform)
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as e:
+            # A profile littlecms parsed but cannot use (damaged tags): dropped, as browsers
+            # do, for this and the next variants of the original.
+            logger.info("unusable ICC profile dropped: %s", e)
+            self._profile = None
+            return image.convert("RGB" if self.working_mode == "LA" else self.output_mode)
 
 
 def _usable_profile(icc_profile: bytes | None, working_mode: str) -> Any:

@@ -3,8 +3,9 @@
 One class per format, registered by name in :data:`ENCODERS` (a new format is one class
 with ``@ENCODERS.register``). An encoder receives an RGB or RGBA image already at its final
 size and returns the file's bytes. It writes no EXIF (the orientation is already applied: a
-kept tag would rotate the image twice) and no ICC profile (pixels are already sRGB, the
-web's default), so the same original and spec always give the same bytes.
+kept tag would rotate the image twice), no ICC profile (pixels are already sRGB, the web's
+default) and nothing else of the original's metadata (comments, text, transparency keys),
+so the same original and spec always give the same bytes.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ class Encoder(ABC):
                 image = flatten(image)
             elif image.getchannel("A").getextrema() == (255, 255):
                 image = image.convert("RGB")  # opaque: an alpha channel only costs bytes
+        if image.info:
+            # Savers read some keys of ``info``, which resizing and converting carry over
+            # from the original: JPEG writes its ``comment`` (a GIF's comment may exceed a
+            # JPEG segment: "Comment is too long"), PNG its ``transparency``… A variant
+            # carries nothing of the original's metadata.
+            image = image.copy()
+            image.info.clear()
         buffer = io.BytesIO()
         self._save(image, buffer, quality)
         return buffer.getvalue()

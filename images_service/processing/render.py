@@ -26,12 +26,12 @@ Two entry points, both ending in :func:`_render_decoded`:
   the decode needs to happen anyway; if it is no longer a valid image every variant fails.
 
 Per original: first frame (validation decodes only that), EXIF orientation applied first
-(``ImageOps.exif_transpose``), then colours to a working mode (:mod:`.colour`). Per variant:
-its mode's :class:`~.modes.Plan` is computed on the original's oriented size, applied with
-one ``resize(box=…)`` (``reducing_gap`` lets Pillow ``reduce()`` by an integer factor
-first, near-identical to a full Lanczos and much faster on large originals), converted to
-sRGB and encoded in memory. A variant that fails is a :class:`VariantFailure` for that
-variant only; the others are still made.
+(an unreadable EXIF block counts as no orientation, as in browsers), then colours to a
+working mode (:mod:`.colour`). Per variant: its mode's :class:`~.modes.Plan` is computed
+on the original's oriented size, applied with one ``resize(box=…)`` (``reducing_gap`` lets
+Pillow ``reduce()`` by an integer factor first, near-identical to a full Lanczos and much
+faster on large originals), converted to sRGB and encoded in memory. A variant that fails
+is a :class:`VariantFailure` for that variant only; the others are still made.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image
 
 from images_service.config.settings import Settings
-from images_service.errors import DownloadError
+from images_service.errors import DownloadError, StorageUnavailable
 from images_service.processing.colour import SrgbConverter, working_image
 from images_service.processing.specs import VariantSpec
 from images_service.validation import (
@@ -66,6 +66,16 @@ logger = logging.getLogger(__name__)
 REDUCING_GAP = 3.0
 #: EXIF orientations that swap width and height (transpose, 90°, transverse, 270°).
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
+#: EXIF orientation -> the transposition that shows the image upright (as exif_transpose).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 PROCESSING_FAILED = "processing_failed"
 
 
@@ -126,12 +136,18 @@ def render_variants(
     settings: Settings,
     variants: Sequence[VariantSpec],
 ) -> tuple[VariantResult, ...]:
-    """Render ``variants`` from a stored original; never raises for a bad original."""
+    """Render ``variants`` from a stored original; never raises for a bad original.
+
+    Raises StorageUnavailable when reading ``source`` fails (the storage, not the original:
+    retried like any storage outage, instead of recording the variants as failed).
+    """
     if not variants:
         return ()
     try:
         with open_validated(source, settings, decode_size=_decode_size(variants)) as decoded:
             return _render_decoded(decoded, variants)
+    except StorageUnavailable:
+        raise
     except DownloadError as e:
         message = f"the original is not a valid image ({e.code}): {e.message}"
         return tuple(VariantFailure(v.name, v.spec, message) for v in variants)
@@ -157,8 +173,19 @@ def _decode_size(variants: Sequence[VariantSpec]) -> DecodeSize:
 
 
 def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation, 1-8; 1 for a missing or nonsensical tag (EXIF is untrusted)."""
-    value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    """The EXIF orientation, 1-8; 1 for a missing, nonsensical or unreadable tag.
+
+    EXIF is untrusted: Pillow's parser raises SyntaxError, ValueError, struct.error… on a
+    damaged block (a garbage ``Exif`` APP1, a PNG ``eXIf`` or "Raw profile type exif" text
+    that is not what it says), and a browser shows such an image unrotated: so do we. The
+    image itself was (or will be) proved valid by its decode, not by its metadata.
+    """
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception as e:  # noqa: BLE001 -- any parser error of untrusted metadata
+        logger.info("unreadable EXIF of a %s image ignored (orientation 1): %s: %s",
+                    image.format, type(e).__name__, e)
+        return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
@@ -171,8 +198,11 @@ def _render_decoded(
     try:
         orientation = _orientation(image)
         icc_profile = image.info.get("icc_profile")
-        if orientation != 1:  # exif_transpose copies the image even when nothing changes
-            image = ImageOps.exif_transpose(image)
+        if orientation != 1:
+            # Not ImageOps.exif_transpose: it re-serialises the EXIF block to drop the tag,
+            # which raises on tags Pillow cannot write back (a text tag holding a float…);
+            # variants carry no EXIF anyway (encoders).
+            image = image.transpose(_TRANSPOSE[orientation])
         image = working_image(image)
         converter = SrgbConverter(icc_profile, image.mode)
     except Exception as e:  # noqa: BLE001 -- Pillow raises many types; every variant fails

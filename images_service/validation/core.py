@@ -148,7 +148,7 @@ def open_validated(
         if image_format == "JPEG":
             # Scale 1/8 (the largest DCT scaling) unless asked for more: every entropy-coded
             # byte is still decoded.
-            drafted = image.draft(None, decode_size(image) if decode_size else (1, 1))
+            drafted = image.draft(None, _wanted_size(decode_size, image))
             if drafted is not None:  # (mode, (0, 0, width / scale, height / scale))
                 reduction = round(width / drafted[1][2])
         _decode(image)
@@ -168,8 +168,17 @@ def _open_header(
         raise DownloadError("decompression_bomb", str(e)) from e
     except UnidentifiedImageError as e:
         raise DownloadError("not_an_image", "not an image of a supported format") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DownloadError("corrupt_image", f"unreadable image header: {e}") from e
+    except DownloadError:
+        raise  # the source itself failed (a storage stream): not the file's fault
+    except MemoryError as e:
+        raise DownloadError("decompression_bomb", "reading the header needs too much memory"
+                            ) from e
+    except Exception as e:  # noqa: BLE001 -- see below
+        # A recognised format whose header does not parse. Plugins raise OSError,
+        # SyntaxError, ValueError, EOFError, but also RuntimeError (libavif: "Missing or
+        # empty image item"), KeyError, struct.error, ZeroDivisionError… on hostile bytes.
+        raise DownloadError("corrupt_image",
+                            f"unreadable image header: {type(e).__name__}: {e}") from e
     with image:
         image_format = _FORMAT_ALIASES.get(image.format or "", image.format or "")
         if image_format not in SUPPORTED_FORMATS:
@@ -187,10 +196,28 @@ def _open_header(
         yield image, image_format
 
 
+def _wanted_size(decode_size: DecodeSize | None, image: Image.Image) -> tuple[int, int]:
+    """The JPEG decode size: 1/8 scale without a hook, the hook's answer, or full size.
+
+    The hook (derived images) reads metadata of the file; should it fail anyway, the file
+    is decoded at full size rather than refused: its validity does not depend on it.
+    """
+    if decode_size is None:
+        return (1, 1)
+    try:
+        return decode_size(image)
+    except Exception as e:  # noqa: BLE001 -- never let the hook decide validity
+        logger.warning("decode size of a %dx%d JPEG unknown (%s: %s): decoding at full size",
+                       *image.size, type(e).__name__, e)
+        return image.size
+
+
 def _decode(image: Image.Image) -> None:
     """Decode the first frame fully once; raise ``corrupt_image`` on any decoder failure."""
     try:
         image.load()
+    except DownloadError:
+        raise  # the source itself failed (a storage stream): not the file's fault
     except Image.DecompressionBombError as e:
         raise DownloadError("decompression_bomb", str(e)) from e
     except MemoryError as e:

@@ -100,7 +100,7 @@ def _read_ifd(reader: Reader, layout: _Layout) -> tuple[dict[int, tuple[int, ...
         elif kind in _INT_CODES:
             reader.seek(value_at)
             data = reader.take(size, f"tag {tag}")
-        if kind in _INT_CODES:
+        if kind in _INT_CODES and values:  # a tag of no values counts as missing
             tags[tag] = struct.unpack(f"{layout.order}{values}{_INT_CODES[kind]}", data)
     return tags, next_ifd
 
