@@ -69,7 +69,8 @@ IMAGES: dict[str, tuple[bytes, str, tuple[int, int], tuple[int, int]]] = {
                            "JPEG"), ".jpg", (80, 60), (64, 36)),
     "/v/palette.png": (encode(transparent_palette(), "PNG", transparency=1), ".png", (40, 40), (40, 23)),
     "/v/anim.gif": (animated_gif(), ".gif", (40, 30), (40, 23)),
-    # A placeholder (tiny, and one colour): stored, no variants (contract §18).
+    # A placeholder (one colour; tiny too at the default MIN_IMAGE_SIDE): stored, no variants
+    # (contract §18).
     "/v/dot.png": (encode(Image.new("RGB", (1, 1), GREEN), "PNG"), ".png", (1, 1), (1, 1)),
     "/v/strip.png": (encode(photo((10000, 10)), "PNG"), ".png", (320, 1), (18, 10)),
 }
