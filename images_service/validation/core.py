@@ -29,8 +29,8 @@ the mode: derived images need the pixels anyway (contract §12).
 What the image shows (contract §18, :mod:`images_service.content`): the decode of step 3 also
 gives the image's perceptual hash and its placeholder reason, carried by :class:`ImageInfo`
 (``phash``, ``placeholder``). A JPEG is then decoded at the largest DCT scale that keeps
-32 pixels a side (:func:`~images_service.content.phash.draft_size`; 1/8 for any image of
-256 pixels or more, as before). ``fast`` decodes nothing unless ``PERCEPTUAL_HASH=true``;
+64 pixels a side (:func:`~images_service.content.phash.draft_size`; 1/8, as before, for
+any image of 512 pixels or more a side). ``fast`` decodes nothing unless ``PERCEPTUAL_HASH=true``;
 without it the image has no hash, and only the ``tiny`` reason (from the header) is told.
 """
 
