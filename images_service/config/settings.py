@@ -49,6 +49,7 @@ from images_service.config.values import (  # noqa: F401 -- re-exported names
     _origins,
     _path,
     _pattern,
+    _phashes,
     _port,
     _positive_float,
     _rate_limit,
@@ -118,6 +119,12 @@ class Settings:
     s3_region: str = "us-east-1"
     # Validation of downloaded images (contract §8): "full" decodes, "fast" checks structure.
     image_validation: str = "full"
+    # What an image shows (contract §18): perceptual hash in fast mode, placeholders and
+    # near-duplicates.
+    perceptual_hash: bool = False
+    min_image_side_px: int = 16
+    placeholder_hashes: tuple[str, ...] = ()  #: lowercase, 16 hex digits each
+    duplicate_distance_bits: int = 4
     # Extras, documented in the README.
     port: int = 8001
     api_workers: int = 2
@@ -209,6 +216,10 @@ class Settings:
             "S3_ENDPOINT_URL": self.s3_endpoint_url,
             "S3_REGION": self.s3_region,
             "IMAGE_VALIDATION": self.image_validation,
+            "PERCEPTUAL_HASH": str(self.perceptual_hash).lower(),
+            "MIN_IMAGE_SIDE": str(self.min_image_side_px),
+            "PLACEHOLDER_HASHES": ",".join(self.placeholder_hashes),
+            "DUPLICATE_DISTANCE": str(self.duplicate_distance_bits),
             "PORT": str(self.port),
             "API_WORKERS": str(self.api_workers),
             "WORKER_PROCESSES": str(self.worker_processes),
@@ -262,6 +273,10 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "S3_ENDPOINT_URL": ("s3_endpoint_url", _endpoint_url),
     "S3_REGION": ("s3_region", _pattern(S3_REGION_RE, "a region name such as us-east-1")),
     "IMAGE_VALIDATION": ("image_validation", _choice(IMAGE_VALIDATION_MODES)),
+    "PERCEPTUAL_HASH": ("perceptual_hash", _bool),
+    "MIN_IMAGE_SIDE": ("min_image_side_px", _int_parser(0, 10_000)),
+    "PLACEHOLDER_HASHES": ("placeholder_hashes", _phashes),
+    "DUPLICATE_DISTANCE": ("duplicate_distance_bits", _int_parser(0, 64)),
     "PORT": ("port", _port),
     "API_WORKERS": ("api_workers", _int_parser(1, 64)),
     "WORKER_PROCESSES": ("worker_processes", _int_parser(1, 64)),

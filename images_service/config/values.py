@@ -31,6 +31,8 @@ S3_REGION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STORAGE_BACKENDS = ("filesystem", "s3")
 #: ``IMAGE_VALIDATION``: one full decode per image, or structural checks only (contract §8).
 IMAGE_VALIDATION_MODES = ("full", "fast")
+#: A perceptual hash as metadata.json records it (contract §18): 16 hex digits.
+PHASH_RE = re.compile(r"^[0-9a-fA-F]{16}$")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENVIRONMENTS = ("development", "production")
@@ -186,6 +188,20 @@ def _origins(raw: str) -> tuple[str, ...]:
 _origins.form = "comma-separated origins such as https://app.example.com, or *"  # type: ignore[attr-defined]
 
 
+
+
+def _phashes(raw: str) -> tuple[str, ...]:
+    """``PLACEHOLDER_HASHES``: comma-separated 16-hex-digit hashes, lowercased, no repeats."""
+    hashes: list[str] = []
+    for part in _csv(raw):
+        if not PHASH_RE.match(part):
+            raise ValueError
+        if part.lower() not in hashes:
+            hashes.append(part.lower())
+    return tuple(hashes)
+
+
+_phashes.form = "comma-separated perceptual hashes of 16 hex digits, e.g. 8f373714acfcf4d0"  # type: ignore[attr-defined]
 
 
 def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:

@@ -15,7 +15,9 @@ changed the extension, a re-render that failed, an original that failed or went 
 Choices: a variant recorded as an error has no spec, so it is tried again on every
 re-download, like a failed image; a variant whose file the storage no longer has (the
 optional ``present`` check) is made again. Variants follow their original: only an image
-whose original is stored (status ``downloaded`` or ``skipped`` with a ``file``) has any.
+whose original is stored (status ``downloaded`` or ``skipped`` with a ``file``) has any, and
+only when it is no placeholder (contract §18: a record with ``placeholder`` has none, and
+the variants it had before it became one are removed).
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ def has_original(record: Mapping[str, Any]) -> bool:
     return record.get("status") in _STORED_STATUSES and bool(record.get("file"))
 
 
+def has_variants(record: Mapping[str, Any]) -> bool:
+    """True when the image gets variants: its original is stored and it is no placeholder."""
+    return has_original(record) and not record.get("placeholder")
+
+
 def plan_variants(
     record: Mapping[str, Any],
     variants: Sequence[VariantSpec],
@@ -83,7 +90,7 @@ def plan_variants(
     recorded: Mapping[str, Any] = record.get("processed") or {}
     configured = {variant.name for variant in variants}
     removed = tuple(name for name in recorded if name not in configured)
-    if not has_original(record):
+    if not has_variants(record):
         return VariantPlan((), tuple(recorded))
     render = tuple(v for v in variants if not _is_current(recorded.get(v.name), v, present))
     return VariantPlan(render, removed)
@@ -109,7 +116,7 @@ def merge_processed(
     recorded: Mapping[str, Any] = record.get("processed") or {}
     fresh = {result.name: result for result in results}
     merged: dict[str, Any] = {}
-    if has_original(record):
+    if has_variants(record):
         for variant in variants:
             if variant.name in fresh:
                 merged[variant.name] = variant_entry(fresh[variant.name], record["file"])

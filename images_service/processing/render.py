@@ -121,14 +121,18 @@ def validate_and_render(
 ) -> tuple[ImageInfo, tuple[VariantResult, ...]]:
     """Validate a downloaded file (as ``validate_image``) and render ``variants`` from it.
 
-    Raises DownloadError when the file is not a valid image (then no variant is made).
+    Raises DownloadError when the file is not a valid image (then no variant is made). The
+    same decode gives the image's perceptual hash; a placeholder (contract §18: ``tiny``,
+    ``blank``, ``known``) gets no variant, so its ImageInfo comes with an empty tuple.
     """
     path = Path(path)
     if size is None:
         size = path.stat().st_size
     with open_validated(path, settings, size=size, decode_size=_decode_size(variants)) as dec:
-        results = _render_decoded(dec, variants)
-    return image_info(dec, path, sha256=sha256, size=size), results
+        info = image_info(dec, path, sha256=sha256, size=size, facts=dec.facts(),
+                          settings=settings)
+        results = () if info.placeholder is not None else _render_decoded(dec, variants)
+    return info, results
 
 
 def render_variants(

@@ -25,6 +25,13 @@ same, then the file's structure is checked instead of decoded
 (:mod:`images_service.validation.structure`); a format or variant without structural rules
 (AVIF, RLE-compressed BMP) is still decoded. :func:`open_validated` always decodes, whatever
 the mode: derived images need the pixels anyway (contract §12).
+
+What the image shows (contract §18, :mod:`images_service.content`): the decode of step 3 also
+gives the image's perceptual hash and its placeholder reason, carried by :class:`ImageInfo`
+(``phash``, ``placeholder``). A JPEG is then decoded at the largest DCT scale that keeps
+64 pixels a side (:func:`~images_service.content.phash.draft_size`; 1/8, as before, for
+any image of 512 pixels or more a side). ``fast`` decodes nothing unless ``PERCEPTUAL_HASH=true``;
+without it the image has no hash, and only the ``tiny`` reason (from the header) is told.
 """
 
 from __future__ import annotations
@@ -35,12 +42,16 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
 from images_service.config.settings import Settings
+from images_service.content.bits import to_hex
+from images_service.content.phash import ContentFacts, content_facts, draft_size
+from images_service.content.placeholders import classify
 from images_service.errors import DownloadError
 from images_service.validation.structure import check_structure
 
@@ -63,6 +74,11 @@ class ImageInfo:
     height: int
     sha256: str
     bytes: int
+    #: The perceptual hash (16 hex digits) of the first frame; None when nothing was decoded
+    #: (``IMAGE_VALIDATION=fast`` without ``PERCEPTUAL_HASH``) or it has no greyscale form.
+    phash: str | None = None
+    #: ``tiny``, ``blank`` or ``known`` (contract §18), None when the image is none of them.
+    placeholder: str | None = None
 
 
 #: Called with the opened, not yet decoded image; returns the smallest size (in the file's
@@ -80,6 +96,11 @@ class DecodedImage:
     image: Image.Image
     #: The frame was decoded at 1/reduction of the file's size (JPEG DCT scaling: 1, 2, 4, 8).
     reduction: int = 1
+
+    def facts(self) -> ContentFacts | None:
+        """The perceptual hash and luminance spread of the decoded frame (contract §18)."""
+        return content_facts(self.image, reduction=self.reduction,
+                             size_px=(self.width, self.height))
 
 
 def validate_image(
@@ -100,32 +121,68 @@ def validate_image(
         size = path.stat().st_size
     if settings.image_validation == "fast":
         with _open_header(path, settings, size=size) as (image, image_format):
-            if not check_structure(path, image_format):
-                logger.debug("no structural rules for this %s file: decoding it", image_format)
-                _decode(image)
-            width, height = image.size
+            facts = None
+            width, height = image.size  # before a JPEG draft makes image.size smaller
+            whole = check_structure(path, image_format)
+            if not whole or settings.perceptual_hash:
+                if not whole:
+                    logger.debug("no structural rules for this %s file: decoding it",
+                                 image_format)
+                decoded = _decode_first_frame(image, image_format, None)
+                facts = decoded.facts() if settings.perceptual_hash else None
     else:
         with open_validated(path, settings, size=size) as decoded:
             image_format, width, height = decoded.format, decoded.width, decoded.height
-    return _info(image_format, width, height, path, sha256=sha256, size=size)
+            facts = decoded.facts()
+    return _info(image_format, width, height, path, sha256=sha256, size=size,
+                 facts=facts, settings=settings)
 
 
 def image_info(
-    decoded: DecodedImage, path: str | os.PathLike[str], *, sha256: str | None, size: int
+    decoded: DecodedImage,
+    path: str | os.PathLike[str],
+    *,
+    sha256: str | None,
+    size: int,
+    facts: ContentFacts | None = None,
+    settings: Settings | None = None,
 ) -> ImageInfo:
-    """The ImageInfo of a validated file (its hash computed unless given)."""
-    return _info(decoded.format, decoded.width, decoded.height, path, sha256=sha256, size=size)
+    """The ImageInfo of a validated file (its hash computed unless given).
+
+    ``facts`` (from ``decoded.facts()``) and ``settings`` give its perceptual hash and
+    placeholder reason; without settings neither is set.
+    """
+    return _info(decoded.format, decoded.width, decoded.height, path, sha256=sha256, size=size,
+                 facts=facts, settings=settings)
+
+
+def placeholder_reason(
+    width: int, height: int, facts: ContentFacts | None, settings: Settings
+) -> str | None:
+    """The image's placeholder reason under ``settings`` (contract §18), or None."""
+    return classify(width, height, facts, min_side_px=settings.min_image_side_px,
+                    known_hashes=_known_hashes(settings.placeholder_hashes))
 
 
 def _info(image_format: str, width: int, height: int, path: str | os.PathLike[str], *,
-          sha256: str | None, size: int) -> ImageInfo:
+          sha256: str | None, size: int, facts: ContentFacts | None = None,
+          settings: Settings | None = None) -> ImageInfo:
     return ImageInfo(
         format=image_format,
         width=width,
         height=height,
         sha256=sha256 if sha256 is not None else file_sha256(path),
         bytes=size,
+        phash=to_hex(facts.phash) if facts is not None else None,
+        placeholder=(placeholder_reason(width, height, facts, settings)
+                     if settings is not None else None),
     )
+
+
+@lru_cache(maxsize=8)
+def _known_hashes(hex_hashes: tuple[str, ...]) -> tuple[int, ...]:
+    """``PLACEHOLDER_HASHES`` as ints (parsed once per settings value)."""
+    return tuple(int(value, 16) for value in hex_hashes)
 
 
 @contextmanager
@@ -143,16 +200,27 @@ def open_validated(
     large instead of 1/8 scale; every scan is entropy-decoded at any scale.
     """
     with _open_header(source, settings, size=size) as (image, image_format):
-        width, height = image.size
-        reduction = 1
-        if image_format == "JPEG":
-            # Scale 1/8 (the largest DCT scaling) unless asked for more: every entropy-coded
-            # byte is still decoded.
-            drafted = image.draft(None, _wanted_size(decode_size, image))
-            if drafted is not None:  # (mode, (0, 0, width / scale, height / scale))
-                reduction = round(width / drafted[1][2])
-        _decode(image)
-        yield DecodedImage(image_format, width, height, image, reduction)
+        yield _decode_first_frame(image, image_format, decode_size)
+
+
+def _decode_first_frame(
+    image: Image.Image, image_format: str, decode_size: DecodeSize | None
+) -> DecodedImage:
+    """Step 3: decode ``image``'s first frame; a JPEG at the smallest DCT scale that is at
+    least ``decode_size`` and large enough for the perceptual hash."""
+    width, height = image.size
+    reduction = 1
+    if image_format == "JPEG":
+        # Scale 1/8 (the largest DCT scaling) unless more is needed: every entropy-coded
+        # byte is still decoded.
+        need_w, need_h = draft_size((width, height))
+        asked_w, asked_h = _wanted_size(decode_size, image)
+        need_w, need_h = max(need_w, asked_w), max(need_h, asked_h)
+        drafted = image.draft(None, (need_w, need_h))
+        if drafted is not None:  # (mode, (0, 0, width / scale, height / scale))
+            reduction = round(width / drafted[1][2])
+    _decode(image)
+    return DecodedImage(image_format, width, height, image, reduction)
 
 
 @contextmanager

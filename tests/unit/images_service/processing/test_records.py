@@ -140,6 +140,20 @@ def test_variants_follow_their_original() -> None:
     assert plan_variants(record(old, status="skipped"), [THUMB]).render == ()
 
 
+def test_placeholders_get_no_variants_and_lose_those_they_had() -> None:
+    # Contract §18: an image that is (or became, on a re-run) a placeholder has no variants.
+    for status in ("downloaded", "skipped"):
+        placeholder = {**record({"thumb": entry("thumb", THUMB.spec)}, status=status),
+                       "placeholder": "known"}
+        plan = plan_variants(placeholder, [THUMB, CARD])
+        assert plan.render == () and plan.removed == ("thumb",)
+        assert merge_processed(placeholder, [], [THUMB, CARD]) == (
+            {}, ("processed/thumb/img_001.webp",))
+    assert plan_variants({**record(), "placeholder": "tiny"}, [THUMB]).render == ()
+    # No longer one (PLACEHOLDER_HASHES changed): its variants are made.
+    assert plan_variants(record(), [THUMB]).render == (THUMB,)
+
+
 def test_merge_keeps_the_configured_order() -> None:
     image = record({"card": entry("card", CARD.spec, ".jpg")})
     processed, _ = merge_processed(image, [rendered("thumb", THUMB.spec)], [THUMB, CARD])

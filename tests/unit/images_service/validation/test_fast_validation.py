@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:(Corrupt EXIF data|Truncated File Read):UserWarning")
 
 FAST = load_settings({"IMAGE_VALIDATION": "fast"})
+FAST_HASHED = load_settings({"IMAGE_VALIDATION": "fast", "PERCEPTUAL_HASH": "true"})
 FULL = load_settings({})
 REFUSED = ("corrupt_image", "not_an_image")
 #: Fractions of the file kept, then bytes removed from the end.
@@ -50,9 +52,16 @@ def refusal(path: Path, settings: Settings = FAST) -> DownloadError:
 def test_valid_files_pass_both_modes_with_the_same_record(tmp_path: Path, name: str) -> None:
     path = write(tmp_path, sample(name))
     fast, full = validate_image(path, FAST), validate_image(path, FULL)
-    assert fast == full
+    assert fast == unhashed(full)
+    assert validate_image(path, FAST_HASHED) == full
     assert fast.sha256 == hashlib.sha256(sample(name)).hexdigest()
     assert fast.bytes == len(sample(name))
+
+
+def unhashed(info: core.ImageInfo) -> core.ImageInfo:
+    """``info`` as fast mode without PERCEPTUAL_HASH gives it: nothing decoded, so no hash and
+    no placeholder but ``tiny`` (contract §18)."""
+    return replace(info, phash=None, placeholder="tiny" if info.placeholder == "tiny" else None)
 
 
 def cut_points(size: int) -> list[int]:
@@ -126,7 +135,7 @@ def test_bytes_after_jpeg_eoi_are_accepted_like_full_validation(tmp_path: Path,
     # Cameras append data after EOI (MPO second images, Motion Photo videos, trailers):
     # libjpeg ignores it, and so does fast mode; the image before EOI is whole.
     path = write(tmp_path, sample("jpeg-baseline") + tail)
-    assert validate_image(path, FAST) == validate_image(path, FULL)
+    assert validate_image(path, FAST) == unhashed(validate_image(path, FULL))
 
 
 def test_bytes_after_png_iend_and_gif_trailer_are_accepted(tmp_path: Path) -> None:
