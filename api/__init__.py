@@ -42,13 +42,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         CORS(app, origins=list(settings.cors_origins), allow_headers=["Content-Type", "X-API-Key"],
              expose_headers=["Location", "Retry-After"])
 
-    from api import documents, downloads, health, jobs, openapi, queues
+    from api import documents, downloads, health, jobs, openapi, queues, refresh
     from api.console import init_console
     from api.metrics import init_metrics
 
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(downloads.bp)
+    app.register_blueprint(refresh.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(queues.bp)
     app.register_blueprint(documents.bp)

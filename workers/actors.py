@@ -17,6 +17,8 @@ import dramatiq
 from images_service.queueing.messages import (
     DOCUMENTS_ACTOR,
     DOWNLOAD_QUEUE,
+    REFRESH_ACTOR,
+    REFRESH_RETRY_ACTOR,
     RETRY_ACTOR,
     SCAN_ACTOR,
     SCAN_QUEUE,
@@ -47,6 +49,20 @@ def download_documents(job_id: str, plans: list[dict]) -> None:
 def retry_image(job_id: str, plan: dict, index: int, attempt: int) -> None:
     with requeue_on_shutdown():
         current_pipeline().retry_image(job_id, plan, index, attempt)
+
+
+@dramatiq.actor(actor_name=REFRESH_ACTOR, queue_name=DOWNLOAD_QUEUE, time_limit=HOUR_MS // 2,
+                on_retry_exhausted=EXHAUSTED_ACTOR)
+def refresh_documents(job_id: str, plans: list[dict]) -> None:
+    with requeue_on_shutdown():
+        current_pipeline().refresher.refresh_documents(job_id, plans)
+
+
+@dramatiq.actor(actor_name=REFRESH_RETRY_ACTOR, queue_name=DOWNLOAD_QUEUE,
+                time_limit=HOUR_MS // 6, on_retry_exhausted=EXHAUSTED_ACTOR)
+def refresh_image(job_id: str, plan: dict, index: int, attempt: int) -> None:
+    with requeue_on_shutdown():
+        current_pipeline().refresher.refresh_image(job_id, plan, index, attempt)
 
 
 @dramatiq.actor(actor_name=EXHAUSTED_ACTOR, queue_name=SCAN_QUEUE)

@@ -73,6 +73,15 @@ def cmd_download(client: ApiClient, args: argparse.Namespace) -> int:
                     args)
 
 
+def cmd_refresh(client: ApiClient, args: argparse.Namespace) -> int:
+    """Re-check the stored images of a collection (contract §16)."""
+    body: dict[str, Any] = {"filter": _filter(args.filter), "limit": args.limit,
+                            "older_than_days": args.older_than_days}
+    path = _path("refresh", args.database, args.collection)
+    return _started(client, client.post(path, {k: v for k, v in body.items() if v is not None}),
+                    args)
+
+
 def cmd_jobs(client: ApiClient, args: argparse.Namespace) -> int:
     page = client.get("/jobs", status=args.status, type=args.type, limit=args.limit)
     if args.json:
@@ -161,6 +170,16 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
     for parser in (coll, doc):
         parser.add_argument("--force", action="store_true", help="download stored images again")
         wait_flag(parser)
+
+    refresh = command("refresh", cmd_refresh,
+                      "re-check stored images at their source (conditional requests)")
+    refresh.add_argument("database")
+    refresh.add_argument("collection")
+    refresh.add_argument("--older-than-days", type=float, dest="older_than_days",
+                         help="only images not checked for this many days (default: all)")
+    refresh.add_argument("--filter", help="MongoDB query as JSON (Extended JSON: $oid, $date)")
+    refresh.add_argument("--limit", type=int, help="at most this many documents")
+    wait_flag(refresh)
 
     jobs = command("jobs", cmd_jobs, "list jobs, newest first")
     jobs.add_argument("--status", choices=JOB_STATUSES)

@@ -50,8 +50,24 @@ def json_text(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=True).replace("\x7f", "\\u007f")
 
 
+#: A refresh job's outcomes (contract §16), beside downloaded / skipped / failed.
+REFRESH_COUNTS = (("images_not_modified", "not modified"), ("images_changed", "changed"),
+                  ("images_missing", "missing"), ("images_gone", "gone"))
+
+
 def images_finished(progress: Mapping[str, int]) -> int:
-    return progress["images_downloaded"] + progress["images_skipped"] + progress["images_failed"]
+    return (progress["images_downloaded"] + progress["images_skipped"]
+            + progress["images_failed"]
+            + sum(int(progress.get(name, 0)) for name, _ in REFRESH_COUNTS))
+
+
+def counts(progress: Mapping[str, int]) -> str:
+    """``downloaded 3, skipped 1, failed 0`` (and a refresh job's own counts)."""
+    parts = [f"downloaded {progress['images_downloaded']}",
+             f"skipped {progress['images_skipped']}"]
+    parts += [f"{label} {progress[name]}" for name, label in REFRESH_COUNTS if name in progress]
+    parts.append(f"failed {progress['images_failed']}")
+    return ", ".join(parts)
 
 
 def progress_line(job: Mapping[str, Any]) -> str:
@@ -59,8 +75,7 @@ def progress_line(job: Mapping[str, Any]) -> str:
     p = job["progress"]
     return printable(f"{job['status']:<9} documents {p['documents_done']}/"
                      f"{p['documents_total']}  images {images_finished(p)}/{p['images_total']} "
-                     f"(downloaded {p['images_downloaded']}, skipped {p['images_skipped']}, "
-                     f"failed {p['images_failed']})")
+                     f"({counts(p)})")
 
 
 def final_line(job: Mapping[str, Any]) -> str:
@@ -124,9 +139,7 @@ def details(job: Mapping[str, Any]) -> list[str]:
         ("created", job["created_at"]), ("started", job["started_at"]),
         ("finished", job["finished_at"]), ("message", job.get("message")),
         ("documents", f"{p['documents_done']}/{p['documents_total']}"),
-        ("images", f"{images_finished(p)}/{p['images_total']} (downloaded "
-                   f"{p['images_downloaded']}, skipped {p['images_skipped']}, "
-                   f"failed {p['images_failed']})"),
+        ("images", f"{images_finished(p)}/{p['images_total']} ({counts(p)})"),
     ]
     lines = [printable(f"{name + ':':<13} {value}") for name, value in fields
              if value is not None]

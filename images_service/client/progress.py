@@ -11,7 +11,13 @@ import time
 from typing import Any, Callable, Protocol, TextIO
 from urllib.parse import quote
 
-from images_service.client.format import FINISHED, images_finished, printable, progress_line
+from images_service.client.format import (
+    FINISHED,
+    counts,
+    images_finished,
+    printable,
+    progress_line,
+)
 from images_service.client.http import ApiClientError
 
 POLL_INTERVAL_S = 0.5
@@ -89,8 +95,7 @@ def _follow_with_bars(poller: JobPoller, out: TextIO, poll_s: float,
             bars.update(documents, completed=p["documents_done"],
                         total=p["documents_total"] or None, detail=printable(job["status"]))
             bars.update(images, completed=images_finished(p), total=p["images_total"] or None,
-                        detail=f"downloaded {p['images_downloaded']}, skipped "
-                               f"{p['images_skipped']}, failed {p['images_failed']}")
+                        detail=counts(p))
             if job["status"] in FINISHED:
                 return job
             sleep(poll_s)

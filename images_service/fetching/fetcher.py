@@ -100,6 +100,26 @@ class FetchedBody:
 
 
 
+@dataclass(frozen=True)
+class Validators:
+    """What a conditional request sends: the stored ETag and Last-Modified, as received."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class NotModified:
+    """A conditional request answered ``304``: the stored image is current (contract §16)."""
+
+    url: str
+    final_url: str
+    #: Validators the 304 carried (a server may send new ones), else None.
+    etag: str | None = None
+    last_modified: str | None = None
+    http_status: int = 304
+
+
 def check_url(url: str) -> str:
     """``url`` stripped and checked for what a fetch needs, else ``invalid_url``."""
     if not isinstance(url, str):
@@ -177,8 +197,13 @@ class Fetcher:
         self._watchdog.close()
         self._pool.clear()
 
-    def fetch(self, url: str, dest_dir: Path) -> FetchedBody:
+    def fetch(self, url: str, dest_dir: Path, *,
+              validators: Validators | None = None) -> FetchedBody | NotModified:
         """One attempt: stream ``url`` into a temporary file in ``dest_dir``.
+
+        With ``validators`` the request is conditional (contract §16: ``If-None-Match`` with
+        the stored ETag, ``If-Modified-Since`` with the stored Last-Modified) and a ``304``
+        answer is :class:`NotModified`: no body is read.
 
         Raises DownloadError: ``invalid_url``, ``blocked_address``, ``timeout``,
         ``connection_error``, ``http_<status>``, ``too_many_redirects``, ``too_large``.
@@ -187,7 +212,7 @@ class Fetcher:
         self._local.attempt = attempt
         self._watchdog.watch(attempt)
         try:
-            return self._fetch(url, Path(dest_dir), attempt)
+            return self._fetch(url, Path(dest_dir), attempt, validators)
         except DownloadError as e:
             if attempt.expired and e.code in ("connection_error", "timeout"):
                 raise self._deadline_error() from e
@@ -202,9 +227,17 @@ class Fetcher:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _fetch(self, url: str, dest_dir: Path, attempt: Attempt) -> FetchedBody:
+    def _fetch(self, url: str, dest_dir: Path, attempt: Attempt,
+               validators: Validators | None = None) -> FetchedBody | NotModified:
         pool = self._pool
         current = check_url(url)
+        headers = self._headers
+        if validators is not None and (validators.etag or validators.last_modified):
+            headers = dict(headers)
+            if validators.etag:
+                headers["If-None-Match"] = validators.etag
+            if validators.last_modified:
+                headers["If-Modified-Since"] = validators.last_modified
         for redirects in range(MAX_REDIRECTS + 1):
             response = pool.urlopen(
                 "GET",
@@ -217,7 +250,7 @@ class Fetcher:
                 # received (a compressed body is then refused as not an image).
                 decode_content=False,
                 timeout=self._timeout,
-                headers=self._headers,
+                headers=headers,
             )
             if attempt.expired:
                 # The watchdog cut the connection while headers trickled in: http.client
@@ -235,6 +268,11 @@ class Fetcher:
                         "invalid_url", f"redirect from {current} to an invalid URL: {e.message}"
                     ) from None
                 continue
+            if status == 304 and headers is not self._headers:
+                _discard(response)  # a 304 has no body: nothing is read or stored
+                return NotModified(url=url, final_url=current,
+                                   etag=_header(response, "ETag"),
+                                   last_modified=_header(response, "Last-Modified"))
             if not 200 <= status < 300:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 _discard(response)

@@ -26,20 +26,21 @@ safety net for a job whose end was never seen.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Iterable
 
 import redis
 
-from images_service.jobs.store import PROGRESS_FIELDS
+from images_service.jobs.store import ALL_PROGRESS_FIELDS, PROGRESS_FIELDS, REFRESH_FIELDS
 
 PREFIX = "isv:job"
 #: Safety net: a job's hash expires this long after its last write (seconds): 14 days.
 TTL_S = 14 * 24 * 3600
 #: Fields returned as the job's counters (progress plus whether the scan is over).
-COUNTERS = (*PROGRESS_FIELDS, "scan_done")
-#: What became of one image, as counted (``images_<outcome>``).
-OUTCOMES = ("downloaded", "skipped", "failed")
+COUNTERS = (*ALL_PROGRESS_FIELDS, "scan_done")
+#: What became of one image, as counted (``images_<outcome>``); the last four: re-checks (§16).
+OUTCOMES = ("downloaded", "skipped", "failed", "not_modified", "changed", "missing", "gone")
 
 # Every script starts with this: a missing hash means the job ended (or never started).
 _LIVE = """
@@ -99,6 +100,24 @@ table.insert(out, first)
 return out
 """
 
+# A refresh run checks each URL once (§16): field u:<url key> is 'pending:<epoch s>' while a
+# worker checks it (taken over when older than ARGV[3] seconds: that worker died), then the
+# result. Returns {'mine'}, {'pending'} or {'done', result}.
+_URL_CHECK = _LIVE + """
+local field = 'u:' .. ARGV[1]
+local now = tonumber(ARGV[2])
+local current = redis.call('HGET', h, field)
+if current and string.sub(current, 1, 8) == 'pending:' then
+  if now - tonumber(string.sub(current, 9)) <= tonumber(ARGV[3]) then return {'pending'} end
+  current = false
+end
+if not current then
+  redis.call('HSET', h, field, 'pending:' .. ARGV[2])
+  return {'mine'}
+end
+return {'done', current}
+"""
+
 _SET = _LIVE + """
 for i = 2, #ARGV, 2 do redis.call('HSET', h, ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', h, tonumber(ARGV[1]))
@@ -127,7 +146,11 @@ class Progress:
         )
 
     def as_job_progress(self) -> dict[str, int]:
-        return {name: int(self.counters.get(name, 0)) for name in PROGRESS_FIELDS}
+        progress = {name: int(self.counters.get(name, 0)) for name in PROGRESS_FIELDS}
+        # A refresh job's own counters (§16), only where counted: download jobs have none.
+        progress.update({name: int(self.counters[name]) for name in REFRESH_FIELDS
+                         if name in self.counters})
+        return progress
 
 
 class ProgressTracker:
@@ -139,6 +162,7 @@ class ProgressTracker:
         self._image_done = client.register_script(_IMAGE_DONE)
         self._finalize = client.register_script(_FINALIZE)
         self._set = client.register_script(_SET)
+        self._url_check = client.register_script(_URL_CHECK)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -187,6 +211,27 @@ class ProgressTracker:
             return False, None
         return bool(values[-1]), Progress.from_values(values[:-1])
 
+    def check_url(self, job_id: str, url_key: str, *,
+                  stale_after_s: float) -> tuple[str, str | None]:
+        """A refresh run's claim on one URL's check: ``("mine", None)`` (check it, then
+        :meth:`url_checked`), ``("pending", None)`` (another worker is checking it: ask again
+        soon), ``("done", result)``, or ``("ended", None)`` when the job's state is gone."""
+        answer = self._url_check(keys=[self.key(job_id)],
+                                 args=[url_key, int(time.time()), int(stale_after_s)])
+        if answer is None:
+            return "ended", None
+        state = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
+        result = answer[1] if len(answer) > 1 else None
+        return state, (result.decode() if isinstance(result, bytes) else result)
+
+    def url_checked(self, job_id: str, url_key: str, result: str | None) -> None:
+        """Record a URL's check result for this run (None: give the claim up, e.g. a
+        retryable failure: the retry or another document checks it again)."""
+        if result is None:
+            self.redis.hdel(self.key(job_id), f"u:{url_key}")
+        else:
+            self._set(keys=[self.key(job_id)], args=[TTL_S, f"u:{url_key}", result])
+
     def mark_scan_done(self, job_id: str) -> Progress | None:
         values = self._set(keys=[self.key(job_id)], args=[TTL_S, "scan_done", 1])
         return None if values is None else Progress.from_values(values)
@@ -220,7 +265,7 @@ def with_live_progress(jobs: list[dict], tracker: ProgressTracker) -> list[dict]
         return jobs
     pipe = tracker.redis.pipeline(transaction=False)
     for job in active:
-        pipe.hmget(tracker.key(job["_id"]), list(PROGRESS_FIELDS))
+        pipe.hmget(tracker.key(job["_id"]), list(ALL_PROGRESS_FIELDS))
     try:
         answers = pipe.execute()
     except redis.RedisError:
@@ -228,5 +273,6 @@ def with_live_progress(jobs: list[dict], tracker: ProgressTracker) -> list[dict]
     for job, values in zip(active, answers):
         stored = job.get("progress") or {}
         job["progress"] = {name: max(int(stored.get(name) or 0), int(value or 0))
-                           for name, value in zip(PROGRESS_FIELDS, values)}
+                           for name, value in zip(ALL_PROGRESS_FIELDS, values)
+                           if value is not None or name in stored}
     return jobs

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.collection import Collection
 
-JOB_TYPES = ("collection", "document", "batch", "change_stream")
+JOB_TYPES = ("collection", "document", "batch", "change_stream", "refresh")
 JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 ACTIVE = ("pending", "running")
 FINISHED = ("completed", "failed", "cancelled")
@@ -37,6 +37,9 @@ PROGRESS_FIELDS = (
     "documents_total", "documents_done", "images_total",
     "images_downloaded", "images_skipped", "images_failed",
 )  # fmt: skip
+#: Progress a refresh job adds (contract §16); other jobs do not show them.
+REFRESH_FIELDS = ("images_not_modified", "images_changed", "images_missing", "images_gone")
+ALL_PROGRESS_FIELDS = (*PROGRESS_FIELDS, *REFRESH_FIELDS)
 #: The job keeps the last this many errors ...
 MAX_ERRORS = 100
 #: ... each one's ``url`` and ``message`` cut to this many characters (§14): a document may
@@ -103,6 +106,8 @@ class JobStore:
         job_id: str | None = None,
         source: Mapping[str, Any] | None = None,
         retry_of: str | None = None,
+        older_than_days: float | None = None,
+        spread: bool = False,
     ) -> dict[str, Any]:
         if job_type not in JOB_TYPES:
             raise ValueError(f"unknown job type {job_type!r}")
@@ -120,7 +125,8 @@ class JobStore:
             "updated_at": created,
             "started_at": None,
             "finished_at": None,
-            "progress": {name: 0 for name in PROGRESS_FIELDS},
+            "progress": {name: 0 for name in
+                         (ALL_PROGRESS_FIELDS if job_type == "refresh" else PROGRESS_FIELDS)},
             "errors": [],
             # A whole subdocument keeps its date type on nx-27017 (TTL needs a date).
             "retention": {"expire_at": datetime.now(timezone.utc) + self.retention
@@ -138,6 +144,10 @@ class JobStore:
             doc["source"] = dict(source)
         if retry_of is not None:
             doc["retry_of"] = retry_of
+        if older_than_days is not None:
+            doc["older_than_days"] = older_than_days
+        if spread:
+            doc["spread"] = True  # a scheduled refresh: due times spread per URL (§16)
         self.collection.insert_one(doc)
         return doc
 
@@ -261,7 +271,10 @@ def job_to_api(doc: Mapping[str, Any]) -> dict[str, Any]:
     out["started_at"] = iso(doc.get("started_at"))
     out["finished_at"] = iso(doc.get("finished_at"))
     progress = doc.get("progress") or {}
-    out["progress"] = {name: int(progress.get(name, 0)) for name in PROGRESS_FIELDS}
+    fields = ALL_PROGRESS_FIELDS if doc["type"] == "refresh" else PROGRESS_FIELDS
+    out["progress"] = {name: int(progress.get(name, 0)) for name in fields}
+    if "older_than_days" in doc:
+        out["older_than_days"] = doc["older_than_days"]
     out["errors"] = _decode_errors(doc.get("errors", []))[-MAX_ERRORS:]
     if doc.get("failure"):
         out["message"] = doc["failure"]

@@ -105,6 +105,14 @@ def check_force(value: Any) -> bool:
     return value
 
 
+def check_older_than_days(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 36500:
+        raise InvalidRequest("older_than_days must be a number of days from 0 to 36500")
+    return value
+
+
 def check_image_fields(value: Any) -> list[str] | None:
     if value is None:
         return None
@@ -174,6 +182,21 @@ class Triggers:
             self._probe_filter(database, collection, query)
         return self._start(job_type, database, collection, filter=filter, limit=limit,
                            force=force, image_fields=list(image_fields) if image_fields else None)
+
+    def refresh_job(self, database: str, collection: str, *,
+                    filter: Mapping[str, Any] | None = None, limit: int | None = None,
+                    older_than_days: float | None = None, spread: bool = False,
+                    job_id: str | None = None) -> dict[str, Any]:
+        """A refresh job (contract §16): re-check the stored images of the collection's
+        documents (matching ``filter``, at most ``limit``) not checked for ``older_than_days``
+        (all of them without it). ``spread`` and ``job_id``: the scheduler's."""
+        check_names(database, collection)
+        query = check_filter(filter) if filter is not None else None
+        self._ensure_collection(database, collection)
+        if query:
+            self._probe_filter(database, collection, query)
+        return self._start("refresh", database, collection, filter=filter, limit=limit,
+                           older_than_days=older_than_days, spread=spread, job_id=job_id)
 
     def _probe_filter(self, database: str, collection: str, query: dict[str, Any]) -> None:
         """Let the server judge what the allow-list cannot (e.g. ``$mod`` by 0): a query it

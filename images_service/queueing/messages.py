@@ -19,6 +19,8 @@ QUEUES = (SCAN_QUEUE, DOWNLOAD_QUEUE)
 SCAN_ACTOR = "scan_job"
 DOCUMENTS_ACTOR = "download_documents"
 RETRY_ACTOR = "retry_image"
+REFRESH_ACTOR = "refresh_documents"
+REFRESH_RETRY_ACTOR = "refresh_image"
 
 
 class Enqueuer:
@@ -44,3 +46,13 @@ class Enqueuer:
               delay_ms: int) -> None:
         """Try one image again after ``delay_ms`` milliseconds (attempt number ``attempt``)."""
         self._send(DOWNLOAD_QUEUE, RETRY_ACTOR, (job_id, plan, index, attempt), delay_ms=delay_ms)
+
+    def refresh(self, job_id: str, plans: list[dict[str, Any]]) -> None:
+        """Re-check the stored images of a few planned documents (a refresh job, §16)."""
+        self._send(DOWNLOAD_QUEUE, REFRESH_ACTOR, (job_id, plans))
+
+    def refresh_retry(self, job_id: str, plan: dict[str, Any], index: int, attempt: int,
+                      delay_ms: int) -> None:
+        """Re-check one image again after ``delay_ms`` milliseconds."""
+        self._send(DOWNLOAD_QUEUE, REFRESH_RETRY_ACTOR, (job_id, plan, index, attempt),
+                   delay_ms=delay_ms)

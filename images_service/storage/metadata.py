@@ -126,6 +126,9 @@ def build_metadata(
             "failed": counts[FAILED],
             "skipped": counts[SKIPPED],
             "present": counts[DOWNLOADED] + counts[SKIPPED],
+            # Images whose source is gone (§16): still stored, no longer at their URL.
+            "gone": sum(1 for r in ordered if isinstance(r.get("source"), dict)
+                        and r["source"].get("status") == "gone"),
         },
     }
 

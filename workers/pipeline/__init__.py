@@ -23,6 +23,7 @@ from images_service.queueing.messages import Enqueuer
 from workers.pipeline.context import PipelineContext
 from workers.pipeline.download import Downloader
 from workers.pipeline.finish import Finisher
+from workers.pipeline.refresh import Refresher
 from workers.pipeline.scan import Scanner
 
 
@@ -36,6 +37,7 @@ class DownloadPipeline:
         self.finisher = Finisher(self.ctx)
         self.scanner = Scanner(self.ctx, self.finisher)
         self.downloader = Downloader(self.ctx, self.finisher)
+        self.refresher = Refresher(self.ctx, self.finisher, self.downloader)
 
     @property
     def redis(self) -> redis.Redis:

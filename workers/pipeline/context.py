@@ -27,8 +27,8 @@ from images_service.config.settings import Settings
 from images_service.download.caps import DownloadCaps
 from images_service.download.fetch_once import FetchOnce
 from images_service.download.url_index import UrlIndex
-from images_service.jobs.documents import JobDocuments
 from images_service.fetching.fetcher import Fetcher
+from images_service.jobs.documents import JobDocuments
 from images_service.jobs.progress import ProgressTracker
 from images_service.jobs.store import FINISHED, JobStore
 from images_service.queueing.messages import Enqueuer

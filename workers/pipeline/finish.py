@@ -60,11 +60,16 @@ class Finished:
     records: list[dict[str, Any]]
     forced_status: str | None = None
     superseded: bool = False
+    #: A refresh job's document (§16): its images were counted as they were re-checked, and
+    #: its write-back keeps the last download's status and adds ``refreshed_at``.
+    refreshed: bool = False
 
     @cached_property
     def counts(self) -> dict[str, int]:
         if self.superseded:
             return {DOWNLOADED: 0, SKIPPED: len(self.plan.images), FAILED: 0}
+        if self.refreshed:
+            return {DOWNLOADED: 0, SKIPPED: 0, FAILED: 0}
         return {s: sum(1 for r in self.records if r.get("status") == s)
                 for s in (DOWNLOADED, SKIPPED, FAILED)}
 
@@ -211,6 +216,12 @@ class Finisher:
             if done.superseded:
                 continue  # the newer plan's job writes this document back
             plan = done.plan
+            if done.refreshed:
+                update = _refreshed_write_back(done, settings.status_field)
+                if update is not None:
+                    by_collection.setdefault((plan.database, plan.collection), []).append(
+                        (done, update))
+                continue
             value = {
                 "status": done.status,
                 "job_id": job_id,
@@ -270,7 +281,19 @@ def job_document_rows(job_id: str, finished: list[Finished]) -> list[JobDocument
                         status=done.status,
                         downloaded=done.counts[DOWNLOADED] + done.counts[SKIPPED],
                         failed=done.counts[FAILED])
-            for done in finished if not done.superseded]
+            for done in finished if not done.superseded and not done.refreshed]
+
+
+def _refreshed_write_back(done: Finished, status_field: str) -> UpdateOne | None:
+    """A refreshed document's write-back (§16): the last download's status, counts and path
+    kept, ``refreshed_at`` added; the flag is left alone. None without an earlier one."""
+    status = json_util.loads(done.data["status_json"]) if done.data.get("status_json") else None
+    if not isinstance(status, dict):
+        return None
+    # The whole subdocument is written, so its dates keep their type on nx-27017 too.
+    value = {**status, "refreshed_at": datetime.now(timezone.utc)}
+    return UpdateOne({"_id": json_util.loads(done.data["source_id"])},
+                     {"$set": {status_field: value}})
 
 
 def _records_of(metadata: dict[str, Any], plan: DocumentPlan) -> list[dict[str, Any]] | None:

@@ -93,9 +93,10 @@ class Scanner:
         fields = job.get("image_fields") or list(settings.image_fields)
         # Whole top-level fields: nx-27017 returns a dotted projection as a flat key
         # (images_service/jobs/projection.py); the planner walks the dotted paths itself.
-        projection = top_level_projection(
-            [*fields, settings.search_field,
-             f"{settings.status_field}.path" if settings.status_field else ""])
+        # A refresh writes the whole status back (refreshed_at added): it needs all of it.
+        status = settings.status_field if job["type"] == "refresh" else (
+            f"{settings.status_field}.path" if settings.status_field else "")
+        projection = top_level_projection([*fields, settings.search_field, status])
         if job["type"] in ("document", "change_stream"):
             doc = coll.find_one({"_id": json_util.loads(job["source"]["id"])}, projection)
             if doc is not None and last_id is None:
@@ -133,13 +134,28 @@ class Scanner:
                     "document_id": str(doc.get("_id")), "url": None,
                     "code": "invalid_request", "message": str(exc)}])
         ctx.progress.plan(job_id, [(document_key(p), len(p.images)) for p, _ in plans])
+        send = ctx.enqueuer.refresh if job["type"] == "refresh" else ctx.enqueuer.documents
+        statuses = {id(doc["_id"]): doc for doc in docs}
         message: list[dict[str, Any]] = []
         images = 0
         for plan, source_id in plans:
-            message.append(plan_to_message(plan, source_id))
+            data = plan_to_message(plan, source_id)
+            if job["type"] == "refresh":
+                data["status_json"] = _status_json(statuses.get(id(source_id)), ctx.settings)
+            message.append(data)
             images += len(plan.images)
             if len(message) >= DOCS_PER_MESSAGE or images >= IMAGES_PER_MESSAGE:
-                ctx.enqueuer.documents(job_id, message)
+                send(job_id, message)
                 message, images = [], 0
         if message:
-            ctx.enqueuer.documents(job_id, message)
+            send(job_id, message)
+
+
+def _status_json(doc: dict[str, Any] | None, settings: Any) -> str | None:
+    """The document's write-back value as Extended JSON (a refresh rewrites it, §16)."""
+    if doc is None or not settings.status_field:
+        return None
+    value: Any = doc
+    for part in settings.status_field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return json_util.dumps(value) if isinstance(value, dict) else None
