@@ -19,6 +19,7 @@ from flask import Blueprint, Response, abort, jsonify, send_from_directory
 
 from api.context import services
 from images_service import __version__
+from images_service.jobs.store import ALL_PROGRESS_FIELDS, JOB_STATUSES, JOB_TYPES
 
 bp = Blueprint("openapi", __name__)
 
@@ -70,9 +71,9 @@ SCHEMAS: dict[str, Any] = {
 
 _PROGRESS = {
     "type": "object",
-    "properties": {name: {"type": "integer", "minimum": 0} for name in (
-        "documents_total", "documents_done", "images_total", "images_downloaded",
-        "images_skipped", "images_failed")},
+    "description": "a refresh job adds images_not_modified, images_changed, images_missing "
+                   "and images_gone",
+    "properties": {name: {"type": "integer", "minimum": 0} for name in ALL_PROGRESS_FIELDS},
 }
 SCHEMAS.update({
     "Job": {
@@ -81,9 +82,8 @@ SCHEMAS.update({
                      "started_at", "finished_at", "progress", "errors"],
         "properties": {
             "job_id": {"type": "string"},
-            "type": {"type": "string", "enum": ["collection", "document", "batch", "change_stream"]},
-            "status": {"type": "string",
-                       "enum": ["pending", "running", "completed", "failed", "cancelled"]},
+            "type": {"type": "string", "enum": list(JOB_TYPES)},
+            "status": {"type": "string", "enum": list(JOB_STATUSES)},
             "database": {"type": "string"},
             "collection": {"type": "string"},
             "document_id": {"type": "string"},
@@ -103,6 +103,8 @@ SCHEMAS.update({
                                "message": {"type": "string", "nullable": True}}}},
             "message": {"type": "string"},
             "retry_of": {"type": "string", "description": "the job this one retries"},
+            "older_than_days": {"type": "number",
+                                "description": "a refresh job: images not checked for this long"},
         },
     },
     "JobList": {
@@ -126,6 +128,15 @@ SCHEMAS.update({
             "limit": {"type": "integer", "minimum": 1, "maximum": 100000},
             "force": {"type": "boolean"},
             "image_fields": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        },
+    },
+    "RefreshOptions": {
+        "type": "object",
+        "properties": {
+            "filter": {"type": "object", "description": "MongoDB query (Extended JSON)"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 100000},
+            "older_than_days": {"type": "number", "minimum": 0, "maximum": 36500,
+                                "description": "only images not checked for this many days"},
         },
     },
     "DocumentOptions": {
@@ -227,6 +238,16 @@ PATHS.update({
             "requestBody": _body("DocumentOptions"),
             "responses": {"202": ACCEPTED, **COMMON_ERRORS,
                           "404": _error("document_not_found or collection_not_found")},
+        }
+    },
+    "/api/v1/refresh/{database}/{collection}": {
+        "post": {
+            "summary": "Re-check the stored images of a collection at their source "
+                       "(conditional requests; a job of type refresh)",
+            "parameters": [_path_param("database"), _path_param("collection")],
+            "requestBody": _body("RefreshOptions"),
+            "responses": {"202": ACCEPTED, **COMMON_ERRORS,
+                          "404": _error("collection_not_found")},
         }
     },
     "/api/v1/download/batch": {

@@ -53,9 +53,15 @@ def progress_bars(job: Mapping[str, Any]) -> dict[str, Bar]:
     """The documents and images bars of an API job (``job_to_api`` form)."""
     p = job["progress"]
     completed = job["status"] == "completed"
-    images_done = p["images_downloaded"] + p["images_skipped"] + p["images_failed"]
-    detail = (f": {p['images_downloaded']} downloaded, {p['images_skipped']} skipped, "
-              f"{p['images_failed']} failed")
+    # A refresh job (§16) counts its re-checks' outcomes beside downloaded/skipped/failed.
+    refresh = [(name, label) for name, label in (
+        ("images_not_modified", "not modified"), ("images_changed", "changed"),
+        ("images_missing", "missing"), ("images_gone", "gone")) if name in p]
+    images_done = (p["images_downloaded"] + p["images_skipped"] + p["images_failed"]
+                   + sum(p[name] for name, _ in refresh))
+    parts = [f"{p['images_downloaded']} downloaded", f"{p['images_skipped']} skipped",
+             *(f"{p[name]} {label}" for name, label in refresh), f"{p['images_failed']} failed"]
+    detail = ": " + ", ".join(parts)
     return {
         "documents": _bar(p["documents_done"], p["documents_total"], "documents", completed),
         "images": _bar(images_done, p["images_total"], "images", completed, detail),
@@ -78,6 +84,8 @@ class ImageView:
     thumbnail: str | None = None  #: a file of the document (``processed/thumb/img_001.webp``)
     width: int | None = None
     height: int | None = None
+    #: The image's source when a re-check found it missing or gone (§16), else None.
+    source: str | None = None
 
 
 @dataclass
@@ -110,6 +118,9 @@ def document_view(document_id: str, stored: StoredDocument | None) -> DocumentVi
         error = record.get("error")
         if isinstance(error, dict):
             image.error_code = error.get("code")
+        source = record.get("source")
+        if isinstance(source, dict) and source.get("status") in ("missing", "gone"):
+            image.source = str(source["status"])
         thumb = _thumbnail(record)
         if thumb:
             image.thumbnail, image.width, image.height = thumb

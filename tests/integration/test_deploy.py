@@ -76,6 +76,8 @@ SERVICE_METRICS = {
     "images_queue_messages",
     "images_listener_leader",
     "images_download_errors_total",
+    "images_refresh_total",
+    "images_copied_total",
 }
 LIBRARY_METRICS = {
     "flask_http_request_total",

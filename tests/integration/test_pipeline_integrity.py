@@ -14,6 +14,7 @@ import io
 import json
 import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -252,12 +253,19 @@ def test_a_message_that_stops_records_every_image_that_finished(make_settings, i
         job_id, plans = rig.document_job("six")
         assert rig.pipeline.ctx.pool._max_workers == 4
 
-        # When the worker begins its shutdown while the slow ones are in flight
-        timer = threading.Timer(0.2, rig.pipeline.ctx.begin_shutdown)
-        timer.start()
+        # When the worker begins its shutdown while the slow ones are in flight (the server
+        # has received all four requests)
+        def shut_down_once_in_flight() -> None:
+            deadline = time.monotonic() + 30
+            while image_server.hits() < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            rig.pipeline.ctx.begin_shutdown()
+
+        stopper = threading.Thread(target=shut_down_once_in_flight)
+        stopper.start()
         with pytest.raises(WorkerShuttingDown):
             rig.pipeline.download_documents(job_id, plans)
-        timer.join()
+        stopper.join()
 
         # Then the 4 images that finished are recorded (the message is requeued for the rest)
         meta = json.loads((settings.storage_path / "serpy_db/hotels/six-s/metadata.json")

@@ -168,3 +168,58 @@ def test_two_documents_naming_one_url_cause_one_request(rig, origin):
     assert job["progress"]["images_changed"] == 2
     p, q = metadata(rig, "p-p")["images"][0], metadata(rig, "q-q")["images"][0]
     assert p["sha256"] == q["sha256"] == hashlib.sha256(origin.body("shared")).hexdigest()
+
+
+# --- scheduled re-checks (REFRESH_AFTER_DAYS) ------------------------------------------------
+
+def test_the_scheduler_starts_one_job_per_due_collection_and_never_two(make_settings):
+    import threading
+    import time
+
+    from images_service.backends import mongo_client
+    from workers.refresh_schedule import RefreshScheduler
+
+    settings = make_settings({"REFRESH_AFTER_DAYS": "30"})
+    db = source_db(settings)
+    for name in ("hotels", "restaurants", "fresh"):
+        db[name].drop()
+        db[name].insert_one({"_id": 1})
+    rig = Rig(settings, None)
+    try:
+        index = rig.pipeline.ctx.urls
+        old = time.time() - 31 * 86_400
+        index.collection.insert_many([
+            {"_id": "u1", "url": "http://a/1", "database": "serpy_db", "collection": "hotels",
+             "checked_at": old},
+            {"_id": "u2", "url": "http://a/2", "database": "serpy_db", "collection": "hotels",
+             "checked_at": old},
+            {"_id": "u3", "url": "http://a/3", "database": "serpy_db",
+             "collection": "restaurants", "checked_at": old},
+            {"_id": "u4", "url": "http://a/4", "database": "serpy_db", "collection": "fresh",
+             "checked_at": time.time()},
+        ])
+        # Two processes' schedulers racing (their elections overlapped)
+        schedulers = [RefreshScheduler(rig.pipeline.ctx) for _ in range(2)]
+        results: list[list[str]] = []
+        barrier = threading.Barrier(2)
+
+        def run(scheduler):
+            barrier.wait()
+            results.append(scheduler.start_due())
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in schedulers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        jobs = list(rig.pipeline.ctx.jobs.collection.find({"type": "refresh"}))
+        assert sorted(j["collection"] for j in jobs) == ["hotels", "restaurants"]
+        assert all(j["older_than_days"] == 30 and j["spread"] for j in jobs)
+        assert sorted(job_id for result in results for job_id in result) == \
+            sorted(j["_id"] for j in jobs)
+        # While they are active, a later pass starts nothing more
+        assert schedulers[0].start_due() == []
+        assert rig.pipeline.ctx.jobs.collection.count_documents({"type": "refresh"}) == 2
+    finally:
+        rig.close()

@@ -34,3 +34,27 @@ def test_the_thumbnail_is_the_smallest_listed_file():
     assert _thumbnail(record) == ("processed/thumb/img_001.webp", 320, 240)
     assert _thumbnail({**record, "processed": {}}) == ("original/img_001.jpg", 1024, 768)
     assert _thumbnail({"status": "failed", "error": {"code": "http_404"}}) is None
+
+
+def test_a_refresh_jobs_bar_counts_its_re_checks():
+    job = _job("running", documents_total=1, documents_done=1, images_total=4,
+               images_skipped=1, images_failed=0)
+    job["progress"].update(images_not_modified=2, images_changed=0, images_missing=0,
+                           images_gone=1)
+    assert progress_bars(job)["images"] == Bar(4, 4, "4 of 4 images (100 %): 0 downloaded, "
+                                               "1 skipped, 2 not modified, 0 changed, "
+                                               "0 missing, 1 gone, 0 failed")
+
+
+def test_an_image_whose_source_is_gone_says_so():
+    from api.console.pages import document_view
+    from images_service.documents import StoredDocument
+
+    stored = StoredDocument("db/c/d", b"", {"images": [
+        {"index": 1, "url": "http://a/1", "status": "downloaded", "file": "original/img_001.jpg",
+         "source": {"status": "gone", "since": "2026-12-01T00:00:00Z", "http_status": 410,
+                    "misses": 1}},
+        {"index": 2, "url": "http://a/2", "status": "downloaded", "file": "original/img_002.jpg"},
+    ]})
+    view = document_view("d", stored)
+    assert [image.source for image in view.images] == ["gone", None]
