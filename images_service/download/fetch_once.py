@@ -10,8 +10,10 @@ URL, the pipeline asks here:
    says ``"copied_from"``; no request is made.
 2. **Being fetched right now** by another document (another thread, process or host)? Each
    URL not in the index is *claimed* in Redis before its request; a second document naming it
-   waits for the claim to go (the first download stored and indexed it, or failed), then
-   copies, or claims it itself. So the same URL in five documents of one job costs one request.
+   waits for the claim to go (the first download failed) or to say ``done`` (the first
+   download stored and indexed it: the marker stays ``DONE_TTL_S``, so a document reaching
+   the URL just after it finished copies instead of claiming it again), then copies, or
+   claims it itself. So the same URL in five documents of one job costs one request.
 
 A claim lives ``CLAIM_TTL_S`` and is renewed every ``RENEW_EVERY_S`` while its download goes
 on (like the download caps' leases), so a worker killed mid-download frees its claims within
@@ -46,11 +48,17 @@ CLAIM_TTL_S = 15
 RENEW_EVERY_S = 4.0
 #: How often a document waiting for another one's download looks again (seconds).
 POLL_S = 0.05
+#: A claim whose download stored and indexed the URL says so for this long (seconds).
+DONE_TTL_S = 600
+DONE = b"done"
 DAY_S = 86_400.0
 
+# ARGV: the claim's token, then "done" (the URL is stored and indexed: say so for ARGV[3]
+# seconds) or "" (it failed: let the next document claim it).
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == 'done' then return redis.call('SET', KEYS[1], 'done', 'EX', ARGV[3]) end
+return redis.call('DEL', KEYS[1])
 """
 
 
@@ -139,10 +147,12 @@ class FetchOnce:
                 self._renewer.start()
         return token
 
-    def release(self, url: str, token: str) -> None:
+    def release(self, url: str, token: str, *, stored: bool = False) -> None:
+        """Give the claim up; ``stored``: the URL is now in the index (copy it from there)."""
         with self._held_lock:
             self._held.pop(_claim_key(url), None)
-        self._release(keys=[_claim_key(url)], args=[token])
+        self._release(keys=[_claim_key(url)], args=[token, "done" if stored else "",
+                                                    DONE_TTL_S])
 
     def close(self) -> None:
         self._closed.set()
@@ -162,10 +172,10 @@ class FetchOnce:
                 logger.warning("could not renew %d fetch claim(s): %s", len(keys), exc)
 
     def wait(self, url: str, *, timeout_s: float, stop: Any = None) -> dict[str, Any] | None:
-        """Wait until nobody holds ``url``'s claim (at most ``timeout_s``); then its entry in
-        the index, if the other download made one."""
+        """Wait until nobody downloads ``url`` any more (at most ``timeout_s``); then its entry
+        in the index, if that download made one."""
         deadline = time.monotonic() + timeout_s
-        while self.redis.exists(_claim_key(url)):
+        while (state := self.redis.get(_claim_key(url))) not in (None, DONE):
             if time.monotonic() >= deadline or (stop is not None and stop()):
                 return None
             time.sleep(POLL_S)

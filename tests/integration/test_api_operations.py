@@ -150,15 +150,15 @@ def test_concurrent_retries_create_one_job(setup):
     settings, client, _ = setup
     original = client.post("/api/v1/download/collection/serpy_db/hotels").json["job_id"]
     client.post(f"/api/v1/jobs/{original}/cancel")
-    barrier = threading.Barrier(8)
+    clients = [api_client(settings) for _ in range(8)]  # as many api processes
+    barrier = threading.Barrier(8, timeout=30)
 
-    def retry():
-        own = api_client(settings)
+    def retry(own):
         barrier.wait()
         return own.post(f"/api/v1/jobs/{original}/retry")
 
     with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda _: retry(), range(8)))
+        responses = list(pool.map(retry, clients))
 
     created = [r for r in responses if r.status_code == 202]
     assert len(created) == 1

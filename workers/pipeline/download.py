@@ -222,11 +222,14 @@ class Downloader:
         copied, claim = self._copy_or_claim(job_id, folder, task, known)
         if copied is not None:
             return Outcome(record=copied)
+        stored = False
         try:
-            return self._download(job_id, folder, task, attempt)
+            outcome = self._download(job_id, folder, task, attempt)
+            stored = outcome.record is not None and outcome.record.get("status") == DOWNLOADED
+            return outcome
         finally:
             if claim is not None:
-                ctx.fetch_once.release(task.url, claim)
+                ctx.fetch_once.release(task.url, claim, stored=stored)
 
     def _copy_or_claim(self, job_id: str, folder: DocumentFolder, task: ImageTask,
                        known: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
