@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -88,7 +88,7 @@ def test_a_deleted_documents_folder_goes_to_the_trash_and_a_re_insert_is_a_new_d
     files_a = sorted(k[len(folder_a):] for k in storage.list(folder_a))
 
     # When the three are deleted
-    deleted_at = datetime.now(timezone.utc).replace(microsecond=0)
+    deleted_at = datetime.now(UTC).replace(microsecond=0)
     for doc_id in (a, 7, never):
         coll.delete_one({"_id": doc_id})
 
@@ -101,7 +101,7 @@ def test_a_deleted_documents_folder_goes_to_the_trash_and_a_re_insert_is_a_new_d
     assert sorted(k[len(folder_a):] for k in trash.list(folder_a)) == files_a
     assert len([f for f in files_a if f.startswith("/original/")]) == 2
     stamp = datetime.fromisoformat(_meta(trash, folder_a)["deleted_at"].replace("Z", "+00:00"))
-    assert deleted_at - timedelta(seconds=1) <= stamp <= datetime.now(timezone.utc)
+    assert deleted_at - timedelta(seconds=1) <= stamp <= datetime.now(UTC)
     # and the never-downloaded document left nothing anywhere
     assert [k for k in trash.list(f"{database}/hotels") if str(never) in k] == []
     assert listener.metrics()['images_listener_events_total{operation="delete"}'] == 3

@@ -100,7 +100,7 @@ def test_push_reorder_and_rename_fetch_only_new_images_and_the_write_back_loops_
     # When a URL is pushed: one update job, and only the new image is fetched
     new = image_server.url("/image/PNG/h-new?seed=9")
     coll.update_one({"_id": doc_id}, {"$push": {"images": new}})
-    jobs = wait_jobs(settings, 2)
+    wait_jobs(settings, 2)
     assert _job_count(settings, trigger="update") == 1
     assert [image_server.hits(_path(u)) for u in [*urls, new]] == [1] * 6
     assert [r["url"] for r in _meta(storage, folder)["images"]] == [*urls, new]
@@ -109,7 +109,7 @@ def test_push_reorder_and_rename_fetch_only_new_images_and_the_write_back_loops_
     before = image_server.hits()
     reordered = [new, *reversed(urls)]
     coll.update_one({"_id": doc_id}, {"$set": {"images": reordered}})
-    jobs = wait_jobs(settings, 3)
+    wait_jobs(settings, 3)
     assert _job_count(settings, trigger="update") == 2
     assert image_server.hits() == before
     meta = _meta(storage, folder)
@@ -119,7 +119,7 @@ def test_push_reorder_and_rename_fetch_only_new_images_and_the_write_back_loops_
 
     # When the search value changes: the folder moves, nothing is fetched
     coll.update_one({"_id": doc_id}, {"$set": {"name": "Hotel Ritz"}})
-    jobs = wait_jobs(settings, 4)
+    wait_jobs(settings, 4)
     moved = f"{database}/hotels/{doc_id}-hotel-ritz"
     wait_until(lambda: (coll.find_one({"_id": doc_id})["images_download"]["path"] == moved),
                10, "the write-back of the rename")
@@ -165,7 +165,7 @@ def test_unrelated_updates_and_replaces_start_nothing_and_request_fields_are_kep
     _quiet(settings, coll, image_server, 2, "sentinel")
     # ... while a replace that changes the URL list, without the status field, is an update
     coll.replace_one({"_id": doc_id}, {"name": "Unrelated", "images": [urls[1]]})
-    jobs = wait_jobs(settings, 3)
+    wait_jobs(settings, 3)
     assert _job_count(settings, trigger="update", document_id=str(doc_id)) == 1
     assert [image_server.hits(_path(u)) for u in urls] == [1, 1]
     _quiet(settings, coll, image_server, 4, "sentinel2")

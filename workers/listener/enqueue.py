@@ -40,9 +40,9 @@ document whose list keeps flipping between two states would walk an ever longer 
 chain's first job records its latest (``source.latest``) and the walk starts there.
 
 A document deleted and inserted again with the same ``_id`` is a new insert (§15): the delete
-is recorded on the first incarnation's insert job (``source.deletions``, the delete events'
-ids, hashed, so a replayed delete counts once), and an insert decision that meets such a job takes the
-version ``deleted:<n>`` instead.
+is recorded on the first incarnation's insert job (``source.deletions``, one key per delete
+event, its hashed id, so a replayed delete counts once), and an insert decision that meets such
+a job takes the version ``deleted:<n>`` instead.
 
 An enqueue that fails deletes the job again (images_service.jobs.triggers), so a Redis outage
 never leaves a key without its job; if even that delete fails, the repair above applies.
