@@ -177,31 +177,39 @@ def test_an_update_made_while_the_listener_was_down_is_found_by_the_catch_up_sca
     settings = listener_settings(make_settings, database)
     coll = _coll(settings, database)
     coll.insert_one({"name": "seed"})
+    shops = MongoClient(settings.mongodb_uri, tz_aware=True)[database].shops
+    shops.insert_one({"name": "seed"})
     start_worker(settings)
     listener = start_listener(settings).wait_leading().wait_scan_done()
     a_urls, b_urls = _urls(image_server, "a", 2), _urls(image_server, "b", 2)
+    c_urls = _urls(image_server, "c", 2)
     a = coll.insert_one({"name": "A", "images": a_urls}).inserted_id
     b = coll.insert_one({"name": "B", "images": b_urls}).inserted_id
-    wait_jobs(settings, 2)
-    for doc_id in (a, b):
-        wait_until(lambda d=doc_id: coll.find_one({"_id": d}).get("images_download"), 10,
-                   "write-back")
+    c = shops.insert_one({"name": "C", "images": c_urls}).inserted_id
+    wait_jobs(settings, 3)
+    for collection, doc_id in ((coll, a), (coll, b), (shops, c)):
+        wait_until(lambda k=collection, d=doc_id: k.find_one({"_id": d}).get("images_download"),
+                   10, "write-back")
     assert listener.stop() in (0, 143)
-    # Given a listener that cannot replay the events (its checkpoint is gone: the stream
-    # starts from now, only the scan can find what changed)
+    # Given a listener that cannot replay the events of hotels (its checkpoint is gone: the
+    # stream starts from now, only the scan can find what changed), while shops' checkpoint
+    # is kept (the stream replays the event, and the scan sees the change too)
     state = StateStore(MongoClient(settings.mongodb_uri), settings.jobs_database)
     state.forget_token(f"{database}.hotels", state.max_epoch())
 
-    # When, while it is down, a URL is pushed to a and b is replaced (no status field) by a
-    # shorter list
-    new = image_server.url("/image/GIF/a-new?seed=5")
+    # When, while it is down, a URL is pushed to a and c, and b is replaced (no status field)
+    # by a shorter list
+    new, new_c = (image_server.url(f"/image/GIF/{n}-new?seed=5") for n in ("a", "c"))
     coll.update_one({"_id": a}, {"$push": {"images": new}})
     coll.replace_one({"_id": b}, {"name": "B", "images": b_urls[:1]})
+    shops.update_one({"_id": c}, {"$push": {"images": new_c}})
     start_listener(settings, name="again").wait_leading().wait_scan_done()
 
-    # Then the scan starts one update job for each, which fetch only the new image
-    jobs = wait_jobs(settings, 4)
-    assert _job_count(settings, trigger="update", document_id=str(a)) == 1
-    assert _job_count(settings, trigger="update", document_id=str(b)) == 1
-    assert [image_server.hits(_path(u)) for u in [*a_urls, new, *b_urls]] == [1] * 5
-    assert len(jobs) == 4
+    # Then each change gets exactly one update job, which fetches only the new image
+    wait_jobs(settings, 6)
+    for doc_id in (a, b, c):
+        assert _job_count(settings, trigger="update", document_id=str(doc_id)) == 1
+    assert [image_server.hits(_path(u)) for u in [*a_urls, new, *b_urls, *c_urls, new_c]] == \
+        [1] * 8
+    # (the sentinel's job proves the replayed events and the write-backs are all decided)
+    _quiet(settings, shops, image_server, 7, "sentinel")
