@@ -22,9 +22,12 @@ from images_service.queueing.messages import (
     RETRY_ACTOR,
     SCAN_ACTOR,
     SCAN_QUEUE,
+    TRASH_ACTOR,
 )
 from workers.failures import fail_exhausted_job, requeue_on_shutdown
+from workers.pipeline.context import WorkerShuttingDown
 from workers.services import current_pipeline
+from workers.trash import trash_document as trash_folders
 
 HOUR_MS = 3600 * 1000
 EXHAUSTED_ACTOR = "job_work_exhausted"
@@ -63,6 +66,18 @@ def refresh_documents(job_id: str, plans: list[dict]) -> None:
 def refresh_image(job_id: str, plan: dict, index: int, attempt: int) -> None:
     with requeue_on_shutdown():
         current_pipeline().refresher.refresh_image(job_id, plan, index, attempt)
+
+
+@dramatiq.actor(actor_name=TRASH_ACTOR, queue_name=SCAN_QUEUE, time_limit=HOUR_MS // 6)
+def trash_document(database: str, collection: str, source_id_json: str,
+                   typed: bool = True) -> None:
+    """A document was deleted (the listener saw it): its folders go to the trash (§15).
+    No job: a message whose retries run out is only dead-lettered (redrive it)."""
+    with requeue_on_shutdown():
+        pipeline = current_pipeline()
+        if pipeline.ctx.shutting_down:  # start nothing: the message goes to another worker
+            raise WorkerShuttingDown("the worker is shutting down")
+        trash_folders(pipeline.ctx, database, collection, source_id_json, typed)
 
 
 @dramatiq.actor(actor_name=EXHAUSTED_ACTOR, queue_name=SCAN_QUEUE)

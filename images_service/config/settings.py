@@ -103,6 +103,10 @@ class Settings:
     status_field: str = "images_download"
     watch_namespaces: tuple[WatchNamespace, ...] = (WatchNamespace("serpy_db", "*"),)
     watch_inserts: bool = True
+    # The tree follows its documents (contract §15).
+    watch_updates: bool = True
+    watch_deletes: bool = True
+    trash_retention_days: int = 7
     jobs_database: str = "images_service"
     allow_private_networks: bool = False
     private_network_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -202,6 +206,9 @@ class Settings:
             "STATUS_FIELD": self.status_field,
             "WATCH_NAMESPACES": ",".join(str(ns) for ns in self.watch_namespaces),
             "WATCH_INSERTS": str(self.watch_inserts).lower(),
+            "WATCH_UPDATES": str(self.watch_updates).lower(),
+            "WATCH_DELETES": str(self.watch_deletes).lower(),
+            "TRASH_RETENTION_DAYS": str(self.trash_retention_days),
             "JOBS_DATABASE": self.jobs_database,
             "ALLOW_PRIVATE_NETWORKS": str(self.allow_private_networks).lower(),
             "PRIVATE_NETWORK_ALLOWLIST": ",".join(str(n) for n in self.private_network_allowlist),
@@ -259,6 +266,9 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "STATUS_FIELD": ("status_field", _optional_field_name),
     "WATCH_NAMESPACES": ("watch_namespaces", _namespaces),
     "WATCH_INSERTS": ("watch_inserts", _bool),
+    "WATCH_UPDATES": ("watch_updates", _bool),
+    "WATCH_DELETES": ("watch_deletes", _bool),
+    "TRASH_RETENTION_DAYS": ("trash_retention_days", _int_parser(0, 36500)),
     "JOBS_DATABASE": ("jobs_database", _db_name),
     "ALLOW_PRIVATE_NETWORKS": ("allow_private_networks", _bool),
     "PRIVATE_NETWORK_ALLOWLIST": ("private_network_allowlist", _networks),

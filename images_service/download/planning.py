@@ -83,15 +83,7 @@ def plan_document(
 
     Raises UnsafePathError when the database, collection or ``_id`` cannot name a folder.
     """
-    layout.check_database(database)
-    layout.check_collection(collection)
-    if "_id" not in doc:
-        raise UnsafePathError("document has no _id")
-    document_id = layout.check_segment(layout.document_id_str(doc["_id"]), "document id")
-    raw_value = get_path(doc, settings.search_field, _MISSING)
-    search_value = None if raw_value is _MISSING else _json_scalar(raw_value)
-    slug = layout.slugify(search_value)
-    relative = layout.relative_folder(database, collection, document_id, slug)
+    document_id, search_value, relative = _folder_of(doc, database, collection, settings)
     urls = extract_image_urls(doc, image_fields or settings.image_fields)
     previous = _previous_folder(doc, settings, database, collection, document_id, relative)
     return DocumentPlan(
@@ -106,6 +98,27 @@ def plan_document(
         document_key=document_key(doc["_id"]),
         planned_at_ms=time.time_ns() // 1_000_000,
     )
+
+
+def folder_of(doc: Mapping[str, Any], database: str, collection: str, settings: Settings) -> str:
+    """The folder key :func:`plan_document` gives ``doc`` (the write-back ``path``), without
+    planning its images. Raises UnsafePathError like it."""
+    return _folder_of(doc, database, collection, settings)[2]
+
+
+def _folder_of(doc: Mapping[str, Any], database: str, collection: str,
+               settings: Settings) -> tuple[str, Any, str]:
+    """(document id, search value, folder key) of ``doc``: the names, validated."""
+    layout.check_database(database)
+    layout.check_collection(collection)
+    if "_id" not in doc:
+        raise UnsafePathError("document has no _id")
+    document_id = layout.check_segment(layout.document_id_str(doc["_id"]), "document id")
+    raw_value = get_path(doc, settings.search_field, _MISSING)
+    search_value = None if raw_value is _MISSING else _json_scalar(raw_value)
+    slug = layout.slugify(search_value)
+    return document_id, search_value, layout.relative_folder(database, collection, document_id,
+                                                             slug)
 
 
 def document_key(document_id: Any) -> Any:

@@ -14,6 +14,8 @@ every element of a ``media`` list), and a numeric segment indexes a list (``imag
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -53,6 +55,16 @@ def extract_image_urls(doc: Mapping[str, Any], image_fields: Sequence[str]) -> l
                     seen.add(url)
                     urls.append(url)
     return urls
+
+
+def url_list_sha256(urls: Sequence[str]) -> str:
+    """A fingerprint of a URL list, order included (the write-back's ``urls_sha256``).
+
+    The list is hashed as a JSON array, so no URL's characters (a comma, a newline) can make
+    two different lists hash alike.
+    """
+    encoded = json.dumps(list(urls), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def get_path(doc: Mapping[str, Any], path: str, default: Any = None) -> Any:

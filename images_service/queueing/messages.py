@@ -21,10 +21,11 @@ DOCUMENTS_ACTOR = "download_documents"
 RETRY_ACTOR = "retry_image"
 REFRESH_ACTOR = "refresh_documents"
 REFRESH_RETRY_ACTOR = "refresh_image"
+TRASH_ACTOR = "trash_document"
 
 
 class Enqueuer:
-    """Builds and enqueues the three kinds of messages of the pipeline."""
+    """Builds and enqueues the messages of the pipeline (and the listener's trash requests)."""
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
@@ -56,3 +57,9 @@ class Enqueuer:
         """Re-check one image again after ``delay_ms`` milliseconds."""
         self._send(DOWNLOAD_QUEUE, REFRESH_RETRY_ACTOR, (job_id, plan, index, attempt),
                    delay_ms=delay_ms)
+
+    def trash(self, database: str, collection: str, source_id_json: str, typed: bool) -> None:
+        """Move a deleted document's folders to the trash (contract §15). ``source_id_json``
+        is its ``_id`` in Extended JSON; ``typed`` False when the change event did not say the
+        ``_id``'s type (nx-27017 gives ``5`` as ``"5"``): the folders are then matched by name."""
+        self._send(SCAN_QUEUE, TRASH_ACTOR, (database, collection, source_id_json, typed))

@@ -12,6 +12,7 @@ import redis
 from pymongo import MongoClient
 
 from images_service.errors import Unavailable
+from images_service.jobs.store import JobStore
 from tests.support.listener import make_submitter
 from workers.listener import scan as listener_scan
 from workers.listener.checkpoint import Fenced, StateStore
@@ -19,6 +20,7 @@ from workers.listener.decide import decide_scanned, job_id_for
 from workers.listener.enqueue import DEDUPLICATED, ENQUEUED, REPAIRED, LeaseLost
 from workers.listener.lease import Lease
 from workers.listener.scan import CatchUpScan
+from workers.listener.tree import Decider
 
 SCAN_MESSAGES = "images-service:images-scan.msgs"
 
@@ -188,24 +190,31 @@ def test_the_scan_finds_what_needs_work_in_batches_and_resumes_from_its_last_id(
     monkeypatch.setattr(listener_scan, "SCAN_BATCH", 4)
     submitted: list = []
 
-    def submit(database, collection, source_id, decision):
-        if len(submitted) == 6 and not crashed:
-            raise Unavailable("simulated outage mid-batch")
-        submitted.append((source_id, decision.trigger))
-        return ENQUEUED
+    class Submitter:
+        def submit(self, database, collection, source_id, decision, redecide=None):
+            if len(submitted) == 6 and not crashed:
+                raise Unavailable("simulated outage mid-batch")
+            submitted.append((source_id, decision.trigger))
+            return ENQUEUED
+
+        def settled(self, ids):
+            return set()
+
+    submitter, decider = Submitter(), Decider(settings, None, JobStore(
+        MongoClient(mongo_uri), settings.jobs_database))
 
     scan = CatchUpScan()
     scan.add({("scan_src", coll.name)}, "test")
     crashed = False
     with pytest.raises(Unavailable):
         while scan.active:
-            scan.step(coll.database.client, settings, submit, lambda ids: set())
+            scan.step(coll.database.client, settings, submitter, decider)
     crashed = True
     # The state survives (as saved after each batch) and the scan resumes after its last _id
     resumed = CatchUpScan(scan.state())
     assert resumed.items[0]["last_id"] == submitted[-1][0]
     while resumed.active:
-        resumed.step(coll.database.client, settings, submit, lambda ids: set())
+        resumed.step(coll.database.client, settings, submitter, decider)
     assert submitted == [(i, "insert") for i in range(10)] + [(i, "flag") for i in (15, 16, 17)]
     assert job_id_for("scan_src", coll.name, 15, "flag", "j0") != \
         job_id_for("scan_src", coll.name, 15, "flag", None)

@@ -33,6 +33,7 @@ from workers.listener.lease import Lease
 from workers.listener.loop import LeaderTerm, ListenerServices
 from workers.listener.scan import CatchUpScan
 from workers.listener.stream import Capabilities
+from workers.listener.tree import Decider
 
 #: History guarantee of a real replica set; streams and filters stay the portable ones
 #: (nx-27017 has no database streams, and drops every event on a richer $match).
@@ -53,7 +54,7 @@ class CrashingSubmitter(JobSubmitter):
         super().__init__(*args, **kwargs)
         self.new, self.crash_at, self.mode, self.outage = 0, crash_at, mode, 0
 
-    def submit(self, database, collection, source_id, decision):
+    def submit(self, database, collection, source_id, decision, redecide=None):
         is_new = self.jobs.collection.find_one({"_id": decision.job_id}) is None
         hit = is_new and self.new + 1 == self.crash_at
         if hit and self.mode == "blocked":
@@ -63,7 +64,7 @@ class CrashingSubmitter(JobSubmitter):
             raise SimulatedCrash("after an outage")
         if hit and self.mode == "before":
             raise SimulatedCrash("before enqueue")
-        outcome = super().submit(database, collection, source_id, decision)
+        outcome = super().submit(database, collection, source_id, decision, redecide)
         self.new += is_new
         if hit and self.mode == "after":
             raise SimulatedCrash("after enqueue, before the checkpoint")
@@ -88,7 +89,8 @@ def _services(settings, lease, crash_at=None, mode="before") -> ListenerServices
                                   lease, crash_at=crash_at, mode=mode)
     return ListenerServices(settings=settings, mongo=mongo,
                             state=StateStore(mongo, settings.jobs_database),
-                            submitter=submitter, lease=lease, crash=CrashPoints())
+                            submitter=submitter, lease=lease, crash=CrashPoints(),
+                            decider=Decider(settings, None, jobs))
 
 
 def _run_term(services: ListenerServices, stop: threading.Event) -> threading.Thread:
@@ -182,11 +184,14 @@ def test_an_interrupted_scan_resumes_from_its_last_id(make_settings, vouching, m
     read: list = []
     real_step = CatchUpScan.step
 
-    def recording_step(self, mongo, settings_, submit, settled):
-        def spy(database_, collection, source_id, decision):
-            read.append(source_id)
-            return submit(database_, collection, source_id, decision)
-        return real_step(self, mongo, settings_, spy, settled)
+    def recording_step(self, mongo, settings_, submitter, decider):
+        class Spy:
+            settled = submitter.settled
+
+            def submit(self, database_, collection, source_id, decision, redecide=None):
+                read.append(source_id)
+                return submitter.submit(database_, collection, source_id, decision, redecide)
+        return real_step(self, mongo, settings_, Spy(), decider)
 
     monkeypatch.setattr(CatchUpScan, "step", recording_step)
     # When a new term starts, it resumes that scan: only documents after _id 11

@@ -31,6 +31,19 @@ one job, and a replay finds that job. An active (pending or running) job still d
 Without ``STATUS_FIELD`` a completed job is final (no write-back clears the flag, so nothing
 tells a new flag from the old one: README, listener caveats).
 
+Update jobs (§15) follow the same chain: their version is the change's target (the new URL
+list and folder), so any event that finds the document still differing from its last download
+with that target — the change seen again, the write-back of a job that planned the old list —
+lands on the same job while it is active; once it has ended, a document that differs again
+(a change *back* to that list, or a job cancelled before it wrote back) is a new change. A
+document whose list keeps flipping between two states would walk an ever longer chain, so the
+chain's first job records its latest (``source.latest``) and the walk starts there.
+
+A document deleted and inserted again with the same ``_id`` is a new insert (§15): the delete
+is recorded on the first incarnation's insert job (``source.deletions``, one key per delete
+event, its hashed id, so a replayed delete counts once), and an insert decision that meets such
+a job takes the version ``deleted:<n>`` instead.
+
 An enqueue that fails deletes the job again (images_service.jobs.triggers), so a Redis outage
 never leaves a key without its job; if even that delete fails, the repair above applies.
 Before every enqueue the leader lease is checked (:class:`LeaseLost`): a deposed leader
@@ -39,11 +52,12 @@ enqueues nothing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -55,14 +69,16 @@ from images_service.jobs.store import FINISHED, JobStore
 from images_service.jobs.triggers import JobExists, Triggers
 from images_service.logs import log_context
 from images_service.queueing.messages import Enqueuer
-from workers.listener.decide import FLAG, Decision, decide, job_id_for
+from workers.listener.decide import FLAG, INSERT, UPDATE, Decision, decide, job_id_for
 from workers.listener.lease import Lease
 
 log = logging.getLogger(__name__)
 
 ENQUEUED, DEDUPLICATED, REPAIRED = "enqueued", "deduplicated", "repaired"
-#: Internal: the flag job of this version ended, the document asks again (see submit).
+#: Internal: the flag or update job of this version ended, the document asks again (submit).
 SUPERSEDED = "superseded"
+#: Internal: the insert job of an earlier life of this ``_id`` (deleted since).
+REINSERTED = "reinserted"
 #: Fields of a job read to tell what it still does for its document (top-level: nx-27017
 #: returns dotted projections as flat keys).
 JOB_STATE_FIELDS = {"status": 1, "listener": 1, "source": 1}
@@ -75,11 +91,20 @@ class LeaseLost(Exception):
 
 
 def superseded(job: dict[str, Any], status_field: str) -> bool:
-    """``job`` is a flag job that has ended, so a document flagged with its version needs a
-    new one (module docstring); without ``STATUS_FIELD`` a completed one is final."""
-    if (job.get("source") or {}).get("trigger") != FLAG or job.get("status") not in FINISHED:
+    """``job`` is a flag or update job that has ended, so a document still asking for it (flagged
+    with its version, or still differing with its target) needs a new one (module docstring);
+    without ``STATUS_FIELD`` a completed flag job is final."""
+    trigger = (job.get("source") or {}).get("trigger")
+    if trigger not in (FLAG, UPDATE) or job.get("status") not in FINISHED:
         return False
-    return job["status"] != "completed" or bool(status_field)
+    return trigger == UPDATE or job["status"] != "completed" or bool(status_field)
+
+
+def deletions(job: dict[str, Any]) -> int:
+    """How many deletes of its document an insert job has seen since it was created."""
+    source = job.get("source") or {}
+    found = source.get("deletions") if source.get("trigger") == INSERT else None
+    return len(found) if isinstance(found, dict) else 0
 
 
 class CrashPoints:
@@ -122,34 +147,92 @@ class JobSubmitter:
             metrics.LISTENER_DECISIONS.labels("fenced").inc()
             raise LeaseLost("the leader lease is not held")
 
-    def submit(self, database: str, collection: str, source_id: Any, decision: Decision) -> str:
+    def submit(self, database: str, collection: str, source_id: Any, decision: Decision,
+               redecide: Callable[[Any], Decision | None] | None = None) -> str:
         """Make sure the decided job exists and is enqueued; returns what it took.
 
-        Raises :class:`~images_service.errors.Unavailable` (Redis or MongoDB down: retry
-        later, nothing half-done is lost) or :class:`LeaseLost`.
+        ``redecide`` decides again from a fresh read of the document (default: the rules of
+        decide.py for an update). Raises :class:`~images_service.errors.Unavailable` (Redis or
+        MongoDB down: retry later, nothing half-done is lost) or :class:`LeaseLost`.
         """
+        settings = self.triggers.settings
+        redecide = redecide or (lambda fresh: decide(fresh, "update", database, collection,
+                                                     settings))
         base = decision
         for _ in range(MAX_REWRITES):
-            outcome = self._submit_once(database, collection, source_id, decision)
+            outcome, job = self._submit_once(database, collection, source_id, decision)
+            if outcome == ENQUEUED and decision.job_id != base.job_id and \
+                    decision.trigger != INSERT:
+                self._record_latest(base.job_id, decision.job_id)
+            if outcome == REINSERTED:
+                version = f"deleted:{deletions(job)}"
+                decision = Decision(INSERT, version, job_id_for(database, collection, source_id,
+                                                                INSERT, version))
+                continue
             if outcome != SUPERSEDED:
                 return outcome
-            # The flag job of this version has ended (completed: its write-back has landed;
-            # cancelled or failed: maybe before any write-back), yet the document is flagged
-            # with that version. Unless a fresh read says otherwise (not flagged any more, or
-            # a late write-back changed the version), it is a new request, whose version
-            # follows the ended job. Event and scan walk the same chain.
+            # The flag or update job of this version has ended (completed: its write-back has
+            # landed; cancelled or failed: maybe before any write-back), yet the document asks
+            # for that version. Unless a fresh read says otherwise (not flagged any more, no
+            # longer differing, or a late write-back changed the version), it is a new
+            # request, whose version follows the ended job. Event and scan walk the same chain.
             fresh = self._reread(database, collection, source_id)
-            again = decide(fresh, "update", database, collection, self.triggers.settings)
+            again = redecide(fresh) if fresh is not None else None
             if again is None:
                 metrics.LISTENER_DECISIONS.labels(DEDUPLICATED).inc()
                 return DEDUPLICATED
             if again.job_id != base.job_id:
                 base = decision = again
                 continue
+            latest = (job.get("source") or {}).get("latest") if decision is base else None
+            if isinstance(latest, str) and latest != decision.job_id:
+                # Straight to the chain's latest job (it exists: recorded after its creation).
+                decision = Decision(decision.trigger, "latest", latest)
+                continue
             version = f"after:{decision.job_id}"
-            decision = Decision(FLAG, version,
-                                job_id_for(database, collection, fresh["_id"], FLAG, version))
+            decision = Decision(again.trigger, version,
+                                job_id_for(database, collection, fresh["_id"], again.trigger,
+                                           version))
         raise Unavailable(f"document {source_id!r} rewritten more than {MAX_REWRITES} times")
+
+    def _record_latest(self, base_id: str, job_id: str) -> None:
+        """The chain starting at ``base_id`` has ``job_id`` as its latest job (a shortcut for
+        the next walk: losing it only makes that walk longer)."""
+        try:
+            self.jobs.collection.update_one({"_id": base_id},
+                                            {"$set": {"source.latest": job_id}})
+        except PyMongoError as exc:
+            log.warning("could not record job %s as the latest of %s: %s", job_id, base_id, exc)
+
+    def record_delete(self, database: str, collection: str, source_ids: Iterable[Any],
+                      event_id: str) -> None:
+        """A delete event of the document (``source_ids``: its ``_id``, or every ``_id`` it may
+        be when the event does not say the type): its insert job learns of it, so a re-insert
+        gets a job of its own (module docstring). Idempotent per ``event_id``."""
+        self._check_lease()
+        ids = [job_id_for(database, collection, source_id, INSERT, None)
+               for source_id in source_ids]
+        # A key per delete event under source.deletions: setting it again changes nothing.
+        # (nx-27017 quirk: $addToSet on a missing dotted field silently does nothing.)
+        digest = hashlib.sha256(event_id.encode()).hexdigest()[:16]
+        try:
+            self.jobs.collection.update_many(
+                {"_id": {"$in": ids}}, {"$set": {f"source.deletions.{digest}": True}})
+        except PyMongoError as exc:
+            raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
+
+    def request_trash(self, database: str, collection: str, source_id_json: str,
+                      typed: bool) -> None:
+        """Enqueue the worker message that moves the deleted document's folders to the trash.
+
+        Not de-duplicated: a replayed event sends it again, and the message is idempotent
+        (workers/trash.py)."""
+        self._check_lease()
+        try:
+            self.enqueuer.trash(database, collection, source_id_json, typed)
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis is unavailable: {type(exc).__name__}") from None
+        metrics.LISTENER_DECISIONS.labels("trash").inc()
 
     def _reread(self, database: str, collection: str, source_id: Any) -> Any:
         try:
@@ -158,7 +241,7 @@ class JobSubmitter:
             raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
 
     def _submit_once(self, database: str, collection: str, source_id: Any,
-                     decision: Decision) -> str:
+                     decision: Decision) -> tuple[str, dict[str, Any]]:
         with log_context(job_id=decision.job_id, database=database, collection=collection):
             for _ in range(3):
                 self._check_lease()
@@ -167,30 +250,32 @@ class JobSubmitter:
                                                     trigger=decision.trigger,
                                                     job_id=decision.job_id)
                 except JobExists:
-                    outcome = self._existing(decision)
+                    outcome, job = self._existing(decision)
                     if outcome is not None:
-                        return outcome
+                        return outcome, job
                     continue  # deleted meanwhile (a failed enqueue's clean-up): create again
                 self.crash.hit("after_enqueue")
                 self._unmarked[decision.job_id] = None
                 metrics.LISTENER_DECISIONS.labels(ENQUEUED).inc()
-                return ENQUEUED
+                return ENQUEUED, {}
             raise Unavailable(f"job {decision.job_id} keeps vanishing; retry later")
 
-    def _existing(self, decision: Decision) -> str | None:
+    def _existing(self, decision: Decision) -> tuple[str | None, dict[str, Any]]:
         job_id = decision.job_id
         try:
             job = self.jobs.collection.find_one({"_id": job_id}, JOB_STATE_FIELDS)
         except PyMongoError as exc:
             raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
         if job is None:
-            return None
+            return None, {}
         if superseded(job, self.triggers.settings.status_field):
-            return SUPERSEDED
+            return SUPERSEDED, job
+        if decision.version is None and deletions(job):
+            return REINSERTED, job
         if job.get("listener") or job.get("status") != "pending" or job_id in self._unmarked:
             metrics.LISTENER_DECISIONS.labels(DEDUPLICATED).inc()
             log.debug("job %s already exists", job_id)
-            return DEDUPLICATED
+            return DEDUPLICATED, job
         # Inserted but not known to be enqueued: a crash came between the two. Enqueue now.
         self._check_lease()
         try:
@@ -200,7 +285,7 @@ class JobSubmitter:
         self._unmarked[job_id] = None
         metrics.LISTENER_DECISIONS.labels(REPAIRED).inc()
         log.warning("job %s existed without its enqueue mark: enqueued again", job_id)
-        return REPAIRED
+        return REPAIRED, job
 
     def flush_marks(self) -> bool:
         """Mark the jobs enqueued since the last flush (one update; call before checkpoints).
@@ -226,8 +311,9 @@ class JobSubmitter:
     def settled(self, job_ids: Iterable[str]) -> set[str]:
         """Those of ``job_ids`` that exist and need nothing more (one query, for scans).
 
-        Ended flag jobs are not settled: a document still flagged with their version asks
-        again (see :meth:`submit`); ended insert jobs are (a document is inserted once).
+        Ended flag and update jobs are not settled: a document still asking for their version
+        asks again (see :meth:`submit`); ended insert jobs are (a document is inserted once),
+        unless a delete of the document was seen since (a re-insert).
         """
         ids = list(job_ids)
         if not ids:
@@ -237,6 +323,7 @@ class JobSubmitter:
         try:
             found = self.jobs.collection.find({"_id": {"$in": ids}}, JOB_STATE_FIELDS)
             return {job["_id"] for job in found if not superseded(job, status_field) and
+                    not deletions(job) and
                     (job.get("listener") or job.get("status") != "pending")}
         except PyMongoError as exc:
             raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None

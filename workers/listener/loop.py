@@ -26,15 +26,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bson import json_util
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
 from images_service import metrics
 from images_service.config.settings import Settings
-from images_service.errors import Unavailable
+from images_service.errors import Unavailable, UnsafePathError
+from images_service.jobs.triggers import document_id_candidates
 from images_service.logs import log_context
+from images_service.storage import layout
 from workers.listener.checkpoint import Fenced, StateStore
-from workers.listener.decide import decide
 from workers.listener.enqueue import CrashPoints, JobSubmitter, LeaseLost
 from workers.listener.lease import Lease
 from workers.listener.scan import CatchUpScan
@@ -49,6 +51,7 @@ from workers.listener.stream import (
     stream_keys,
     watched_collections,
 )
+from workers.listener.tree import Decider
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class ListenerServices:
     submitter: JobSubmitter
     lease: Lease
     crash: CrashPoints
+    decider: Decider
 
 
 class LeaderTerm:
@@ -268,15 +272,20 @@ class LeaderTerm:
         # documentKey._id of a non-ObjectId id is its string form (the server matches it):
         # re-read the document and take its real _id from what was read.
         key = event["documentKey"]["_id"]
+        if operation == "delete":
+            self._deleted(event, database, collection, key)
+            source.handled(event)
+            return
         try:
             doc = self.s.mongo[database][collection].find_one({"_id": key})
         except PyMongoError as exc:
             raise Unavailable(f"MongoDB is unavailable: {type(exc).__name__}") from None
-        decision = decide(doc, operation, database, collection, self.settings)
+        decision = self.s.decider.event(doc, operation, database, collection)
         if decision is None:
             metrics.LISTENER_DECISIONS.labels("ignored").inc()
         else:
-            outcome = self.s.submitter.submit(database, collection, doc["_id"], decision)
+            outcome = self.s.submitter.submit(database, collection, doc["_id"], decision,
+                                              self.s.decider.redecide(database, collection))
             metrics.LISTENER_DECISIONS.labels("matched").inc()
             with log_context(job_id=decision.job_id, database=database, collection=collection,
                              document_id=str(doc["_id"])):
@@ -286,6 +295,30 @@ class LeaderTerm:
         if lag is not None:
             metrics.LISTENER_LAG.set(lag)
         source.handled(event)
+
+    def _deleted(self, event: dict[str, Any], database: str, collection: str, key: Any) -> None:
+        """A document was deleted (§15): a later insert of its ``_id`` is a new document, and
+        with ``WATCH_DELETES`` its folders go to the trash (a worker message, within seconds).
+
+        nx-27017 quirk: a delete event gives a non-ObjectId ``_id`` as a string and the
+        document cannot be re-read, so there ``"5"`` may have been ``5``: every ``_id`` the
+        string may be is considered, and the folders are matched by name only.
+        """
+        typed = self.caps.vouches_for_history or not isinstance(key, str)
+        candidates = [key] if typed else document_id_candidates(key)
+        try:
+            document_id = layout.document_id_str(key)
+        except UnsafePathError:  # an _id that names no folder (e.g. a subdocument) has none
+            document_id = None
+        with log_context(database=database, collection=collection, document_id=document_id):
+            # The event's resume token names it: a replay records the same delete once.
+            event_id = json_util.dumps(event["_id"], sort_keys=True)
+            self.s.submitter.record_delete(database, collection, candidates, event_id)
+            if self.settings.watch_deletes and document_id is not None:
+                self.s.submitter.request_trash(database, collection, json_util.dumps(key), typed)
+                log.info("delete event: trash requested for document %s", document_id)
+            else:
+                metrics.LISTENER_DECISIONS.labels("ignored").inc()
 
     def _stream_end(self, source: Source, event: dict[str, Any]) -> None:
         operation = event["operationType"]
@@ -386,8 +419,7 @@ class LeaderTerm:
 
     def _scan_step(self) -> None:
         try:
-            self.scan.step(self.s.mongo, self.settings, self.s.submitter.submit,
-                           self.s.submitter.settled)
+            self.scan.step(self.s.mongo, self.settings, self.s.submitter, self.s.decider)
         except PyMongoError as exc:
             raise Unavailable(f"MongoDB is unavailable during the scan: {exc}") from None
         finally:

@@ -39,10 +39,12 @@ from images_service.jobs.triggers import Triggers
 from images_service.logs import configure_logging
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import Enqueuer
+from images_service.storage.factory import create_storage
 from workers.listener.checkpoint import StateStore
 from workers.listener.enqueue import CrashPoints, JobSubmitter
 from workers.listener.lease import ACQUIRE_INTERVAL_S, Lease, LeaseKeeper
 from workers.listener.loop import BACKOFF_MAX_S, LeaderTerm, ListenerServices
+from workers.listener.tree import Decider, TreeReader
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ CRASH_ENV = "IMAGES_SERVICE_LISTENER_CRASH_AT"
 MONGO_TIMEOUT_MS = 3000
 #: Redis calls give up after this long (seconds): shorter than the lease's safety margin.
 REDIS_TIMEOUT_S = 1.5
+#: A metadata.json read (S3) gives up after this long (seconds) and the event is retried.
+STORAGE_TIMEOUT_S = 5.0
 
 
 def start_metrics_server(port: int) -> None:
@@ -95,11 +99,19 @@ def run_listener(settings: Settings, *, rescan: bool = False) -> int:
     enqueuer = Enqueuer(broker)
     lease = Lease(red, settings.jobs_database)
     crash = CrashPoints(os.environ.get(CRASH_ENV))
+    # The update rule reads a document's metadata.json where its write-back cannot say
+    # (workers/listener/tree.py): the listener reads the tree, it never writes it. Short
+    # timeouts: a store that does not answer makes the event wait with backoff (retried, like
+    # MongoDB down), and a stop must not wait for a long read (§10: 30 s).
+    storage = create_storage(settings, connect_timeout_s=STORAGE_TIMEOUT_S,
+                             read_timeout_s=STORAGE_TIMEOUT_S, max_attempts=2) \
+        if settings.watch_updates else None
     services = ListenerServices(
         settings=settings, mongo=mongo, state=StateStore(mongo, settings.jobs_database),
         submitter=JobSubmitter(Triggers(settings, mongo, red, jobs, enqueuer), jobs, enqueuer,
                                lease, crash),
         lease=lease, crash=crash,
+        decider=Decider(settings, TreeReader(storage, settings) if storage else None, jobs),
     )
     keeper = LeaseKeeper(lease, stop)
     keeper.start()
@@ -139,5 +151,7 @@ def run_listener(settings: Settings, *, rescan: bool = False) -> int:
         lease.release()
         mongo.close()
         red.close()
+        if storage is not None:
+            storage.close()
     log.info("listener stopped")
     return 0

@@ -8,13 +8,15 @@ had to be reopened after an error, a collection appears, or ``--rescan`` asks fo
 
 Cost: one pass per collection in ``_id`` order, with one cursor read ``SCAN_BATCH`` documents
 at a time, the trigger rules' filter evaluated by the server (workers/listener/decide.py:
-the flag rule's ``$in`` or "image fields present and no ``STATUS_FIELD.status``") and only the
-top-level fields a decision needs projected; then one ``$in`` query on the jobs collection per
-batch to skip documents whose job already exists. Documents that need nothing (downloaded,
-not flagged) never leave the server. Measured on nx-27017 (bench/README.md, "Listener"):
-100,000 documents, all downloaded or 1% flagged: 1.8 s per pass (~18 µs a document).
+the flag rule's ``$in``, "image fields present and no ``STATUS_FIELD.status``", and with
+``WATCH_UPDATES`` "``STATUS_FIELD.urls_sha256`` present") and only the top-level fields a
+decision needs projected; then one ``$in`` query on the jobs collection per batch to skip
+documents whose job already exists. With ``WATCH_UPDATES`` every downloaded document leaves
+the server (whether its URL list or folder changed is a hash computed in Python), without it
+only flagged and never-downloaded ones do. Measured on nx-27017 (bench/listener_scan.py,
+bench/README.md "Catch-up scan cost"): 100,000 downloaded documents, one pass: see there.
 No index is created on the users' collections; on MongoDB an index on the flag field makes
-the flagged half of the filter cheap, the other half is a collection scan either way.
+the flagged half of the filter cheap, the other halves are a collection scan either way.
 
 Progress (the namespaces left and the last ``_id`` done) is saved after every batch, so a
 scan interrupted by a crash or a lost lease resumes from there where that is enough (see
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 from pymongo import MongoClient
@@ -34,15 +36,14 @@ from pymongo import MongoClient
 from images_service import metrics
 from images_service.config.settings import Settings
 from images_service.jobs.id_order import scan_in_id_order
-from workers.listener.decide import decide_scanned, scan_filter, scan_projection
+from workers.listener.decide import scan_filter, scan_projection
+from workers.listener.enqueue import JobSubmitter
+from workers.listener.tree import Decider
 
 log = logging.getLogger(__name__)
 
 #: Documents handled per scan step (one getMore of the scan's cursor) between stream polls.
 SCAN_BATCH = 500
-
-Submit = Callable[[str, str, Any, Any], str]
-
 
 class CatchUpScan:
     """The scan in progress: a queue of namespaces, each with the last ``_id`` done."""
@@ -113,11 +114,11 @@ class CatchUpScan:
         self._cursor_item = item
         return self._cursor
 
-    def step(self, client: MongoClient, settings: Settings, submit: Submit,
-             settled: Callable[[list[str]], set[str]]) -> None:
+    def step(self, client: MongoClient, settings: Settings, submitter: JobSubmitter,
+             decider: Decider) -> None:
         """Handle one batch of the current namespace; progress is in ``self.items[0]``.
 
-        ``submit`` may raise (service unavailable, lease lost): the documents handled before
+        Submitting may raise (service unavailable, lease lost): the documents handled before
         are recorded in ``last_id``, the rest are read again (from there) next time.
         """
         item = self.items[0]
@@ -132,12 +133,13 @@ class CatchUpScan:
                 if len(docs) >= SCAN_BATCH:
                     break
             exhausted = len(docs) < SCAN_BATCH
-            decisions = [(doc, decide_scanned(doc, database, collection, settings))
-                         for doc in docs]
-            done = settled([d.job_id for _, d in decisions if d is not None])
-            for doc, decision in decisions:
-                if decision is not None and decision.job_id not in done:
-                    submit(database, collection, doc["_id"], decision)
+            wanted = {id(doc): decision for doc, decision in
+                      decider.scanned(docs, database, collection, submitter.settled)}
+            redecide = decider.redecide(database, collection)
+            for doc in docs:
+                decision = wanted.get(id(doc))
+                if decision is not None:
+                    submitter.submit(database, collection, doc["_id"], decision, redecide)
                     self.jobs += 1
                 item["last_id"] = doc["_id"]
                 self.documents += 1

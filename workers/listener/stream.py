@@ -7,9 +7,14 @@ Two ways to watch, chosen by :func:`detect_capabilities`:
   collections re-listed every few seconds to pick up new ones;
 - **per database** (the better path on a real replica set or sharded cluster): one
   ``db.watch()`` per ``db.*`` entry, which also covers collections created later, with a
-  server-side ``$match`` that drops updates not setting the flag
-  (``updateDescription.updatedFields``; nx-27017 quirk: any ``$match`` beyond
-  ``operationType``/``ns`` drops every event there, so this is never sent to it).
+  server-side ``$match`` that drops updates not setting the flag when ``WATCH_UPDATES`` is
+  off (``updateDescription.updatedFields``; nx-27017 quirk: any ``$match`` beyond
+  ``operationType``/``ns`` drops every event there, so this is never sent to it). With
+  ``WATCH_UPDATES`` every update passes: whether it changed the URL list or the folder is
+  only known after re-reading the document.
+
+Delete events always pass: with ``WATCH_DELETES`` they send the folder to the trash, and in
+any case they tell a later insert of the same ``_id`` that it is a new document (§15).
 
 Every source is polled with ``try_next()``: nx-27017 quirk, ``max_await_time_ms`` is ignored
 and an idle ``for event in stream`` busy-spins; the caller sleeps when a round finds nothing.
@@ -33,7 +38,7 @@ from workers.listener.decide import FLAG_VALUES
 log = logging.getLogger(__name__)
 
 #: Events that the listener acts on.
-DOCUMENT_OPERATIONS = ("insert", "update", "replace")
+DOCUMENT_OPERATIONS = ("insert", "update", "replace", "delete")
 #: Events after which a stream has ended or its collection is gone.
 STREAM_END_OPERATIONS = ("drop", "rename", "dropDatabase", "invalidate")
 #: A getMore waits at most this long on MongoDB (milliseconds); ignored by nx-27017.
@@ -109,12 +114,13 @@ def stream_keys(settings: Settings, caps: Capabilities,
 def pipeline(settings: Settings, caps: Capabilities) -> list[dict[str, Any]]:
     """Server-side filter: the operations we handle plus the ones that end a stream."""
     flag = settings.download_flag_field
-    if caps.server_side_filter and "." not in flag:
-        # MongoDB only: an update that does not set the flag cannot trigger (inserts and
-        # replaces are decided from the document). Dotted flags may be set through a parent
-        # field, so they are filtered in Python only.
+    if caps.server_side_filter and not settings.watch_updates and "." not in flag:
+        # MongoDB only: without WATCH_UPDATES an update that does not set the flag cannot
+        # trigger (inserts and replaces are decided from the document). Dotted flags may be
+        # set through a parent field, so they are filtered in Python only.
         match: dict[str, Any] = {"$or": [
-            {"operationType": {"$in": ["insert", "replace", *STREAM_END_OPERATIONS]}},
+            {"operationType": {"$in": ["insert", "replace", "delete",
+                                       *STREAM_END_OPERATIONS]}},
             {"operationType": "update",
              f"updateDescription.updatedFields.{flag}": {"$in": FLAG_VALUES}},
         ]}

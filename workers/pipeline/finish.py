@@ -32,6 +32,7 @@ from images_service import metrics
 from images_service.download import engine
 from images_service.download.folder import DocumentFolder
 from images_service.download.planning import DocumentPlan
+from images_service.download.urls import url_list_sha256
 from images_service.errors import FolderConflict, StaleMessage
 from images_service.jobs.documents import JobDocument
 from images_service.logs import log_context
@@ -232,6 +233,7 @@ class Finisher:
                 "fetched": done.counts[DOWNLOADED],
                 "skipped": done.counts[SKIPPED],
                 "path": plan.relative_folder,
+                "urls_sha256": url_list_sha256(plan.urls),  # the list as planned (§15)
                 # Inside a whole subdocument, so the date keeps its type on nx-27017 too.
                 "updated_at": datetime.now(timezone.utc),
             }

@@ -28,6 +28,7 @@ def test_defaults_are_the_contracts() -> None:
     assert s.status_field == "images_download"
     assert s.watch_namespaces == (WatchNamespace("serpy_db", "*"),)
     assert s.watch_inserts is True
+    assert (s.watch_updates, s.watch_deletes, s.trash_retention_days) == (True, True, 7)
     assert s.jobs_database == "images_service"
     assert s.allow_private_networks is False
     assert s.private_network_allowlist == ()
@@ -65,6 +66,10 @@ GOOD = [
      (WatchNamespace("a", "hotels"), WatchNamespace("b", "*"))),
     ("WATCH_INSERTS", "false", "watch_inserts", False),
     ("WATCH_INSERTS", "1", "watch_inserts", True),
+    ("WATCH_UPDATES", "false", "watch_updates", False),
+    ("WATCH_DELETES", "false", "watch_deletes", False),
+    ("TRASH_RETENTION_DAYS", "0", "trash_retention_days", 0),
+    ("TRASH_RETENTION_DAYS", "30", "trash_retention_days", 30),
     ("JOBS_DATABASE", "jobs_db", "jobs_database", "jobs_db"),
     ("ALLOW_PRIVATE_NETWORKS", "true", "allow_private_networks", True),
     ("PRIVATE_NETWORK_ALLOWLIST", "127.0.0.0/8, 10.1.0.0/16", "private_network_allowlist",
@@ -115,6 +120,10 @@ BAD = [
     ("WATCH_NAMESPACES", "db.bad name"),
     ("WATCH_NAMESPACES", "bad/db.x"),
     ("WATCH_INSERTS", "maybe"),
+    ("WATCH_UPDATES", "sometimes"),
+    ("WATCH_DELETES", "2"),
+    ("TRASH_RETENTION_DAYS", "-1"),
+    ("TRASH_RETENTION_DAYS", "a week"),
     ("JOBS_DATABASE", "a.b"),
     ("ALLOW_PRIVATE_NETWORKS", "2"),
     ("PRIVATE_NETWORK_ALLOWLIST", "127.0.0.0/33"),

@@ -136,3 +136,16 @@ def test_extraction_matches_the_reference(images: Any, gallery: Any) -> None:
 def test_extraction_is_stable_under_re_extraction(images: Any) -> None:
     once = extract_image_urls({"images": images}, ["images"])
     assert extract_image_urls({"images": once}, ["images"]) == once
+
+
+def test_the_url_list_hash_keeps_order_and_cannot_be_confused_by_separators():
+    from images_service.download.urls import url_list_sha256
+
+    assert url_list_sha256(["a", "b"]) == url_list_sha256(["a", "b"])
+    assert url_list_sha256(["a", "b"]) != url_list_sha256(["b", "a"])
+    assert url_list_sha256(["a,b"]) != url_list_sha256(["a", "b"])
+    assert url_list_sha256(["a\nb"]) != url_list_sha256(["a", "b"])
+    assert url_list_sha256([]) != url_list_sha256([""])
+    # pinned: write-backs stored today must still compare equal after an upgrade
+    assert url_list_sha256(["https://x/a.jpg"]) == \
+        "ed96001269a566b3318af64a93b7dea58bdaccd750e203581e1df7d28c2a1236"

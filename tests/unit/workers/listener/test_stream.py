@@ -59,17 +59,28 @@ def test_the_portable_pipeline_filters_on_operation_type_only():
     # nx-27017 quirk: any $match beyond operationType/ns drops every event.
     (stage,) = pipeline(SETTINGS, PORTABLE)
     assert list(stage["$match"]) == ["operationType"]
-    assert "update" in stage["$match"]["operationType"]["$in"]
+    assert {"insert", "update", "replace", "delete"} <= set(stage["$match"]["operationType"]["$in"])
 
 
-def test_the_better_pipeline_filters_updates_on_the_flag_server_side():
+def test_with_watch_updates_the_better_pipeline_passes_every_update_and_delete():
+    # Whether an update changed the URL list or the folder is known only from the document.
     (stage,) = pipeline(SETTINGS, REAL)
+    assert list(stage["$match"]) == ["operationType"]
+    assert {"insert", "update", "replace", "delete", "invalidate"} <= \
+        set(stage["$match"]["operationType"]["$in"])
+
+
+def test_without_watch_updates_the_better_pipeline_filters_updates_on_the_flag_server_side():
+    settings = replace(SETTINGS, watch_updates=False)
+    (stage,) = pipeline(settings, REAL)
     insert_or_replace, flag_update = stage["$match"]["$or"]
     assert "update" not in insert_or_replace["operationType"]["$in"]
+    # deletes still pass: a later insert of the same _id is a new document (§15)
+    assert "delete" in insert_or_replace["operationType"]["$in"]
     assert flag_update == {"operationType": "update",
                            "updateDescription.updatedFields.download_images": {"$in": [True, 1]}}
     # a dotted flag may be set through its parent: no server-side filter then
-    dotted = replace(SETTINGS, download_flag_field="meta.download")
+    dotted = replace(settings, download_flag_field="meta.download")
     assert list(pipeline(dotted, REAL)[0]["$match"]) == ["operationType"]
 
 
