@@ -159,6 +159,9 @@ def main() -> int:
                 # A fresh start for this one: nothing indexed yet, so every URL is new and
                 # its five documents race for it (claims), as in a first bulk download.
                 MongoClient(mongo_uri).bench_jobs.urls.drop()
+                red = redis.Redis.from_url(redis_url)
+                for key in red.scan_iter("isv:fetch:*"):
+                    red.delete(key)
             row = run_job(client, path, body, worker)
             p = row["job"]["progress"]
             images = (p["images_downloaded"] + p.get("images_not_modified", 0)

@@ -70,6 +70,7 @@ class FetchOnce:
         self.index = index
         self.settings = settings
         self._release = client.register_script(_RELEASE)
+        self._forget_done = client.register_script(_FORGET_DONE)
         self._held: dict[str, str] = {}  # claim key -> token, renewed while held
         self._held_lock = threading.Lock()
         self._renewer: threading.Thread | None = None
@@ -154,6 +155,11 @@ class FetchOnce:
         self._release(keys=[_claim_key(url)], args=[token, "done" if stored else "",
                                                     DONE_TTL_S])
 
+    def forget_done(self, url: str) -> None:
+        """Drop a ``done`` marker whose copy could not be used (gone from the index or the
+        storage since): the next document claims the URL and requests it again."""
+        self._forget_done(keys=[_claim_key(url)])
+
     def close(self) -> None:
         self._closed.set()
 
@@ -180,6 +186,12 @@ class FetchOnce:
                 return None
             time.sleep(POLL_S)
         return self.index.lookup([url]).get(url)
+
+
+_FORGET_DONE = """
+if redis.call('GET', KEYS[1]) == 'done' then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def _claim_key(url: str) -> str:

@@ -252,6 +252,7 @@ class Downloader:
         copied = fetch_once.copy(folder, task, known)
         if copied is not None:
             return copied, None
+        fetch_once.forget_done(task.url)  # "done", but its copy is unusable: claim it again
         return None, fetch_once.claim(task.url)
 
     def _download(self, job_id: str, folder: DocumentFolder, task: ImageTask,
