@@ -10,10 +10,12 @@ URL, the pipeline asks here:
    says ``"copied_from"``; no request is made.
 2. **Being fetched right now** by another document (another thread, process or host)? Each
    URL not in the index is *claimed* in Redis before its request; a second document naming it
-   waits for the claim to go (the first download failed) or to say ``done`` (the first
-   download stored and indexed it: the marker stays ``DONE_TTL_S``, so a document reaching
-   the URL just after it finished copies instead of claiming it again), then copies, or
-   claims it itself. So the same URL in five documents of one job costs one request.
+   waits for the claim to go, then copies what the first download stored and indexed (or,
+   when it failed, claims the URL itself). A download that stored its URL also marks it
+   ``done`` in its job's Redis state, so a document of the same job that reaches the URL just
+   after (it looked in the index before the URL was there) copies instead of claiming it
+   again; the marker goes with the job's state when the job ends, like every key of a job.
+   So the same URL in five documents of one job costs one request.
 
 A claim lives ``CLAIM_TTL_S`` and is renewed every ``RENEW_EVERY_S`` while its download goes
 on (like the download caps' leases), so a worker killed mid-download frees its claims within
@@ -48,17 +50,22 @@ CLAIM_TTL_S = 15
 RENEW_EVERY_S = 4.0
 #: How often a document waiting for another one's download looks again (seconds).
 POLL_S = 0.05
-#: A claim whose download stored and indexed the URL says so for this long (seconds).
-DONE_TTL_S = 600
-DONE = b"done"
 DAY_S = 86_400.0
 
-# ARGV: the claim's token, then "done" (the URL is stored and indexed: say so for ARGV[3]
-# seconds) or "" (it failed: let the next document claim it).
+# KEYS: the URL's claim, the job's state hash (contract §10: gone when the job ends).
+# Returns 'done' (stored by this job already), 'busy' (claimed by another download) or 'mine'.
+_CLAIM = """
+if KEYS[2] ~= '' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 'done' end
+if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then return 'mine' end
+return 'busy'
+"""
+# ARGV: the claim's token, the job's field, 1 when the URL was stored (mark it done).
 _RELEASE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == 'done' then return redis.call('SET', KEYS[1], 'done', 'EX', ARGV[3]) end
-return redis.call('DEL', KEYS[1])
+if ARGV[3] == '1' and KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[2], 'done')
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -69,8 +76,8 @@ class FetchOnce:
         self.redis = client
         self.index = index
         self.settings = settings
+        self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
-        self._forget_done = client.register_script(_FORGET_DONE)
         self._held: dict[str, str] = {}  # claim key -> token, renewed while held
         self._held_lock = threading.Lock()
         self._renewer: threading.Thread | None = None
@@ -134,11 +141,17 @@ class FetchOnce:
 
     # -- claims ---------------------------------------------------------------------------------
 
-    def claim(self, url: str) -> str | None:
-        """Claim ``url`` for one request: a token to release, or None when another document's
-        download holds it."""
+    def claim(self, url: str, job_key: str = "") -> str | None:
+        """Claim ``url`` for one request: a token to release; ``DONE`` when a download of the
+        job (``job_key``: its state hash) stored it already; None when another download holds
+        it (:meth:`wait` for it)."""
         token = uuid.uuid4().hex
-        if not self.redis.set(_claim_key(url), token, nx=True, ex=CLAIM_TTL_S):
+        state = self._claim(keys=[_claim_key(url), job_key],
+                            args=[_done_field(url), token, CLAIM_TTL_S])
+        state = state.decode() if isinstance(state, bytes) else state
+        if state == "done":
+            return DONE
+        if state != "mine":
             return None
         with self._held_lock:
             self._held[_claim_key(url)] = token
@@ -148,17 +161,13 @@ class FetchOnce:
                 self._renewer.start()
         return token
 
-    def release(self, url: str, token: str, *, stored: bool = False) -> None:
-        """Give the claim up; ``stored``: the URL is now in the index (copy it from there)."""
+    def release(self, url: str, token: str, *, job_key: str = "", stored: bool = False) -> None:
+        """Give the claim up; ``stored``: the URL is now in the index (the job's other
+        documents copy it from there)."""
         with self._held_lock:
             self._held.pop(_claim_key(url), None)
-        self._release(keys=[_claim_key(url)], args=[token, "done" if stored else "",
-                                                    DONE_TTL_S])
-
-    def forget_done(self, url: str) -> None:
-        """Drop a ``done`` marker whose copy could not be used (gone from the index or the
-        storage since): the next document claims the URL and requests it again."""
-        self._forget_done(keys=[_claim_key(url)])
+        self._release(keys=[_claim_key(url), job_key],
+                      args=[token, _done_field(url), "1" if stored else "0"])
 
     def close(self) -> None:
         self._closed.set()
@@ -181,21 +190,24 @@ class FetchOnce:
         """Wait until nobody downloads ``url`` any more (at most ``timeout_s``); then its entry
         in the index, if that download made one."""
         deadline = time.monotonic() + timeout_s
-        while (state := self.redis.get(_claim_key(url))) not in (None, DONE):
+        while self.redis.exists(_claim_key(url)):
             if time.monotonic() >= deadline or (stop is not None and stop()):
                 return None
             time.sleep(POLL_S)
         return self.index.lookup([url]).get(url)
 
 
-_FORGET_DONE = """
-if redis.call('GET', KEYS[1]) == 'done' then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+#: What :meth:`FetchOnce.claim` returns when the job stored the URL already.
+DONE = "done"
 
 
 def _claim_key(url: str) -> str:
     return f"isv:fetch:{url_key(url)}"
+
+
+def _done_field(url: str) -> str:
+    """The job state's field marking ``url`` stored by one of its downloads."""
+    return f"x:{url_key(url)}"
 
 
 def _iso(epoch: Any) -> str:

@@ -16,11 +16,13 @@ from pymongo import MongoClient
 
 from images_service.backends import redis_client
 from images_service.jobs.id_order import scan_in_id_order
+from images_service.jobs.store import JobStore
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import Enqueuer
 from workers.listener import scan as listener_scan
 from workers.listener.enqueue import ENQUEUED
 from workers.listener.scan import CatchUpScan
+from workers.listener.tree import Decider
 from workers.pipeline import scan as pipeline_scan
 from workers.pipeline.context import PipelineContext
 from workers.pipeline.scan import Scanner
@@ -61,19 +63,28 @@ def test_the_listener_scan_resumed_after_its_first_batch_reads_each_once(
     monkeypatch.setattr(listener_scan, "SCAN_BATCH", 4)
     submitted: list = []
 
-    def submit(db, collection, source_id, decision):
-        submitted.append(source_id)
-        return ENQUEUED
+    class Submitter:  # records what the scan submits; no job exists yet (nothing settled)
+        settings = None
+
+        def submit(self, db, collection, source_id, decision, redecide=None):
+            submitted.append(source_id)
+            return ENQUEUED
+
+        def settled(self, ids):
+            return set()
+
+    submitter = Submitter()
+    decider = Decider(settings, None, JobStore(client, settings.jobs_database))
 
     # Given a catch-up scan that stopped after its first batch (its state as saved)
     scan = CatchUpScan()
     scan.add({(database, name)}, "test")
-    scan.step(client, settings, submit, lambda ids: set())
+    scan.step(client, settings, submitter, decider)
     assert len(submitted) == 4
     # When a new process resumes it from that state
     resumed = CatchUpScan(scan.state())
     while resumed.active:
-        resumed.step(client, settings, submit, lambda ids: set())
+        resumed.step(client, settings, submitter, decider)
     # Then every document was submitted exactly once
     assert sorted(map(_key, submitted)) == sorted(map(_key, IDS))
 

@@ -13,6 +13,7 @@ import redis
 from bson import json_util
 from pymongo import MongoClient
 
+from images_service.download.url_index import UrlIndex
 from images_service.storage.factory import create_storage
 from tests.support.listener import (
     image_doc,
@@ -174,7 +175,8 @@ def test_trashing_is_idempotent_and_spares_a_document_that_exists_again(
     client = MongoClient(settings.mongodb_uri)
     coll = client["trash_db"][f"c_{settings.jobs_database}"]
     ctx = SimpleNamespace(settings=settings, mongo=client, storage=storage,
-                          redis=redis.Redis.from_url(settings.redis_url))
+                          redis=redis.Redis.from_url(settings.redis_url),
+                          urls=UrlIndex(client, settings.jobs_database))
     docs = [{"_id": 5, "name": "Five", "images": [image_server.url("/image/PNG/five")]},
             {"_id": "x", "name": "Ex", "images": [image_server.url("/image/PNG/ex")]}]
     with Fetcher(settings) as fetcher:

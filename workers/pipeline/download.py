@@ -44,7 +44,7 @@ from pymongo.errors import PyMongoError
 from images_service import metrics
 from images_service.download import engine
 from images_service.download.caps import SlotWaitCancelled
-from images_service.download.fetch_once import CLAIM_TTL_S
+from images_service.download.fetch_once import CLAIM_TTL_S, DONE
 from images_service.download.folder import DocumentFolder
 from images_service.download.folder_locks import RedisFolderLocks
 from images_service.download.planning import ImageTask
@@ -229,31 +229,36 @@ class Downloader:
             return outcome
         finally:
             if claim is not None:
-                ctx.fetch_once.release(task.url, claim, stored=stored)
+                ctx.fetch_once.release(task.url, claim, job_key=ctx.progress.key(job_id),
+                                       stored=stored)
 
     def _copy_or_claim(self, job_id: str, folder: DocumentFolder, task: ImageTask,
                        known: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
         """A copy of an already stored image of this URL (contract §16: fetched once), else
-        the claim to request it: (record, None) or (None, claim token, or None after waiting
-        for another document's download that left nothing to copy)."""
+        the claim to request it: (record, None) or (None, claim token, or None when waiting
+        for another document's download left nothing to copy)."""
         fetch_once = self.ctx.fetch_once
+        job_key = self.ctx.progress.key(job_id)
         copied = fetch_once.copy(folder, task, known)
         if copied is not None:
             return copied, None
-        claim = fetch_once.claim(task.url)
-        if claim is not None:
+        claim = fetch_once.claim(task.url, job_key)
+        if claim is not None and claim != DONE:
             return None, claim
-        # Another document is requesting this URL right now: wait for it (at most as long as
-        # one download may take, and its claim lives), then copy what it stored; failing
-        # that, request it after all (a claim can be taken again, or the other one is stuck).
-        longest_s = DEADLINE_FACTOR * self.ctx.settings.download_timeout_s + CLAIM_TTL_S
-        known = fetch_once.wait(task.url, timeout_s=longest_s,
-                                stop=lambda: self.ctx.stopped(job_id))
+        if claim is None:
+            # Another document is requesting this URL right now: wait for it (at most as long
+            # as one download may take, and its claim lives), then copy what it stored.
+            longest_s = DEADLINE_FACTOR * self.ctx.settings.download_timeout_s + CLAIM_TTL_S
+            known = fetch_once.wait(task.url, timeout_s=longest_s,
+                                    stop=lambda: self.ctx.stopped(job_id))
+        else:  # a download of this job stored it since this message looked in the index
+            known = fetch_once.known([task.url]).get(task.url)
         copied = fetch_once.copy(folder, task, known)
         if copied is not None:
             return copied, None
-        fetch_once.forget_done(task.url)  # "done", but its copy is unusable: claim it again
-        return None, fetch_once.claim(task.url)
+        # Nothing usable to copy (that download failed, or its copy is gone): request it.
+        claim = fetch_once.claim(task.url)
+        return None, claim if claim != DONE else None
 
     def _download(self, job_id: str, folder: DocumentFolder, task: ImageTask,
                   attempt: int) -> Outcome:
