@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from bson import json_util
+from images_service.jobs.outcome import outcome
 from images_service.jobs.store import ACTIVE
 from pymongo.errors import PyMongoError
 
@@ -70,7 +71,9 @@ def progress_bars(job: Mapping[str, Any]) -> dict[str, Bar]:
 
 def live_progress(job: Mapping[str, Any]) -> dict[str, Any]:
     """A job's state as the progress script reads it (``GET /ui/progress.json``)."""
-    return {"status": job["status"], "active": job["status"] in ACTIVE,
+    label, kind = outcome(job)
+    return {"status": job["status"], "label": label, "kind": kind,
+            "active": job["status"] in ACTIVE,
             "bars": {name: {"value": bar.value, "max": bar.max, "text": bar.text}
                      for name, bar in progress_bars(job).items()}}
 
@@ -82,6 +85,7 @@ class ImageView:
     status: str
     error_code: str | None = None
     thumbnail: str | None = None  #: a file of the document (``processed/thumb/img_001.webp``)
+    original: str | None = None  #: the stored original (``original/img_001.jpg``): the link
     width: int | None = None
     height: int | None = None
     #: The image's source when a re-check found it missing or gone (§16), else None.
@@ -124,6 +128,8 @@ def document_view(document_id: str, stored: StoredDocument | None) -> DocumentVi
         thumb = _thumbnail(record)
         if thumb:
             image.thumbnail, image.width, image.height = thumb
+        if record.get("status") != "failed" and isinstance(record.get("file"), str):
+            image.original = record["file"]
         view.images.append(image)
     return view
 

@@ -26,6 +26,7 @@ from flask import (
     url_for,
 )
 from flask_wtf.csrf import CSRFError
+from images_service.jobs.outcome import outcome
 from images_service.jobs.store import ACTIVE, JOB_STATUSES, JOB_TYPES, job_to_api
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
@@ -89,6 +90,12 @@ def _guard():
     if request.method == "POST":
         _ext()["csrf"].protect()  # raises CSRFError (400) without a valid token
     return None
+
+
+@bp.app_template_global("job_outcome")
+def _job_outcome(job: dict[str, Any]) -> tuple[str, str]:
+    """A job's label and kind in the one vocabulary of console and CLI (images_service.jobs)."""
+    return outcome(job)
 
 
 @bp.context_processor

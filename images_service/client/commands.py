@@ -17,6 +17,7 @@ from urllib.parse import quote
 from images_service.client import format as fmt
 from images_service.client.http import ApiClient, ApiClientError, ClientSettings
 from images_service.client.progress import follow
+from images_service.jobs.outcome import outcome
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
@@ -103,7 +104,11 @@ def _print_rich_table(page: dict[str, Any], console: Any = None) -> None:
     for job in page["jobs"]:
         # Text, not str: a cell is never read as rich markup ("[link=…]" would become an
         # OSC 8 hyperlink), and fmt.table_row has escaped its control characters.
-        table.add_row(*(Text(cell) for cell in fmt.table_row(job)))
+        cells = list(fmt.table_row(job))
+        label, kind = outcome(job)  # "completed with N failed" in amber for a person
+        cells[2] = fmt.printable(label)
+        table.add_row(*(Text(cell, style="yellow" if kind == "partial" and n == 2 else "")
+                        for n, cell in enumerate(cells)))
     console = console or Console()
     console.print(table)
     console.print(Text(fmt.printable(f"{len(page['jobs'])} of {page['total']} jobs"),
@@ -115,7 +120,9 @@ def cmd_job(client: ApiClient, args: argparse.Namespace) -> int:
         return _wait(client, args.job_id)
     job = client.get(_path("jobs", args.job_id))
     print(fmt.json_text(job) if args.json else "\n".join(fmt.details(job)))
-    return EXIT_OK
+    # A finished job exits as `job ID --wait` would: 0 only when it completed without a
+    # failed image; a job still running is not a failure (yet).
+    return fmt.exit_status(job) if job["status"] in fmt.FINISHED else EXIT_OK
 
 
 def cmd_cancel(client: ApiClient, args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from images_service.jobs.outcome import outcome
+
 FINISHED = ("completed", "failed", "cancelled")
 #: Errors shown under a finished job (the job keeps the last 100; `job` shows them all).
 ERRORS_SHOWN = 5
@@ -81,7 +83,7 @@ def progress_line(job: Mapping[str, Any]) -> str:
 def final_line(job: Mapping[str, Any]) -> str:
     """The last line: the job's status and counts, and why it failed when it did."""
     p = job["progress"]
-    line = (f"job {job['job_id']} {job['status']}: {p['documents_done']} documents, "
+    line = (f"job {job['job_id']} {outcome(job)[0]}: {p['documents_done']} documents, "
             f"{p['images_downloaded']} images downloaded, {p['images_skipped']} skipped, "
             f"{p['images_failed']} failed")
     if job.get("message"):
@@ -131,7 +133,7 @@ def details(job: Mapping[str, Any]) -> list[str]:
     """`images-service job ID`: one field a line, then every error the job kept."""
     p = job["progress"]
     fields: list[tuple[str, Any]] = [
-        ("job", job["job_id"]), ("type", job["type"]), ("status", job["status"]),
+        ("job", job["job_id"]), ("type", job["type"]), ("status", outcome(job)[0]),
         ("scope", scope(job)),
         ("filter", json.dumps(job["filter"]) if "filter" in job else None), ("limit", job.get("limit")),
         ("image fields", ", ".join(job.get("image_fields") or []) or None),

@@ -27,6 +27,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
+
+from images_service.jobs.outcome import outcome  # noqa: F401 -- part of the job's API form
 from pymongo.collection import Collection
 
 JOB_TYPES = ("collection", "document", "batch", "change_stream", "refresh")

@@ -125,7 +125,8 @@ def test_failed_images_end_1_and_retry_makes_a_job_that_names_the_first(
     header, *_, last = retried.stdout.splitlines()
     retry_id = header.split()[1]
     assert header == f"job {retry_id} pending (retry of {first_id})"
-    assert last == f"job {retry_id} completed: 4 documents, 0 images downloaded, 8 skipped, 1 failed"
+    assert last == (f"job {retry_id} completed with 1 failed: 4 documents, 0 images "
+                    "downloaded, 8 skipped, 1 failed")
     job = api_client(live_api.settings).get(f"/api/v1/jobs/{retry_id}").json
     assert (job["retry_of"], job["type"], job["force"]) == (first_id, "collection", False)
 
@@ -135,6 +136,9 @@ def test_failed_images_end_1_and_retry_makes_a_job_that_names_the_first(
         [retry_id, "collection", "completed"], [first_id, "collection", "completed"]]
     shown = live_api.cli("job", retry_id)
     assert f"retry of:     {first_id}" in shown.stdout and "http_404" in shown.stdout
+    # One vocabulary: the same words and the same exit status with or without --wait
+    assert "status:       completed with 1 failed" in shown.stdout
+    assert shown.returncode == retried.returncode == 1
 
 
 def test_cancel_and_api_errors(live_api):

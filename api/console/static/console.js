@@ -22,7 +22,10 @@
       if (text) { text.textContent = job.bars[name].text; }
     });
     var status = el.querySelector("[data-status]");
-    if (status) { status.textContent = job.status; status.className = "status status-" + job.status; }
+    if (status) {
+      status.textContent = job.label || job.status;
+      status.className = "status status-" + (job.kind || job.status);
+    }
     if (!job.active) { el.removeAttribute("data-job-live"); }
   }
 

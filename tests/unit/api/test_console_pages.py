@@ -58,3 +58,27 @@ def test_an_image_whose_source_is_gone_says_so():
     ]})
     view = document_view("d", stored)
     assert [image.source for image in view.images] == ["gone", None]
+
+
+def test_a_thumbnail_links_to_its_original():
+    from api.console.pages import document_view
+    from images_service.documents import StoredDocument
+
+    stored = StoredDocument("db/c/d", b"", {"images": [
+        {"index": 1, "url": "http://a/1", "status": "downloaded", "file": "original/img_001.jpg",
+         "width": 800, "height": 600, "processed": {"thumb": {
+             "file": "processed/thumb/img_001.webp", "width": 320, "height": 240}}},
+        {"index": 2, "url": "http://a/2", "status": "failed"},
+    ]})
+    first, failed = document_view("d", stored).images
+    assert (first.thumbnail, first.original) == ("processed/thumb/img_001.webp",
+                                                 "original/img_001.jpg")
+    assert failed.original is None
+
+
+def test_a_job_completed_with_failed_images_says_so():
+    from images_service.jobs.outcome import outcome
+
+    assert outcome(_job("completed", images_failed=2)) == ("completed with 2 failed", "partial")
+    assert outcome(_job("completed")) == ("completed", "completed")
+    assert outcome(_job("failed", images_failed=2)) == ("failed", "failed")
