@@ -41,6 +41,7 @@ from images_service.config.values import (  # noqa: F401 -- re-exported names
     _endpoint_url,
     _field_name,
     _field_paths,
+    _header_directives,
     _int_parser,
     _namespaces,
     _networks,
@@ -135,6 +136,10 @@ class Settings:
     # Integrity (contract §14): pixels decoded or rendered at once per process; 0 means the
     # default, twice MAX_IMAGE_PIXELS (see decode_budget_px).
     decode_budget_pixels: int = 0
+    # Politeness toward image hosts (contract §17).
+    respect_robots_txt: bool = False
+    disallowed_header_directives: tuple[str, ...] = ()
+    host_breaker_failures: int = 10
 
     def __repr__(self) -> str:
         shown = []
@@ -154,6 +159,12 @@ class Settings:
         """DECODE_BUDGET_PIXELS in effect: never below MAX_IMAGE_PIXELS (any valid image fits)."""
         budget = self.decode_budget_pixels or 2 * self.max_image_pixels
         return max(budget, self.max_image_pixels)
+
+    @property
+    def robots_token(self) -> str:
+        """The product token of ``USER_AGENT`` (its first word, before any ``/``), the name
+        robots.txt groups and scoped X-Robots-Tag directives are matched against (§17)."""
+        return self.user_agent.split()[0].split("/", 1)[0].lower()
 
     @property
     def is_development(self) -> bool:
@@ -210,6 +221,9 @@ class Settings:
             "CONSOLE_SESSION_HOURS": str(self.console_session_hours),
             "CONSOLE_SECRET_KEY": self.console_secret_key,
             "DECODE_BUDGET_PIXELS": str(self.decode_budget_pixels or ""),
+            "RESPECT_ROBOTS_TXT": str(self.respect_robots_txt).lower(),
+            "DISALLOWED_HEADER_DIRECTIVES": ",".join(self.disallowed_header_directives),
+            "HOST_BREAKER_FAILURES": str(self.host_breaker_failures),
         }
 
 
@@ -256,6 +270,9 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "CONSOLE_SESSION_HOURS": ("console_session_hours", _int_parser(1, 720)),
     "CONSOLE_SECRET_KEY": ("console_secret_key", _secret_key),
     "DECODE_BUDGET_PIXELS": ("decode_budget_pixels", _int_parser(1)),
+    "RESPECT_ROBOTS_TXT": ("respect_robots_txt", _bool),
+    "DISALLOWED_HEADER_DIRECTIVES": ("disallowed_header_directives", _header_directives),
+    "HOST_BREAKER_FAILURES": ("host_breaker_failures", _int_parser(1, 10_000)),
 }
 
 #: Every variable the service reads, for docs and tests.
