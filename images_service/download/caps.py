@@ -201,6 +201,10 @@ class DownloadCaps:
     def host_key(host: str) -> str:
         return f"{PREFIX}:host:{host}"
 
+    def _local_now(self) -> float:
+        """Seconds on this process' clock (the injected one, when there is one)."""
+        return self.clock_ms() / 1000 if self.clock_ms is not None else time.monotonic()
+
     def _now_arg(self) -> int:
         return self.clock_ms() if self.clock_ms is not None else 0
 
@@ -214,7 +218,7 @@ class DownloadCaps:
                               self.breaker_failures, self.breaker_base_ms, self.breaker_max_ms]
         for _token, release_args in releasing:
             args += release_args[:4]  # deferred ones are "ok"/"none": no pause, no breaker
-        sent = time.monotonic()
+        sent = self._local_now()
         try:
             reply = self._acquire(keys=[self.fleet_key, self.host_key(host),
                                         host_state.state_key(host)], args=args)
@@ -232,7 +236,7 @@ class DownloadCaps:
         if status == 0:
             return None
         now, until = int(reply[1]), int(reply[2])
-        if now < until or self._paused_seen.get(host, 0.0) > time.monotonic():
+        if now < until or self._paused_seen.get(host, 0.0) > self._local_now():
             # Cannot happen while the script and this process agree; counted if it ever does.
             metrics.REQUESTS_TO_PAUSED_HOSTS.inc()
             log.error("a request to %s starts while the host is paused", host)
@@ -313,7 +317,7 @@ class DownloadCaps:
                               self.breaker_base_ms, self.breaker_max_ms]
         for release_args in releases:
             args += release_args
-        sent = time.monotonic()
+        sent = self._local_now()
         try:
             reply = self._release(keys=[self.fleet_key], args=args)
         except redis.RedisError:  # the leases expire by themselves
@@ -338,7 +342,7 @@ class DownloadCaps:
             if end > self._paused_seen.get(host, 0.0):
                 self._paused_seen[host] = end
             if len(self._paused_seen) > 10_000:
-                now = time.monotonic()
+                now = self._local_now()
                 self._paused_seen = {h: e for h, e in self._paused_seen.items() if e > now}
 
     def in_use(self, host: str | None = None) -> int:
