@@ -115,31 +115,32 @@ class RobotsPolicy:
 
     def _entry(self, origin: str, robots_url: str, host: str,
                should_stop: Callable[[], bool]) -> _Entry:
-        now_ms = int(time.time() * 1000)
-        with self._lock:
-            entry = self._local.get(origin)
-        if entry is not None and entry.expires_ms > now_ms:
-            return entry
         key, lock = f"{PREFIX}:{origin}", f"{PREFIX}:lock:{origin}"
         next_check = time.monotonic() + 1.0
+        # Waiters look often enough to see even an unreadable result before it expires.
+        poll_s = min(POLL_S, self.unreachable_ms / 4000)
         while True:
+            with self._lock:  # this process' copy (also: another thread's fetch just now)
+                entry = self._local.get(origin)
+            if entry is not None and entry.expires_ms > int(time.time() * 1000):
+                return entry
             raw = self.redis.get(key)
             if raw is not None:
                 return self._keep(origin, _decode(raw))
             lock_ms = int(self.fetcher.deadline_s * 1000) + 5000
             if self.redis.set(lock, "1", nx=True, px=lock_ms):
                 try:
-                    entry = self._fetch(robots_url, host, should_stop)
+                    entry = self._keep(origin, self._fetch(robots_url, host, should_stop))
                     ttl = max(1, entry.expires_ms - int(time.time() * 1000))
                     self.redis.set(key, _encode(entry), px=ttl)
                 finally:
                     self.redis.delete(lock)
-                return self._keep(origin, entry)
+                return entry
             if time.monotonic() >= next_check:  # another worker is reading it
                 if should_stop():
                     raise SlotWaitCancelled(host)
                 next_check = time.monotonic() + 1.0
-            time.sleep(POLL_S)
+            time.sleep(poll_s)
 
     def _keep(self, origin: str, entry: _Entry) -> _Entry:
         with self._lock:
