@@ -137,7 +137,7 @@ def test_crawl_delay_spaces_the_requests_to_a_host(make_settings, image_server, 
 
     assert statuses(rig, "crawl") == [("downloaded", None)] * 3
     starts = sorted(r.at for r in image_server.requests if r.path.startswith("/image/"))
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert len(gaps) == 2 and min(gaps) >= 0.29, gaps
 
 
