@@ -31,6 +31,7 @@ from api.console.pages import job_documents, live_progress, progress_bars
 from api.context import services
 from api.documents import document_files, file_response, register_converter
 from api.jobs import cancel
+from images_service.download.host_state import paused_hosts
 from images_service.errors import ApiError, NotFound
 from images_service.queueing.queues import live_workers, queue_depths, redrive
 from workers.listener.status import read_status
@@ -207,7 +208,8 @@ def retry_job(job_id: str):
 def queues():
     client = services().redis
     return render_template("console/queues.html", queues=queue_depths(client),
-                           workers=live_workers(client))
+                           workers=live_workers(client), paused=paused_hosts(client),
+                           now_ms=int(time.time() * 1000))
 
 
 @bp.post("/queues/<name>/redrive")

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import redis
 
@@ -169,6 +170,11 @@ class PausedHost:
     since_ms: int
     reason: str  #: retry_after | breaker
     cap: int | None  #: its concurrency cap now (None: the full MAX_CONCURRENT_PER_DOMAIN)
+
+    @property
+    def until_iso(self) -> str:
+        return datetime.fromtimestamp(self.until_ms / 1000, timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
 
 
 def paused_hosts(client: redis.Redis, *, limit: int = 100) -> list[PausedHost]:
