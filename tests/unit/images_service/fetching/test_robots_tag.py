@@ -35,3 +35,10 @@ def test_nothing_is_refused_without_disallowed_directives() -> None:
 def test_directives_keep_their_scope_within_one_value_only() -> None:
     assert directives(["googlebot: noindex, nofollow", "noarchive"]) == [
         ("googlebot", "noindex"), ("googlebot", "nofollow"), (None, "noarchive")]
+
+
+def test_the_politeness_refusals_are_never_retried() -> None:
+    from images_service.errors import POLITENESS_CODES, DownloadError
+
+    assert POLITENESS_CODES == {"robots_disallowed", "opted_out"}
+    assert not any(DownloadError(code).retryable for code in POLITENESS_CODES)
