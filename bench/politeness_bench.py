@@ -292,7 +292,8 @@ def main() -> int:
     parser.add_argument("--validation", default="full")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--redis-db", type=int, default=12)
+    parser.add_argument("--redis-db", type=int, default=5,
+                        help="a DB no other bench or test run uses (service_bench.py: 12)")
     parser.add_argument("--monitor", action="store_true", help="count Redis round trips")
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--json", default="/tmp/politeness-bench-results.jsonl")
