@@ -14,8 +14,9 @@ Measured per run: total time (POST → job completed), images downloaded/failed,
 (``images_downloads_total{result="deferred"}``: no retry spent), pauses started
 (``images_host_pauses_total``), the worker's own invariant counter
 ``images_requests_to_paused_hosts_total``, and from the slow servers' log the requests that
-arrived while their host was paused (after a 429 was answered + 0.25 s of in-flight grace,
-before its Retry-After ended): must be 0.
+arrived while their host was paused — within a pause as Redis recorded it (its ``from`` and
+``until``, polled every 5 ms), more than 0.25 s after it began (a request granted just before
+may still be on its way): must be 0.
 
 With ``--monitor`` Redis MONITOR records the run's commands on its DB: the calls of the slot
 scripts (acquire: slot, host state, the previous request's success; release: a failure or
@@ -62,7 +63,7 @@ from images_service.download import caps  # noqa: E402
 CORPUS = Path("/tmp/bench-corpus")
 KEY = "bench-key-0123456789"
 SLOW_ADDRESSES = ("127.0.0.22", "127.0.0.23")
-GRACE_S = 0.25  # a request acquired just before the pause was recorded may arrive this late
+GRACE_S = 0.25  # a request granted just before a pause was recorded may arrive this late
 
 
 class SlowHosts:
@@ -122,18 +123,45 @@ class SlowHosts:
             self.log.clear()
             self.share = share
 
-    def during_pauses(self) -> int:
-        """Requests that arrived at a host while a 429 it answered still held it paused."""
+    def during_pauses(self, windows: dict[str, set[tuple[int, int]]]) -> list[float]:
+        """Requests that arrived at a host during one of its pauses as Redis recorded them
+        (``windows``: host -> (from, until) in ms), later than GRACE_S after the pause began
+        (earlier ones may have been granted just before it: in flight); for each, seconds
+        since its pause began."""
         with self.lock:
-            log = sorted(self.log, key=lambda e: e[1])
-        count = 0
-        for host in {h for h, _t, _s in log}:
-            refusals = [t for h, t, s in log if h == host and s == 429]
-            for h, t, _s in log:
-                if h == host and any(r + GRACE_S < t < r + self.retry_after_s
-                                     for r in refusals):
-                    count += 1
-        return count
+            log = list(self.log)
+        found = []
+        for host, t, _status in log:
+            late = [t - since / 1000 for since, until in windows.get(host, ())
+                    if since / 1000 + GRACE_S < t < until / 1000]
+            if late:
+                found.append(round(min(late), 3))
+        return found
+
+
+class PauseWatcher(threading.Thread):
+    """Polls the slow hosts' state in Redis every 5 ms: every pause's (from, until)."""
+
+    def __init__(self, url: str, hosts: tuple[str, ...]) -> None:
+        super().__init__(daemon=True)
+        self.client = redis.Redis.from_url(url)
+        self.hosts = hosts
+        self.windows: dict[str, set[tuple[int, int]]] = {h: set() for h in hosts}
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(0.005):
+            for host in self.hosts:
+                since, until = self.client.hmget(f"isv:caps:hs:{host}", "from", "until")
+                if since and until and float(until) > float(since):
+                    self.windows[host].add((int(float(since)), int(float(until))))
+
+    def stop(self) -> dict[str, set[tuple[int, int]]]:
+        self.halt.set()
+        self.join()
+        # a pause extended while it lasted was seen with several ends: keep the longest
+        return {h: {(s, max(u for s2, u in w if s2 == s)) for s, _u in w}
+                for h, w in self.windows.items()}
 
     def close(self) -> None:
         for server in self.servers:
@@ -226,6 +254,8 @@ def run(args, urls: list[str], share: float, slow: SlowHosts | None, mongo, moni
         if spy:
             spy.start()
             time.sleep(0.2)
+        watcher = PauseWatcher(redis_url, SLOW_ADDRESSES[:args.slow_hosts])
+        watcher.start()
         client = create_app(settings).test_client()
         started = time.monotonic()
         job_id = client.post("/api/v1/download/collection/bench_src/hotels",
@@ -236,6 +266,7 @@ def run(args, urls: list[str], share: float, slow: SlowHosts | None, mongo, moni
                 break
             time.sleep(0.05)
         seconds = time.monotonic() - started
+        windows = watcher.stop()
         time.sleep(6)  # the queue sampler's next pass; deferred releases flushed
         if spy:
             spy.stop()
@@ -266,7 +297,9 @@ def run(args, urls: list[str], share: float, slow: SlowHosts | None, mongo, moni
         "pauses_retry_after": metric("images_host_pauses_total", reason="retry_after"),
         "pauses_breaker": metric("images_host_pauses_total", reason="breaker"),
         "requests_to_paused_hosts_metric": metric("images_requests_to_paused_hosts_total"),
-        "requests_during_pause_server_log": slow.during_pauses() if slow else 0,
+        "requests_during_pause_server_log": len(during := slow.during_pauses(windows)
+                                                if slow else []),
+        "during_pause_offsets_s": during,
         "slow_host_requests": len(slow.log) if slow else 0,
         "slow_host_429s": sum(1 for e in (slow.log if slow else []) if e[2] == 429),
     }
@@ -295,12 +328,14 @@ def main() -> int:
     parser.add_argument("--redis-db", type=int, default=5,
                         help="a DB no other bench or test run uses (service_bench.py: 12)")
     parser.add_argument("--monitor", action="store_true", help="count Redis round trips")
+    parser.add_argument("--only-429", action="store_true", help="skip the run without 429s")
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--json", default="/tmp/politeness-bench-results.jsonl")
     args = parser.parse_args()
 
     urls = [u.strip() for u in Path(args.urls).read_text().splitlines() if u.strip()]
-    hosts = sorted({urlsplit(u).hostname for u in urls}, key=lambda h: tuple(map(int, h.split("."))))
+    hosts = sorted({urlsplit(u).hostname for u in urls},
+                   key=lambda h: tuple(map(int, h.split("."))))
     slow = SlowHosts(SLOW_ADDRESSES[:args.slow_hosts], args.share, args.retry_after,
                      args.seed) if args.slow_hosts else None
     if slow:
@@ -309,12 +344,12 @@ def main() -> int:
                 if (h := urlsplit(u).hostname) in moved else u for u in urls]
     args.data = tempfile.mkdtemp(prefix="politeness-bench-")
     mongo = start_embedded_mongo(Path(args.data) / "mongo")
-    configs = [("with 429s", args.share), ("without 429s", 0.0)]
+    configs = [("with 429s", args.share)] + ([] if args.only_429 else [("without 429s", 0.0)])
     rows: dict[str, list[dict]] = {name: [] for name, _ in configs}
     try:
         with open(args.json, "a") as jsonl:
             for n in range(args.runs):
-                order = configs[n % 2:] + configs[:n % 2]
+                order = configs[n % len(configs):] + configs[:n % len(configs)]
                 for name, share in order:
                     row = run(args, urls, share, slow, mongo, args.monitor)
                     row.update({"config": name, "run": n + 1, "monitor": args.monitor})

@@ -51,6 +51,9 @@ RENEW_EVERY_S = 4.0
 #: A deferred release not carried by an acquire is sent after this long (seconds).
 FLUSH_AFTER_S = 0.02
 PREFIX = host_state.PREFIX
+#: Tolerance of the check against the pauses this process saw (seconds): Redis' clock is read
+#: in whole milliseconds.
+CLOCK_SLACK_S = 0.005
 #: Crawl-delay waits up to this long are slept by the download thread; longer ones, and
 #: pauses, delay the download as a delayed message instead (milliseconds).
 LOCAL_WAIT_MAX_MS = 1_000
@@ -236,10 +239,16 @@ class DownloadCaps:
         if status == 0:
             return None
         now, until = int(reply[1]), int(reply[2])
-        if now < until or self._paused_seen.get(host, 0.0) > self._local_now():
+        seen_until = self._paused_seen.get(host, 0.0)
+        local_now = self._local_now()
+        # (Redis answers in whole milliseconds: a pause seen here may end up to a millisecond
+        # late on this process' clock.)
+        if now < until or seen_until - CLOCK_SLACK_S > local_now:
             # Cannot happen while the script and this process agree; counted if it ever does.
             metrics.REQUESTS_TO_PAUSED_HOSTS.inc()
-            log.error("a request to %s starts while the host is paused", host)
+            log.error("a request to %s starts while the host is paused (until %d, now %d; "
+                      "a pause seen here ends in %.3f s)", host, until, now,
+                      seen_until - local_now)
         with self._lock:
             self._held[token] = _Held(host, now)
         self._ensure_renewer()

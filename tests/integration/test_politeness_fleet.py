@@ -12,7 +12,7 @@ from tests.support.pipeline import api_client, source_db, wait_job
 
 PAUSE_S = 2.0
 #: A request acquired just before the pause was recorded may still arrive this late.
-IN_FLIGHT_S = 0.25
+IN_FLIGHT_S = 0.5
 
 
 class FirstAnswer429:
