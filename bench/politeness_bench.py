@@ -18,10 +18,10 @@ arrived while their host was paused — within a pause as Redis recorded it (its
 ``until``, polled every 5 ms), more than 0.25 s after it began (a request granted just before
 may still be on its way): must be 0.
 
-With ``--monitor`` Redis MONITOR records the run's commands on its DB: the calls of the slot
-scripts (acquire: slot, host state, the previous request's success; release: a failure or
-429 at once, or a release no acquire carried; renew) per downloaded image — the round trips
-the host state costs. MONITOR slows Redis: its runs are not timed comparisons.
+It starts its own nx-27017 and Redis server. With ``--monitor`` Redis MONITOR records the
+run's commands: the calls of the slot scripts (acquire: slot, host state, the previous
+request's success; release: a failure or 429 at once, or a release no acquire carried;
+renew) per downloaded image — the round trips the host state costs. MONITOR slows Redis: its runs are not timed comparisons.
 
     bash ../shared/bench/server.sh start
     .venv/bin/python bench/politeness_bench.py --runs 3
@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO))
 
 from api import create_app  # noqa: E402
 from images_service.config.settings import load_settings  # noqa: E402
-from images_service.dev.embedded import free_port, start_embedded_mongo  # noqa: E402
+from images_service.dev.embedded import free_port, start_embedded_mongo, start_redis  # noqa: E402,E501
 from images_service.download import caps  # noqa: E402
 
 CORPUS = Path("/tmp/bench-corpus")
@@ -187,12 +187,11 @@ def script_shas() -> dict[str, str]:
 
 
 class Monitor(threading.Thread):
-    """Counts the slot scripts' calls (and all commands) on one Redis DB through MONITOR."""
+    """Counts the slot scripts' calls (and all commands) through Redis MONITOR."""
 
-    def __init__(self, url: str, db: int) -> None:
+    def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
         self.client = redis.Redis.from_url(url)
-        self.db = db
         self.shas = script_shas()
         self.calls = {name: 0 for name in self.shas.values()}
         self.commands = 0
@@ -203,8 +202,6 @@ class Monitor(threading.Thread):
             for event in monitor.listen():
                 if self.halt.is_set():
                     return
-                if int(event.get("db", -1)) != self.db:
-                    continue
                 self.commands += 1
                 command = event.get("command", "")
                 if command.upper().startswith("EVALSHA "):
@@ -221,7 +218,7 @@ def run(args, urls: list[str], share: float, slow: SlowHosts | None, mongo, moni
         ) -> dict:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
+    redis_url = args.redis_url
     r = redis.Redis.from_url(redis_url)
     r.flushdb()
     if slow is not None:
@@ -250,7 +247,7 @@ def run(args, urls: list[str], share: float, slow: SlowHosts | None, mongo, moni
             env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         time.sleep(args.warmup)
-        spy = Monitor(redis_url, args.redis_db) if monitor else None
+        spy = Monitor(redis_url) if monitor else None
         if spy:
             spy.start()
             time.sleep(0.2)
@@ -325,8 +322,6 @@ def main() -> int:
     parser.add_argument("--validation", default="full")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--redis-db", type=int, default=5,
-                        help="a DB no other bench or test run uses (service_bench.py: 12)")
     parser.add_argument("--monitor", action="store_true", help="count Redis round trips")
     parser.add_argument("--only-429", action="store_true", help="skip the run without 429s")
     parser.add_argument("--seed", type=int, default=21)
@@ -344,6 +339,10 @@ def main() -> int:
                 if (h := urlsplit(u).hostname) in moved else u for u in urls]
     args.data = tempfile.mkdtemp(prefix="politeness-bench-")
     mongo = start_embedded_mongo(Path(args.data) / "mongo")
+    # A private Redis: the machine's is shared with test runs that flush their DBs, and
+    # MONITOR then sees only this run.
+    own_redis = start_redis(Path(args.data) / "redis")
+    args.redis_url = f"redis://127.0.0.1:{own_redis.port}/0"
     configs = [("with 429s", args.share)] + ([] if args.only_429 else [("without 429s", 0.0)])
     rows: dict[str, list[dict]] = {name: [] for name, _ in configs}
     try:
@@ -358,7 +357,7 @@ def main() -> int:
                     print(f"run {n + 1} {name}: {json.dumps(row)}", flush=True)
     finally:
         mongo.stop()
-        redis.Redis.from_url(f"redis://127.0.0.1:6379/{args.redis_db}").flushdb()
+        own_redis.stop()
         if slow:
             slow.close()
         shutil.rmtree(args.data, ignore_errors=True)

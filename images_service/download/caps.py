@@ -51,9 +51,6 @@ RENEW_EVERY_S = 4.0
 #: A deferred release not carried by an acquire is sent after this long (seconds).
 FLUSH_AFTER_S = 0.02
 PREFIX = host_state.PREFIX
-#: Tolerance of the check against the pauses this process saw (seconds): Redis' clock is read
-#: in whole milliseconds.
-CLOCK_SLACK_S = 0.005
 #: Crawl-delay waits up to this long are slept by the download thread; longer ones, and
 #: pauses, delay the download as a delayed message instead (milliseconds).
 LOCAL_WAIT_MAX_MS = 1_000
@@ -61,7 +58,8 @@ LOCAL_WAIT_MAX_MS = 1_000
 # ARGV: prefix, clock override, lease, fleet limit, host max, token, host, crawl-delay ms,
 # breaker failures, breaker base ms, breaker max ms, then this thread's deferred releases as
 # (host, token, outcome, acquired at) quadruples. Returns {1, now, paused-until read} (a slot),
-# {0, now} (a cap is full), {-1, wait ms, why} (the host is paused) or {-2, wait ms} (Crawl-delay).
+# {0, now} (a cap is full), {-1, wait ms, why, now} (the host is paused) or {-2, wait ms}
+# (Crawl-delay).
 _ACQUIRE = host_state.LUA + """
 local prefix = ARGV[1]
 local now = clock(ARGV[2])
@@ -78,7 +76,7 @@ for i = 12, #ARGV, 4 do
 end
 local s = redis.call('HMGET', hs, 'until', 'cap', 'next', 'hint', 'why')
 local untl = num(s[1], 0)
-if now < untl then return {-1, untl - now, s[5] or ''} end
+if now < untl then return {-1, untl - now, s[5] or '', now} end
 if crawl_ms > 0 then
   local nxt = num(s[3], 0)
   if now < nxt then
@@ -194,19 +192,15 @@ class DownloadCaps:
         self._renewer: threading.Thread | None = None
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
-        # Pauses this process has seen (host -> monotonic end, never later than the real
-        # end): a request starting before one ends breaks §17, and is counted.
-        self._paused_seen: dict[str, float] = {}
+        # The latest pause this process has seen per host, as (start, end) on the scripts'
+        # clock (Redis' time): a slot granted inside one breaks §17, and is counted.
+        self._paused_seen: dict[str, tuple[int, int]] = {}
 
     fleet_key = f"{PREFIX}:fleet"
 
     @staticmethod
     def host_key(host: str) -> str:
         return f"{PREFIX}:host:{host}"
-
-    def _local_now(self) -> float:
-        """Seconds on this process' clock (the injected one, when there is one)."""
-        return self.clock_ms() / 1000 if self.clock_ms is not None else time.monotonic()
 
     def _now_arg(self) -> int:
         return self.clock_ms() if self.clock_ms is not None else 0
@@ -221,7 +215,6 @@ class DownloadCaps:
                               self.breaker_failures, self.breaker_base_ms, self.breaker_max_ms]
         for _token, release_args in releasing:
             args += release_args[:4]  # deferred ones are "ok"/"none": no pause, no breaker
-        sent = self._local_now()
         try:
             reply = self._acquire(keys=[self.fleet_key, self.host_key(host),
                                         host_state.state_key(host)], args=args)
@@ -232,23 +225,21 @@ class DownloadCaps:
         status = int(reply[0])
         if status == -1:
             wait, reason = int(reply[1]), _text(reply[2]) or "retry_after"
-            self._saw_pause(host, sent, wait)
+            self._saw_pause(host, int(reply[3]), int(reply[3]) + wait)
             raise HostPaused(host, wait, reason)
         if status == -2:
             raise HostPaused(host, int(reply[1]), "crawl_delay")
         if status == 0:
             return None
         now, until = int(reply[1]), int(reply[2])
-        seen_until = self._paused_seen.get(host, 0.0)
-        local_now = self._local_now()
-        # (Redis answers in whole milliseconds: a pause seen here may end up to a millisecond
-        # late on this process' clock.)
-        if now < until or seen_until - CLOCK_SLACK_S > local_now:
+        seen_start, seen_end = self._paused_seen.get(host, (0, 0))
+        # (Strictly after the seen pause's start: one that began in the same millisecond may
+        # have been ordered after this grant by Redis.)
+        if now < until or seen_start < now < seen_end:
             # Cannot happen while the script and this process agree; counted if it ever does.
             metrics.REQUESTS_TO_PAUSED_HOSTS.inc()
-            log.error("a request to %s starts while the host is paused (until %d, now %d; "
-                      "a pause seen here ends in %.3f s)", host, until, now,
-                      seen_until - local_now)
+            log.error("a request to %s starts while the host is paused (read: until %d; seen "
+                      "here: %d to %d; now %d)", host, until, seen_start, seen_end, now)
         with self._lock:
             self._held[token] = _Held(host, now)
         self._ensure_renewer()
@@ -326,7 +317,6 @@ class DownloadCaps:
                               self.breaker_base_ms, self.breaker_max_ms]
         for release_args in releases:
             args += release_args
-        sent = self._local_now()
         try:
             reply = self._release(keys=[self.fleet_key], args=args)
         except redis.RedisError:  # the leases expire by themselves
@@ -337,22 +327,22 @@ class DownloadCaps:
         if len(releases) == 1:
             until, now = int(reply[1]), int(reply[2])
             if until > now:
-                self._saw_pause(str(releases[0][0]), sent, until - now)
+                self._saw_pause(str(releases[0][0]), now, until)
         for reason in started:
             metrics.HOST_PAUSES.labels(reason).inc()
             log.warning("host %s paused (%s)", releases[-1][0], reason)
         return started
 
-    def _saw_pause(self, host: str, sent_at: float, remaining_ms: int) -> None:
-        """Remember a pause this process learnt of; its end is taken from the moment the
-        question was sent, so it is never later than the real one."""
+    def _saw_pause(self, host: str, start_ms: int, end_ms: int) -> None:
+        """Remember a pause this process learnt of: the host was paused from ``start_ms``
+        (when Redis said so) to ``end_ms``, on the scripts' clock."""
         with self._lock:
-            end = sent_at + remaining_ms / 1000
-            if end > self._paused_seen.get(host, 0.0):
-                self._paused_seen[host] = end
+            if end_ms > self._paused_seen.get(host, (0, 0))[1]:
+                self._paused_seen[host] = (start_ms, end_ms)
             if len(self._paused_seen) > 10_000:
-                now = self._local_now()
-                self._paused_seen = {h: e for h, e in self._paused_seen.items() if e > now}
+                latest = max(end for _start, end in self._paused_seen.values())
+                self._paused_seen = {h: w for h, w in self._paused_seen.items()
+                                     if w[1] > latest - 3_600_000}
 
     def in_use(self, host: str | None = None) -> int:
         key = self.host_key(host) if host else self.fleet_key

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from images_service import metrics
 from images_service.queueing.messages import RETRY_ACTOR
-from tests.integration.test_politeness_pipeline import make_rig, metadata, retries
 from tests.support.image_server import make_image
 from tests.support.pipeline import Rig
+from tests.support.politeness import make_rig, metadata, retries
 
 ROBOTS = """\
 User-agent: otherbot
@@ -43,14 +41,6 @@ def job_with(rig: Rig, doc_id: str, paths: list[str]) -> tuple[str, list[dict]]:
 def statuses(rig: Rig, doc_id: str) -> list[tuple[str, str | None]]:
     return [(r["status"], (r.get("error") or {}).get("code"))
             for r in sorted(metadata(rig, doc_id)["images"], key=lambda r: r["index"])]
-
-
-@pytest.fixture
-def rigs():
-    made: list[Rig] = []
-    yield made
-    for rig in made:
-        rig.close()
 
 
 def robots_rig(make_settings, image_server, rigs, **env: str) -> Rig:
