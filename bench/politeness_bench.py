@@ -21,7 +21,8 @@ may still be on its way): must be 0.
 It starts its own nx-27017 and Redis server. With ``--monitor`` Redis MONITOR records the
 run's commands: the calls of the slot scripts (acquire: slot, host state, the previous
 request's success; release: a failure or 429 at once, or a release no acquire carried;
-renew) per downloaded image — the round trips the host state costs. MONITOR slows Redis: its runs are not timed comparisons.
+renew) per downloaded image — the round trips the host state costs. MONITOR slows Redis:
+its runs are not timed comparisons.
 
     bash ../shared/bench/server.sh start
     .venv/bin/python bench/politeness_bench.py --runs 3
@@ -138,6 +139,11 @@ class SlowHosts:
                 found.append(round(min(late), 3))
         return found
 
+    def close(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
 
 class PauseWatcher(threading.Thread):
     """Polls the slow hosts' state in Redis every 5 ms: every pause's (from, until)."""
@@ -163,10 +169,6 @@ class PauseWatcher(threading.Thread):
         return {h: {(s, max(u for s2, u in w if s2 == s)) for s, _u in w}
                 for h, w in self.windows.items()}
 
-    def close(self) -> None:
-        for server in self.servers:
-            server.shutdown()
-            server.server_close()
 
 
 def scrape(port: int) -> dict[str, float]:
