@@ -159,3 +159,13 @@ def test_an_opted_out_image_fails_and_is_not_retried(make_settings, image_server
                                      ("downloaded", None)]
     assert rig.messages(RETRY_ACTOR, job_id) == []
     assert rig.job(job_id)["status"] == "completed"
+
+
+def test_robots_txt_is_fetched_through_the_ssrf_guard(make_settings, image_server, rigs):
+    serve_robots(image_server, "User-agent: *\nAllow: /\n")
+    rig = robots_rig(make_settings, image_server, rigs, ALLOW_PRIVATE_NETWORKS="false")
+    job_id, plans = job_with(rig, "guarded", ["/image/JPEG/g"])
+    rig.pipeline.download_documents(job_id, plans)
+    # the loopback host is refused before any connection: not even robots.txt is requested
+    assert statuses(rig, "guarded") == [("failed", "blocked_address")]
+    assert image_server.hits() == 0
