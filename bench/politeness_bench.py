@@ -24,7 +24,7 @@ request's success; release: a failure or 429 at once, or a release no acquire ca
 renew) per downloaded image — the round trips the host state costs. MONITOR slows Redis:
 its runs are not timed comparisons.
 
-    bash ../shared/bench/server.sh start
+    # the loopback corpus and its nginx hosts running (bench/README.md)
     .venv/bin/python bench/politeness_bench.py --runs 3
     .venv/bin/python bench/politeness_bench.py --runs 1 --monitor
 """
