@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from flask import current_app
-from images_service.jobs.store import JobStore
 from pymongo import MongoClient
 
 from images_service.backends import HEALTH_TIMEOUT_MS, mongo_client, redis_client
 from images_service.config.settings import Settings
 from images_service.jobs.documents import JobDocuments
+from images_service.jobs.store import JobStore
 from images_service.jobs.triggers import Triggers
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import Enqueuer

@@ -99,7 +99,13 @@ SCHEMAS.update({
                 "type": "object",
                 "properties": {"document_id": {"type": "string"},
                                "url": {"type": "string", "nullable": True},
-                               "code": {"type": "string", "nullable": True},
+                               "code": {"type": "string", "nullable": True,
+                                        "description": "an image's error code (http_<status>, "
+                                        "timeout, connection_error, too_large, not_an_image, "
+                                        "corrupt_image, decompression_bomb, blocked_address, "
+                                        "invalid_url, too_many_redirects, cancelled, "
+                                        "folder_conflict, robots_disallowed, opted_out) or "
+                                        "writeback_failed"},
                                "message": {"type": "string", "nullable": True}}}},
             "message": {"type": "string"},
             "retry_of": {"type": "string", "description": "the job this one retries"},

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 #: Download error codes that are retried (contract §10); ``http_<status>`` is decided by status.
 RETRYABLE_CODES = frozenset({"timeout", "connection_error"})
+#: Refusals of contract §17, never retried: robots.txt disallows the URL (no request is made),
+#: or the response's X-Robots-Tag opts out (``DISALLOWED_HEADER_DIRECTIVES``).
+POLITENESS_CODES = frozenset({"robots_disallowed", "opted_out"})
 #: HTTP statuses retried with backoff (contract §8).
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 

@@ -86,3 +86,23 @@ IMAGES_MOVED = Counter(
 # Freshness (contract §16).
 COPIED = Counter("images_copied", "Images copied from a stored copy instead of requested")
 REFRESH = Counter("images_refresh", "Re-check outcomes", ["result"])
+# Politeness toward image hosts (contract §17).
+HOST_PAUSES = Counter(
+    "images_host_pauses",
+    "Pauses of a host started fleet-wide (retry_after: a 429/503; breaker: consecutive failures)",
+    ["reason"],
+)
+REQUESTS_TO_PAUSED_HOSTS = Counter(
+    "images_requests_to_paused_hosts",
+    "Requests started to a host while it was paused (an invariant: stays 0)",
+)
+ROBOTS = Counter(
+    "images_robots",
+    "robots.txt outcomes: fetched (parsed), allow_all (4xx), unreachable (5xx or no answer), "
+    "disallowed (an image refused)",
+    ["result"],
+)
+PAUSED_HOSTS = Gauge(
+    "images_paused_hosts", "Hosts paused fleet-wide now (retry_after or breaker)",
+    multiprocess_mode="max",
+)

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.pipeline",
     "tests.support.console",
     "tests.support.seaweedfs",
+    "tests.support.politeness",
 ]

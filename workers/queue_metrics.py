@@ -3,7 +3,8 @@
 States: ``ready`` (waiting in the queue), ``delayed`` (retries and other messages with an
 ETA) and ``dead`` (dead-lettered), as read by images_service.queueing.queues. One daemon
 thread per worker process samples them every ``INTERVAL_S``; the gauge's multiprocess mode
-is ``max``, so the value is the same whichever process sampled last.
+is ``max``, so the value is the same whichever process sampled last. The same thread samples
+the number of hosts paused fleet-wide (``images_paused_hosts``, contract §17).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import threading
 
 import redis
 
-from images_service.metrics import QUEUE_MESSAGES
+from images_service.download.host_state import count_paused
+from images_service.metrics import PAUSED_HOSTS, QUEUE_MESSAGES
 from images_service.queueing.queues import queue_depths
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ def sample_once(client: redis.Redis) -> None:
     for depth in queue_depths(client):
         for state in STATES:
             QUEUE_MESSAGES.labels(depth.name, state).set(getattr(depth, state))
+    PAUSED_HOSTS.set(count_paused(client))
 
 
 def start_sampler(client: redis.Redis, stop: threading.Event) -> threading.Thread:

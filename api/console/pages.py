@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from bson import json_util
-from images_service.jobs.outcome import outcome
-from images_service.jobs.store import ACTIVE
 from pymongo.errors import PyMongoError
 
 from images_service.config.settings import Settings
 from images_service.documents import DocumentFiles, StoredDocument, listed_files
 from images_service.errors import Unavailable
 from images_service.jobs.documents import JobDocuments
+from images_service.jobs.outcome import outcome
+from images_service.jobs.store import ACTIVE
 from images_service.storage import layout
 
 #: Source documents listed per page of a job.

@@ -26,8 +26,6 @@ from flask import (
     url_for,
 )
 from flask_wtf.csrf import CSRFError
-from images_service.jobs.outcome import outcome
-from images_service.jobs.store import ACTIVE, JOB_STATUSES, JOB_TYPES, job_to_api
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
@@ -35,7 +33,10 @@ from api.console.pages import job_documents, live_progress, progress_bars
 from api.context import services
 from api.documents import document_files, file_response, register_converter
 from api.jobs import cancel
+from images_service.download.host_state import paused_hosts
 from images_service.errors import ApiError, NotFound
+from images_service.jobs.outcome import outcome
+from images_service.jobs.store import ACTIVE, JOB_STATUSES, JOB_TYPES, job_to_api
 from images_service.queueing.queues import live_workers, queue_depths, redrive
 from workers.listener.status import read_status
 
@@ -235,7 +236,8 @@ def retry_job(job_id: str):
 def queues():
     client = services().redis
     return render_template("console/queues.html", queues=queue_depths(client),
-                           workers=live_workers(client))
+                           workers=live_workers(client), paused=paused_hosts(client),
+                           now_ms=int(time.time() * 1000))
 
 
 @bp.post("/queues/<name>/redrive")

@@ -41,6 +41,7 @@ from images_service.config.values import (  # noqa: F401 -- re-exported names
     _endpoint_url,
     _field_name,
     _field_paths,
+    _header_directives,
     _int_parser,
     _namespaces,
     _networks,
@@ -156,6 +157,10 @@ class Settings:
     console_rate_limit: str = "3000/minute"
     failed_auth_limit: str = "20/minute"
     trusted_proxies: int = 0
+    # Politeness toward image hosts (contract §17).
+    respect_robots_txt: bool = False
+    disallowed_header_directives: tuple[str, ...] = ()
+    host_breaker_failures: int = 10
 
     def __repr__(self) -> str:
         shown = []
@@ -175,6 +180,12 @@ class Settings:
         """DECODE_BUDGET_PIXELS in effect: never below MAX_IMAGE_PIXELS (any valid image fits)."""
         budget = self.decode_budget_pixels or 2 * self.max_image_pixels
         return max(budget, self.max_image_pixels)
+
+    @property
+    def robots_token(self) -> str:
+        """The product token of ``USER_AGENT`` (its first word, before any ``/``), the name
+        robots.txt groups and scoped X-Robots-Tag directives are matched against (§17)."""
+        return self.user_agent.split()[0].split("/", 1)[0].lower()
 
     @property
     def is_development(self) -> bool:
@@ -244,6 +255,9 @@ class Settings:
             "CONSOLE_RATE_LIMIT": self.console_rate_limit,
             "FAILED_AUTH_LIMIT": self.failed_auth_limit,
             "TRUSTED_PROXIES": str(self.trusted_proxies),
+            "RESPECT_ROBOTS_TXT": str(self.respect_robots_txt).lower(),
+            "DISALLOWED_HEADER_DIRECTIVES": ",".join(self.disallowed_header_directives),
+            "HOST_BREAKER_FAILURES": str(self.host_breaker_failures),
         }
 
 
@@ -303,6 +317,9 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "CONSOLE_RATE_LIMIT": ("console_rate_limit", _rate_limit),
     "FAILED_AUTH_LIMIT": ("failed_auth_limit", _rate_limit),
     "TRUSTED_PROXIES": ("trusted_proxies", _int_parser(0, 16)),
+    "RESPECT_ROBOTS_TXT": ("respect_robots_txt", _bool),
+    "DISALLOWED_HEADER_DIRECTIVES": ("disallowed_header_directives", _header_directives),
+    "HOST_BREAKER_FAILURES": ("host_breaker_failures", _int_parser(1, 10_000)),
 }
 
 #: Every variable the service reads, for docs and tests.

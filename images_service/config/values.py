@@ -98,6 +98,23 @@ def _csv(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+#: One X-Robots-Tag directive name, e.g. ``noai`` or ``noimageai`` (contract §17).
+HEADER_DIRECTIVE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def _header_directives(raw: str) -> tuple[str, ...]:
+    """``DISALLOWED_HEADER_DIRECTIVES``: comma-separated directive names, lower-cased."""
+    names = tuple(dict.fromkeys(part.lower() for part in _csv(raw)))
+    if not all(HEADER_DIRECTIVE_RE.match(name) for name in names):
+        raise ValueError
+    return names
+
+
+_header_directives.form = (  # type: ignore[attr-defined]
+    "comma-separated X-Robots-Tag directive names such as noai,noimageai"
+)
+
+
 def _field_paths(raw: str) -> tuple[str, ...]:
     paths = tuple(_csv(raw))
     if not paths or not all(FIELD_PATH_RE.match(p) for p in paths):

@@ -28,14 +28,18 @@ Limits of one attempt:
 * ``MAX_IMAGE_BYTES``: a larger Content-Length is refused before the body is read, and the
   running count is enforced when Content-Length is absent or wrong;
 * no ``Content-Encoding`` is ever decoded, so the running count is of received bytes and a
-  compression bomb cannot inflate in memory.
+  compression bomb cannot inflate in memory;
+* an ``X-Robots-Tag`` opt-out (``DISALLOWED_HEADER_DIRECTIVES``, :mod:`.robots_tag`) refuses
+  the image as ``opted_out`` from the response headers, before the body is read.
+
+:meth:`Fetcher.fetch_text` is the same guarded request for a small text file (robots.txt).
 
 The body streams into a hidden temporary file in the caller's directory, hashed on the way,
 so memory stays at one chunk whatever the image size. Failures raise
 :class:`~images_service.errors.DownloadError` with the contract's codes and, for HTTP
 statuses, ``http_status`` and the parsed ``Retry-After``.
 
-A little over 300 lines: one attempt (redirect loop, body streaming with the cap, error
+About 400 lines: one attempt (redirect loop, body streaming with the cap, error
 classification) reads best as one unit; connections and the deadline live in their own modules.
 """
 
@@ -56,6 +60,7 @@ from urllib3.response import BaseHTTPResponse
 
 from images_service.config.settings import Settings
 from images_service.errors import DownloadError
+from images_service.fetching import robots_tag
 from images_service.fetching.address_guard import AddressGuard
 from images_service.fetching.connections import pool_classes
 from images_service.fetching.deadline import Attempt, Watchdog
@@ -120,6 +125,16 @@ class NotModified:
     http_status: int = 304
 
 
+@dataclass
+class TextResponse:
+    """A small text resource's answer (:meth:`Fetcher.fetch_text`)."""
+
+    status: int
+    body: bytes  #: empty unless 2xx; cut at the caller's limit
+    final_url: str
+    retry_after_s: float | None
+
+
 def check_url(url: str) -> str:
     """``url`` stripped and checked for what a fetch needs, else ``invalid_url``."""
     if not isinstance(url, str):
@@ -165,6 +180,9 @@ class Fetcher:
         self.deadline_s = deadline_s if deadline_s is not None else DEADLINE_FACTOR * self.timeout_s
         self.max_bytes = settings.max_image_bytes
         self._timeout = urllib3.Timeout(connect=self.timeout_s, read=self.timeout_s)
+        # X-Robots-Tag directives that refuse an image, and our product token (§17).
+        self.refused_directives = settings.disallowed_header_directives
+        self.robots_token = settings.robots_token
         self._headers = {
             "User-Agent": settings.user_agent,
             "Accept": ACCEPT,
@@ -229,8 +247,6 @@ class Fetcher:
 
     def _fetch(self, url: str, dest_dir: Path, attempt: Attempt,
                validators: Validators | None = None) -> FetchedBody | NotModified:
-        pool = self._pool
-        current = check_url(url)
         headers = self._headers
         if validators is not None and (validators.etag or validators.last_modified):
             headers = dict(headers)
@@ -238,6 +254,40 @@ class Fetcher:
                 headers["If-None-Match"] = validators.etag
             if validators.last_modified:
                 headers["If-Modified-Since"] = validators.last_modified
+        response, current, redirects = self._open(url, attempt, headers)
+        status = response.status
+        if status == 304 and headers is not self._headers:
+            _discard(response)  # a 304 has no body: nothing is read or stored (§16)
+            return NotModified(url=url, final_url=current, etag=_header(response, "ETag"),
+                               last_modified=_header(response, "Last-Modified"))
+        if not 200 <= status < 300:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            _discard(response)
+            raise DownloadError(
+                f"http_{status}",
+                f"HTTP {status} {response.reason or ''}".strip() + f" from {current}",
+                http_status=status,
+                retry_after_s=retry_after,
+            )
+        if self.refused_directives:
+            # §17: an opt-out in the headers refuses the image before its body is read.
+            refused = robots_tag.refusal(response.headers.getlist("X-Robots-Tag"),
+                                         self.refused_directives, self.robots_token)
+            if refused is not None:
+                response.close()
+                response.release_conn()
+                raise DownloadError("opted_out",
+                                    f"X-Robots-Tag {refused!r} from {current} refuses its use",
+                                    http_status=status)
+        return self._stream_body(response, url, current, redirects, dest_dir, attempt)
+
+    def _open(self, url: str, attempt: Attempt,
+              headers: dict[str, str] | None = None) -> tuple[BaseHTTPResponse, str, int]:
+        """The first response of ``url`` that is not a redirect (each hop through the guard),
+        its URL and the number of redirects followed; its body is not read yet."""
+        pool = self._pool
+        current = check_url(url)
+        headers = headers or self._headers
         for redirects in range(MAX_REDIRECTS + 1):
             response = pool.urlopen(
                 "GET",
@@ -257,9 +307,8 @@ class Fetcher:
                 # may have taken the cut for the end of the headers.
                 response.close()
                 raise self._deadline_error()
-            status = response.status
             location = response.headers.get("Location")
-            if status in REDIRECT_STATUSES and location:
+            if response.status in REDIRECT_STATUSES and location:
                 _discard(response)
                 try:
                     current = check_url(urljoin(current, location.strip()))
@@ -268,24 +317,40 @@ class Fetcher:
                         "invalid_url", f"redirect from {current} to an invalid URL: {e.message}"
                     ) from None
                 continue
-            if status == 304 and headers is not self._headers:
-                _discard(response)  # a 304 has no body: nothing is read or stored
-                return NotModified(url=url, final_url=current,
-                                   etag=_header(response, "ETag"),
-                                   last_modified=_header(response, "Last-Modified"))
-            if not 200 <= status < 300:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                _discard(response)
-                raise DownloadError(
-                    f"http_{status}",
-                    f"HTTP {status} {response.reason or ''}".strip() + f" from {current}",
-                    http_status=status,
-                    retry_after_s=retry_after,
-                )
-            return self._stream_body(response, url, current, redirects, dest_dir, attempt)
+            return response, current, redirects
         raise DownloadError(
             "too_many_redirects", f"more than {MAX_REDIRECTS} redirects, last to {current}"
         )
+
+    def fetch_text(self, url: str, max_bytes: int) -> TextResponse:
+        """One guarded GET of a small text resource (robots.txt): its status, ``Retry-After``
+        and at most ``max_bytes`` of its body (a 2xx body only; the rest is not read).
+        Raises DownloadError like :meth:`fetch` for what prevents an answer."""
+        attempt = Attempt(time.monotonic() + self.deadline_s)
+        self._local.attempt = attempt
+        self._watchdog.watch(attempt)
+        try:
+            response, current, _redirects = self._open(url, attempt)
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            body = b""
+            if 200 <= response.status < 300:
+                body = response.read(max_bytes, decode_content=True) or b""
+                if attempt.expired:
+                    raise self._deadline_error()
+            response.close()
+            response.release_conn()
+            return TextResponse(response.status, body, current, retry_after)
+        except DownloadError as e:
+            if attempt.expired and e.code in ("connection_error", "timeout"):
+                raise self._deadline_error() from e
+            raise
+        except Exception as e:
+            if attempt.expired:
+                raise self._deadline_error() from e
+            raise _classify_exception(e) from e
+        finally:
+            attempt.finish()
+            self._local.attempt = None
 
     def _stream_body(
         self,

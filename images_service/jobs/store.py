@@ -27,9 +27,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
+from pymongo.collection import Collection
 
 from images_service.jobs.outcome import outcome  # noqa: F401 -- part of the job's API form
-from pymongo.collection import Collection
 
 JOB_TYPES = ("collection", "document", "batch", "change_stream", "refresh")
 JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")

@@ -78,6 +78,10 @@ SERVICE_METRICS = {
     "images_download_errors_total",
     "images_refresh_total",
     "images_copied_total",
+    "images_host_pauses_total",
+    "images_requests_to_paused_hosts_total",
+    "images_robots_total",
+    "images_paused_hosts",
 }
 LIBRARY_METRICS = {
     "flask_http_request_total",
@@ -1039,6 +1043,8 @@ def test_grafana_dashboard_covers_the_required_views() -> None:
     assert some(r"sum by \(code\) \(rate\(images_download_errors_total\["), "errors by code"
     assert some(r"^sum by \(queue\) \(.*\bimages_queue_messages\b"), "per-queue depth"
     assert some(r"images_listener_lag_seconds"), "listener lag"
+    assert some(r"images_host_pauses_total") and some(r"images_paused_hosts"), "paused hosts"
+    assert some(r"images_requests_to_paused_hosts_total"), "the politeness invariant"
     assert some(r"histogram_quantile\(0\.\d+, sum by \(le\) \(rate\("
                 r"flask_http_request_duration_seconds_bucket\["), "API latency"
 

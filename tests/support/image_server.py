@@ -3,7 +3,7 @@
 Used by the engine tests and, later, the actor tests: no HTTP is mocked anywhere. The server
 binds one loopback address (127.0.0.1 by default, any 127.x.y.z on Linux) on an ephemeral
 port, speaks HTTP/1.1 with keep-alive (or https, given a server-side ``ssl.SSLContext``),
-records every request (path, headers, Host) and the
+records every request (path, headers, Host, arrival time) and the
 maximum number of requests in flight per host, and can be given per-path behaviours.
 
 Built-in paths (query parameters in brackets):
@@ -129,6 +129,7 @@ class RecordedRequest:
     host: str  #: Host header, lower-cased, without port
     headers: dict[str, str]
     client: tuple[str, int]
+    at: float = 0.0  #: time.time() when the request's headers were read
 
 
 @dataclass
@@ -314,7 +315,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self.headers.get("Host", "").startswith("["):
             host = self.headers["Host"].split("]")[0].strip("[").lower()
         record = RecordedRequest(self.command, self.path, host, dict(self.headers.items()),
-                                 self.client_address[:2])
+                                 self.client_address[:2], time.time())
         server._enter(record, parts.path)
         try:
             if server.delay_s:

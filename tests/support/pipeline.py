@@ -121,6 +121,20 @@ class Rig:
                     found.append(message["args"])
         return found
 
+    def take_messages(self, actor: str, job_id: str) -> list[tuple[list, int | None]]:
+        """Like :meth:`messages`, but removes them from the broker, with each one's ETA (Unix
+        ms, None when not delayed): a test hands them to the steps itself."""
+        found = []
+        for suffix in ("", ".DQ"):
+            key = f"{NAMESPACE}:{DOWNLOAD_QUEUE}{suffix}.msgs"
+            for message_id, raw in self.redis.hgetall(key).items():
+                message = json.loads(raw)
+                if message["actor_name"] == actor and message["args"][0] == job_id:
+                    self.redis.hdel(key, message_id)
+                    self.redis.lrem(f"{NAMESPACE}:{DOWNLOAD_QUEUE}{suffix}", 0, message_id)
+                    found.append((message["args"], message["options"].get("eta")))
+        return found
+
     def document_job(self, document_id: str) -> tuple[str, list[dict]]:
         """A document job, scanned: its id and its plans (as its message carries them)."""
         job_id = self.client.post(

@@ -26,6 +26,7 @@ from pymongo import MongoClient
 from images_service.config.settings import Settings
 from images_service.download.caps import DownloadCaps
 from images_service.download.fetch_once import FetchOnce
+from images_service.download.robots import RobotsPolicy
 from images_service.download.url_index import UrlIndex
 from images_service.fetching.fetcher import Fetcher
 from images_service.jobs.documents import JobDocuments
@@ -34,7 +35,7 @@ from images_service.jobs.store import FINISHED, JobStore
 from images_service.queueing.messages import Enqueuer
 from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage
-from workers.pipeline.plans import download_threads
+from workers.pipeline.plans import backoff_ms, download_threads
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,18 @@ class PipelineContext:
         self.job_documents = JobDocuments(mongo, settings.jobs_database,
                                           retention_days=settings.job_retention_days)
         self.caps = DownloadCaps(redis_client, fleet_limit=settings.max_concurrent_downloads,
-                                 host_limit=settings.max_concurrent_per_domain)
+                                 host_limit=settings.max_concurrent_per_domain,
+                                 breaker_failures=settings.host_breaker_failures)
         self.fetcher = Fetcher(settings)
         self.urls = UrlIndex(mongo, settings.jobs_database)
         self.fetch_once = FetchOnce(redis_client, self.urls, settings)
+        # robots.txt (contract §17), consulted before each image's request when enabled.
+        self.robots: RobotsPolicy | None = None
+        if settings.respect_robots_txt:
+            self.robots = RobotsPolicy(
+                redis_client, self.fetcher, self.caps, product_token=settings.robots_token,
+                retry_backoff_min_ms=settings.retry_backoff_min_ms,
+                pause_ms=lambda retry_after_s: backoff_ms(settings, 1, retry_after_s))
         # This process's share of the fleet-wide cap (the cap itself is enforced in Redis).
         threads = download_threads(settings)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="download")

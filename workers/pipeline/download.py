@@ -9,6 +9,13 @@ Retry-After, capped), up to ``MAX_RETRIES``. Images already stored are skipped w
 request (their missing or outdated derived images, contract §12, are made from the stored
 original, also without a request).
 
+Politeness (contract §17): before its request an image asks robots.txt (``RESPECT_ROBOTS_TXT``,
+:mod:`images_service.download.robots`) and takes its slot, which the host's fleet-wide state may
+refuse: a paused host, or a Crawl-delay longer than a thread should sleep. Such an image is not
+failed and spends no retry: the same attempt comes back as a delayed ``retry_image`` message
+when the wait is over (:class:`Outcome` ``defer_ms``; first attempts too). Its release tells the
+host's state what the request said (success, failure, 429/503 with the pause it asks for).
+
 Integrity (contract §14):
 
 * **One bad thing fails one image.** An exception of any type while handling one image becomes
@@ -32,6 +39,7 @@ each retry once, because retries are enqueued only after every document is recor
 from __future__ import annotations
 
 import logging
+import random
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -42,8 +50,8 @@ import redis
 from pymongo.errors import PyMongoError
 
 from images_service import metrics
-from images_service.download import engine
-from images_service.download.caps import SlotWaitCancelled
+from images_service.download import engine, host_state
+from images_service.download.caps import HostPaused, SlotWaitCancelled
 from images_service.download.fetch_once import CLAIM_TTL_S, DONE
 from images_service.download.folder import DocumentFolder
 from images_service.download.folder_locks import RedisFolderLocks
@@ -68,7 +76,9 @@ MESSAGE_ERRORS = (WorkerShuttingDown, redis.exceptions.RedisError, PyMongoError)
 class Outcome:
     record: dict[str, Any] | None = None  #: final record for metadata.json
     retry: DownloadError | None = None  #: a retryable failure with attempts left
-    # Neither: the job stopped before the image started; nothing is recorded for it.
+    #: The host is paused (§17): try the same attempt again after this many milliseconds.
+    defer_ms: int | None = None
+    # None of these: the job stopped before the image started; nothing is recorded for it.
 
 
 class Downloader:
@@ -122,6 +132,7 @@ class Downloader:
             ]
             work.append((folder, data, futures))
         retries: list[tuple[dict[str, Any], ImageTask, DownloadError]] = []
+        deferred: list[tuple[dict[str, Any], ImageTask, int]] = []
         finished = []
         failure: BaseException | None = None
         for folder, data, futures in work:
@@ -132,6 +143,8 @@ class Downloader:
                     failure = failure or error
                 elif outcome.retry is not None:
                     retries.append((data, task, outcome.retry))
+                elif outcome.defer_ms is not None:
+                    deferred.append((data, task, outcome.defer_ms))
                 elif outcome.record is not None:
                     done.append(outcome.record)
             # Each document's metadata.json as soon as its images are done ...
@@ -151,6 +164,8 @@ class Downloader:
         for data, task, error in retries:
             delay = backoff_ms(ctx.settings, 1, error.retry_after_s)
             ctx.enqueuer.retry(job_id, data, task.index, 2, delay)
+        for data, task, delay in deferred:  # still the first attempt: no retry spent
+            ctx.enqueuer.retry(job_id, data, task.index, 1, delay)
 
     def retry_image(self, job_id: str, data: dict[str, Any], index: int, attempt: int) -> None:
         ctx = self.ctx
@@ -172,6 +187,9 @@ class Downloader:
                 return
             entry = ctx.fetch_once.known([task.url]).get(task.url)
             outcome = self.attempt(job_id, folder, task, None, True, attempt, False, entry)
+            if outcome.defer_ms is not None:  # the host is paused: the same attempt, later
+                ctx.enqueuer.retry(job_id, data, index, attempt, outcome.defer_ms)
+                return
             if outcome.retry is not None:
                 delay = backoff_ms(ctx.settings, attempt, outcome.retry.retry_after_s)
                 log.info("retrying image %d in %d ms (attempt %d failed: %s)", index, delay,
@@ -265,13 +283,21 @@ class Downloader:
         ctx = self.ctx
         host = _host(task.url)
         token = None
+        error: BaseException | None = None
         started = time.monotonic()
         try:
             if host:
+                stop = lambda: ctx.stopped(job_id)  # noqa: E731
                 try:
-                    token = ctx.caps.acquire(host, should_stop=lambda: ctx.stopped(job_id))
+                    # §17: robots.txt first (no slot is taken for a disallowed image), then a
+                    # slot, refused while the host is paused or within its Crawl-delay.
+                    crawl_ms = ctx.robots.check(task.url, should_stop=stop) if ctx.robots else 0
+                    token = ctx.caps.acquire(host, should_stop=stop, crawl_delay_ms=crawl_ms)
                 except SlotWaitCancelled:
                     return Outcome()
+                except HostPaused as paused:
+                    metrics.DOWNLOADS.labels("deferred").inc()
+                    return Outcome(defer_ms=_defer_ms(paused.wait_ms))
                 metrics.SLOT_WAIT_SECONDS.observe(time.monotonic() - started)
             began = time.monotonic()
             record = engine.download_image(folder, task, ctx.fetcher, ctx.settings,
@@ -283,9 +309,19 @@ class Downloader:
             # this download finds it there and copies it.
             ctx.urls.record(folder.key, [record])
             return Outcome(record=record)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             if token:
-                ctx.caps.release(token, defer=True)
+                # What the request said about its host (§17): a success rides on this
+                # thread's next acquire; a failure or a 429/503 is reported at once.
+                outcome = host_state.outcome_of(error)
+                pause = 0
+                if outcome in (host_state.SLOW, host_state.SLOW_FAIL):
+                    pause = backoff_ms(ctx.settings, attempt,
+                                       getattr(error, "retry_after_s", None))
+                ctx.caps.release(token, defer=True, outcome=outcome, pause_ms=pause)
 
     def _failed(self, task: ImageTask, exc: DownloadError, attempt: int) -> Outcome:
         """A failed attempt: retried while retryable with attempts left, else final."""
@@ -305,6 +341,12 @@ def _result(future: Future[Outcome]) -> tuple[Outcome, BaseException | None]:
         return future.result(), None
     except BaseException as exc:  # noqa: BLE001 -- re-raised by the caller once all are in
         return Outcome(), exc
+
+
+def _defer_ms(wait_ms: int) -> int:
+    """When a download waiting for a paused host comes back: after the pause, spread over up
+    to a tenth of it (at most a second) so that its waiters do not all arrive at once."""
+    return wait_ms + random.randint(0, min(1000, wait_ms // 10) + 10)
 
 
 def _host(url: str) -> str:

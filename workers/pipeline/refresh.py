@@ -30,8 +30,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from images_service import metrics
-from images_service.download import recheck
-from images_service.download.caps import SlotWaitCancelled
+from images_service.download import host_state, recheck
+from images_service.download.caps import HostPaused, SlotWaitCancelled
 from images_service.download.folder import DocumentFolder
 from images_service.download.url_index import url_key
 from images_service.errors import DownloadError, FolderConflict, StaleMessage
@@ -40,7 +40,7 @@ from images_service.jobs.store import FINISHED
 from images_service.logs import log_context
 from images_service.storage.metadata import DOWNLOADED, SKIPPED, matches
 from workers.pipeline.context import PipelineContext
-from workers.pipeline.download import MESSAGE_ERRORS, Downloader
+from workers.pipeline.download import MESSAGE_ERRORS, Downloader, _defer_ms
 from workers.pipeline.finish import Finished, Finisher
 from workers.pipeline.plans import backoff_ms, document_key
 
@@ -100,6 +100,7 @@ class Refresher:
             work.append((folder, data, futures, skipped))
         finished: list[Finished] = []
         retries = []
+        deferred = []
         failure: BaseException | None = None
         for folder, data, futures, skipped in work:
             outcomes = [(index, SKIPPED) for index in skipped]
@@ -112,6 +113,9 @@ class Refresher:
                     continue
                 if outcome == "retry":
                     retries.append((data, record["index"], new))
+                    continue
+                if outcome == "defer":
+                    deferred.append((data, record["index"], new))
                     continue
                 outcomes.append((record["index"], outcome))
                 if outcome != "failed":
@@ -136,6 +140,8 @@ class Refresher:
         for data, index, error in retries:
             delay = backoff_ms(ctx.settings, attempt, error.retry_after_s)
             ctx.enqueuer.refresh_retry(job_id, data, index, attempt + 1, delay)
+        for data, index, delay in deferred:
+            ctx.enqueuer.refresh_retry(job_id, data, index, attempt, delay)
 
     def _due(self, job: dict[str, Any], folder: DocumentFolder,
              only: int | None) -> tuple[list[dict[str, Any]], list[int]]:
@@ -195,6 +201,8 @@ class Refresher:
                 return COUNTED[outcome], new
             except MESSAGE_ERRORS:
                 raise
+            except HostPaused as paused:  # later, the same attempt (§17: no retry spent)
+                return "defer", _defer_ms(paused.wait_ms)
             except DownloadError as exc:
                 metrics.DOWNLOAD_ERRORS.labels(exc.code).inc()
                 if exc.retryable and attempt <= ctx.settings.max_retries:
@@ -211,22 +219,35 @@ class Refresher:
 
     def _fetch(self, job_id: str, folder: DocumentFolder,
                record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """The conditional GET, holding the fleet's and the host's slots like a download."""
+        """The conditional GET, under every politeness rule of a download (§17: robots.txt,
+        the fleet's and the host's slots, pauses, Crawl-delay); raises HostPaused when the
+        host is paused (the caller re-checks later, spending no attempt)."""
         ctx = self.ctx
         host = (urlsplit(record["url"]).hostname or "").lower()
         token = None
+        error: BaseException | None = None
         try:
             if host:
+                stop = lambda: ctx.stopped(job_id)  # noqa: E731
                 try:
-                    token = ctx.caps.acquire(host, should_stop=lambda: ctx.stopped(job_id))
+                    crawl_ms = (ctx.robots.check(record["url"], should_stop=stop)
+                                if ctx.robots else 0)
+                    token = ctx.caps.acquire(host, should_stop=stop, crawl_delay_ms=crawl_ms)
                 except SlotWaitCancelled:
                     raise DownloadError("timeout", "job stopped while waiting for a slot") \
                         from None
             return recheck.recheck(folder, record, ctx.fetcher, ctx.settings,
                                    now=datetime.now(timezone.utc))
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             if token:
-                ctx.caps.release(token, defer=True)
+                outcome = host_state.outcome_of(error)
+                pause = 0
+                if outcome in (host_state.SLOW, host_state.SLOW_FAIL):
+                    pause = backoff_ms(ctx.settings, 1, getattr(error, "retry_after_s", None))
+                ctx.caps.release(token, defer=True, outcome=outcome, pause_ms=pause)
 
 
 def _epoch(value: Any) -> float:
