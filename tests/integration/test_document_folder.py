@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -18,24 +17,12 @@ from images_service.download.folder import DocumentFolder
 from images_service.errors import DownloadError, FolderConflict, StaleMessage
 from images_service.fetching.fetcher import Fetcher
 from images_service.storage.backend import Storage
-from images_service.storage.filesystem import FilesystemStorage
-from images_service.storage.s3 import S3Storage
 from tests.support.engine import make_settings
 
-PREFIX = "tree/"
 
-
-@pytest.fixture(params=["filesystem", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    if request.param == "filesystem":
-        yield FilesystemStorage(tmp_path / "images")
-        return
-    server = request.getfixturevalue("seaweedfs")
-    bucket = request.getfixturevalue("s3_bucket")
-    request.getfixturevalue("aws_credentials")
-    with S3Storage(bucket, prefix=PREFIX, endpoint_url=server.endpoint_url,
-                   temp_root=tmp_path / "tmp") as store:
-        yield store
+@pytest.fixture
+def storage(any_storage: Storage) -> Storage:
+    return any_storage
 
 
 def plan_of(tmp_path: Path, urls: list[str], **doc):

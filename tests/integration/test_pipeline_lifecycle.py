@@ -11,7 +11,7 @@ from pymongo import MongoClient
 from images_service.backends import mongo_client
 from images_service.queueing.broker import NAMESPACE, build_broker
 from images_service.queueing.messages import DOWNLOAD_QUEUE, QUEUES, Enqueuer
-from tests.support.pipeline import api_client, source_db, wait_job
+from tests.support.pipeline import Rig, api_client, source_db, wait_job
 from workers.pipeline import DownloadPipeline
 from workers.sweeper import NO_WORK_MESSAGE, Sweeper
 
@@ -129,20 +129,17 @@ def test_the_sweeper_never_fails_a_job_whose_message_is_moving_between_queues(ma
     # §14: Dramatiq moves a due retry from the delay queue to the ready queue (enqueue, then
     # ack): a pass reading the hashes one after the other can see the message in neither.
     settings = _settings(make_settings)
-    db = source_db(settings)
-    db.hotels.drop()
-    db.hotels.insert_one({"name": "A"})
-    client = api_client(settings)
-    red = redis.Redis.from_url(settings.redis_url)
-    pipeline = DownloadPipeline(settings, mongo=mongo_client(settings), redis_client=red,
-                                enqueuer=Enqueuer(build_broker(settings, client=red)))
-    sweeper = Sweeper(pipeline.ctx, pipeline.finisher, idle_s=0)
+    rig = Rig(settings, None)
+    rig.db.hotels.drop()
+    rig.db.hotels.insert_one({"name": "A"})
+    red = rig.redis
+    sweeper = Sweeper(rig.pipeline.ctx, rig.pipeline.finisher, idle_s=0)
     try:
         # Given a job whose only work is a delayed retry
-        job_id = client.post("/api/v1/download/collection/serpy_db/hotels").json["job_id"]
+        job_id = rig.client.post("/api/v1/download/collection/serpy_db/hotels").json["job_id"]
         for queue in QUEUES:
             red.delete(f"{NAMESPACE}:{queue}.msgs", f"{NAMESPACE}:{queue}")
-        pipeline.ctx.enqueuer.retry(job_id, {"images": []}, 1, 2, delay_ms=600_000)
+        rig.pipeline.ctx.enqueuer.retry(job_id, {"images": []}, 1, 2, delay_ms=600_000)
         delayed = f"{NAMESPACE}:{DOWNLOAD_QUEUE}.DQ.msgs"
         saved = red.hgetall(delayed)
         assert saved
@@ -151,12 +148,11 @@ def test_the_sweeper_never_fails_a_job_whose_message_is_moving_between_queues(ma
         red.delete(delayed)
         first = sweeper.sweep()
         # ... and the next pass sees it in its new queue
-        ready = f"{NAMESPACE}:{DOWNLOAD_QUEUE}.msgs"
-        red.hset(ready, mapping=saved)
+        red.hset(f"{NAMESPACE}:{DOWNLOAD_QUEUE}.msgs", mapping=saved)
         second = sweeper.sweep()
 
         # Then the job was never failed
         assert first == [] and second == []
-        assert client.get(f"/api/v1/jobs/{job_id}").json["status"] == "pending"
+        assert rig.job(job_id)["status"] == "pending"
     finally:
-        pipeline.close()
+        rig.close()

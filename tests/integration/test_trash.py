@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -14,24 +13,12 @@ from images_service.errors import Conflict, NotFound
 from images_service.fetching.fetcher import Fetcher
 from images_service.storage import folders, trash
 from images_service.storage.backend import Storage
-from images_service.storage.filesystem import FilesystemStorage
-from images_service.storage.s3 import S3Storage
 from tests.support.engine import make_settings
 
-PREFIX = "tree/"
 
-
-@pytest.fixture(params=["filesystem", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    if request.param == "filesystem":
-        yield FilesystemStorage(tmp_path / "images")
-        return
-    server = request.getfixturevalue("seaweedfs")
-    bucket = request.getfixturevalue("s3_bucket")
-    request.getfixturevalue("aws_credentials")
-    with S3Storage(bucket, prefix=PREFIX, endpoint_url=server.endpoint_url,
-                   temp_root=tmp_path / "tmp") as store:
-        yield store
+@pytest.fixture
+def storage(any_storage: Storage) -> Storage:
+    return any_storage
 
 
 @pytest.fixture

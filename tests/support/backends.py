@@ -21,6 +21,7 @@ import redis
 
 from images_service.config.settings import Settings, load_settings
 from images_service.dev.embedded import ManagedProcess, port_open, start_embedded_mongo, start_redis
+from images_service.storage.backend import Storage
 
 CLAIM_KEY = "__images_service_test_session__"
 CLAIM_TTL_S = 3600
@@ -160,3 +161,21 @@ def own_mongo(tmp_path: Path) -> Iterator[ManagedProcess]:
     server = start_embedded_mongo(tmp_path / "own-mongo")
     yield server
     server.stop()
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def any_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    """The same tree on each backend: a directory, then a bucket of the session's SeaweedFS
+    under a key prefix (tests that must hold on both storage backends)."""
+    from images_service.storage.filesystem import FilesystemStorage
+    from images_service.storage.s3 import S3Storage
+
+    if request.param == "filesystem":
+        yield FilesystemStorage(tmp_path / "images")
+        return
+    server = request.getfixturevalue("seaweedfs")
+    bucket = request.getfixturevalue("s3_bucket")
+    request.getfixturevalue("aws_credentials")
+    with S3Storage(bucket, prefix="tree/", endpoint_url=server.endpoint_url,
+                   temp_root=tmp_path / "tmp") as store:
+        yield store
