@@ -86,3 +86,13 @@ IMAGES_MOVED = Counter(
 # Freshness (contract §16).
 COPIED = Counter("images_copied", "Images copied from a stored copy instead of requested")
 REFRESH = Counter("images_refresh", "Re-check outcomes", ["result"])
+
+# What an image shows (contract §18): each image counted once, when a metadata.json write
+# first marks it (images_service/download/folder.py).
+PLACEHOLDERS = Counter(
+    "images_placeholders", "Stored images first recorded as placeholders", ["reason"],
+)  # reason: tiny | blank | known
+DUPLICATES = Counter(
+    "images_duplicates", "Stored images first recorded as near-duplicates of an earlier image "
+    "of their document",
+)

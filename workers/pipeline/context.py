@@ -24,6 +24,7 @@ import redis
 from pymongo import MongoClient
 
 from images_service.config.settings import Settings
+from images_service.content.document import ContentRules
 from images_service.download.caps import DownloadCaps
 from images_service.download.fetch_once import FetchOnce
 from images_service.download.url_index import UrlIndex
@@ -65,6 +66,8 @@ class PipelineContext:
                                  host_limit=settings.max_concurrent_per_domain)
         self.fetcher = Fetcher(settings)
         self.urls = UrlIndex(mongo, settings.jobs_database)
+        #: What an image shows (contract §18): the rules every folder's records are marked by.
+        self.content_rules = ContentRules.from_settings(settings)
         self.fetch_once = FetchOnce(redis_client, self.urls, settings)
         # This process's share of the fleet-wide cap (the cap itself is enforced in Redis).
         threads = download_threads(settings)
