@@ -15,7 +15,7 @@ from images_service.content.document import (
     with_placeholder,
 )
 from images_service.validation import validate_image
-from tests.unit.images_service.content.scenes import scene, settings, watermark, write
+from tests.support.scenes import scene, settings, watermark, write
 
 A = "8f373714acfcf4d0"
 A3 = f"{int(A, 16) ^ 0b111:016x}"  # 3 bits from A
