@@ -11,6 +11,7 @@ import re
 import urllib.request
 
 import imagehash
+import pytest
 from PIL import Image, ImageDraw, ImageFont
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -225,12 +226,15 @@ def test_records_without_a_hash_get_one_when_their_variants_are_made(make_settin
         "img_001.webp", "img_004.webp", "img_005.webp", "img_006.webp"]
 
 
+@pytest.mark.parametrize("variants", ["", "thumb:64x64:fit:webp:80"])
 def test_a_copy_from_another_document_carries_what_the_image_shows(make_settings,
                                                                    start_worker,
-                                                                   image_server) -> None:
-    # Given two documents naming the same blank frame and photo (fetched once, §16)
+                                                                   image_server,
+                                                                   variants) -> None:
+    # Given two documents naming the same blank frame and photo (fetched once, §16); without
+    # variants the copy is not decoded at all: what it shows comes from the URL index
     settings = make_settings({"ALLOW_PRIVATE_NETWORKS": "true", "API_RATE_LIMIT": "100000/minute",
-                              "PROCESSED_VARIANTS": "thumb:64x64:fit:webp:80"})
+                              "PROCESSED_VARIANTS": variants})
     urls = _serve(image_server)
     db = source_db(settings)
     db.hotels.drop()
@@ -250,7 +254,8 @@ def test_a_copy_from_another_document_carries_what_the_image_shows(make_settings
     assert "copied_from" in photo and "copied_from" in blank
     assert (photo["phash"], blank["phash"]) == (first[1]["phash"], first[0]["phash"])
     assert blank["placeholder"] == "blank" and "processed" not in blank
-    assert "placeholder" not in photo and "thumb" in photo["processed"]
+    assert "placeholder" not in photo
+    assert ("processed" in photo) == bool(variants)
 
 
 def _run_collection(settings) -> None:
@@ -262,3 +267,33 @@ def _run_collection(settings) -> None:
 
 def _metadata(settings, folder: str) -> dict:
     return json.loads((settings.storage_path / folder / "metadata.json").read_text("utf-8"))
+
+
+def test_a_copy_made_after_its_hash_became_known_gets_no_variants(make_settings, start_worker,
+                                                                  image_server) -> None:
+    # Given a photo stored for one document (with its variant) before its hash was configured
+    env = {"ALLOW_PRIVATE_NETWORKS": "true", "API_RATE_LIMIT": "100000/minute",
+           "PROCESSED_VARIANTS": "thumb:64x64:fit:webp:80"}
+    settings = make_settings(env)
+    urls = _serve(image_server)
+    db = source_db(settings)
+    db.hotels.drop()
+    db.hotels.insert_one({"_id": "h1", "name": "First", "images": [urls[3]]})
+    worker = start_worker(settings)
+    _run_collection(settings)
+    first = _metadata(settings, "serpy_db/hotels/h1-first")["images"][0]
+    assert "placeholder" not in first and "thumb" in first["processed"]
+    worker.stop()
+
+    # When its hash is configured and another document naming it is downloaded (a copy)
+    settings = make_settings({**env, "PLACEHOLDER_HASHES": first["phash"]})
+    start_worker(settings, name="worker-known")
+    db.hotels.insert_one({"_id": "h2", "name": "Second", "images": [urls[3]]})
+    _run_collection(settings)
+
+    # Then the copy is a known placeholder from the start: no variant is made for it
+    copy = _metadata(settings, "serpy_db/hotels/h2-second")["images"][0]
+    assert "copied_from" in copy and copy["placeholder"] == "known"
+    assert "processed" not in copy
+    assert not (settings.storage_path / "serpy_db/hotels/h2-second/processed/thumb").exists()
+    assert image_server.hits("/c/no-photo.png") == 1
