@@ -394,6 +394,46 @@ PATHS.update({
 })
 
 
+SCHEMAS["PlaceholderCandidates"] = {
+    "type": "object",
+    "description": "The perceptual hashes met in the most documents of a collection "
+                   "(contract §18), most first; only hashes met in 2 documents or more",
+    "required": ["database", "collection", "scan", "scanned", "hashes"],
+    "properties": {
+        "database": {"type": "string"}, "collection": {"type": "string"},
+        "scan": {"type": "integer", "description": "the newest documents asked for"},
+        "scanned": {"type": "integer", "description": "documents looked at"},
+        "hashes": {"type": "array", "items": {
+            "type": "object", "required": ["phash", "documents", "known", "examples"],
+            "properties": {
+                "phash": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                "documents": {"type": "integer", "minimum": 2},
+                "known": {"type": "boolean",
+                          "description": "within 4 bits of a hash of PLACEHOLDER_HASHES"},
+                "examples": {"type": "array", "maxItems": 5, "items": {
+                    "type": "object", "properties": {"document_id": {"type": "string"},
+                                                     "file": {"type": "string"}}}}}}},
+    },
+}
+PATHS["/api/v1/placeholders/{database}/{collection}"] = {
+    "get": {
+        "summary": "Placeholder candidates: the perceptual hashes shared by the most documents "
+                   "of a collection, from the newest documents finished by jobs",
+        "parameters": [
+            _path_param("database"), _path_param("collection"),
+            _query_param("top", {"type": "integer", "minimum": 1, "default": 20,
+                                 "description": "how many hashes; above 200 served as 200"}),
+            _query_param("scan", {"type": "integer", "minimum": 1, "default": 10000,
+                                  "description": "how many of the newest documents to count "
+                                                 "over; above 100000 served as 100000"}),
+        ],
+        "responses": {"200": _json("The candidates", "PlaceholderCandidates"),
+                      "400": _error("invalid_request: a bad name, top or scan"),
+                      **AUTH_ERRORS},
+    }
+}
+
+
 def build_document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",

@@ -105,4 +105,13 @@ ROBOTS = Counter(
 PAUSED_HOSTS = Gauge(
     "images_paused_hosts", "Hosts paused fleet-wide now (retry_after or breaker)",
     multiprocess_mode="max",
+
+# What an image shows (contract §18): each image counted once, when a metadata.json write
+# first marks it (images_service/download/folder.py).
+PLACEHOLDERS = Counter(
+    "images_placeholders", "Stored images first recorded as placeholders", ["reason"],
+)  # reason: tiny | blank | known
+DUPLICATES = Counter(
+    "images_duplicates", "Stored images first recorded as near-duplicates of an earlier image "
+    "of their document",
 )

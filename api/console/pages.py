@@ -3,8 +3,10 @@
 Progress bars are built here once, for the templates and for the JSON the progress script
 polls, so both always say the same. A job's documents are the rows the pipeline wrote for it
 when each document finished (images_service/jobs/documents.py), in natural order of their
-ids, plus, for document and change-stream jobs, their one document. Thumbnails prefer the smallest processed variant (§12) and fall back to the
-original, which the browser scales down.
+ids, plus, for document and change-stream jobs, their one document. Thumbnails prefer the
+smallest processed variant (§12) and fall back to the original, which the browser scales down.
+A document's placeholders and near-duplicates (§18) are listed apart from the images it shows,
+with their reason or the image they repeat.
 """
 
 from __future__ import annotations
@@ -90,6 +92,13 @@ class ImageView:
     height: int | None = None
     #: The image's source when a re-check found it missing or gone (§16), else None.
     source: str | None = None
+    placeholder: str | None = None  #: tiny, blank or known (contract §18)
+    duplicate_of: int | None = None  #: the index of the earlier image it repeats
+
+    @property
+    def set_apart(self) -> bool:
+        """A placeholder or a near-duplicate: listed apart, greyed."""
+        return self.placeholder is not None or self.duplicate_of is not None
 
 
 @dataclass
@@ -98,6 +107,16 @@ class DocumentView:
     folder: str | None  #: None when nothing is stored for it
     images: list[ImageView] = field(default_factory=list)
     summary: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def shown(self) -> list[ImageView]:
+        """The images the document shows (failed ones included, with their code)."""
+        return [image for image in self.images if not image.set_apart]
+
+    @property
+    def apart(self) -> list[ImageView]:
+        """Its placeholders and near-duplicates, in index order."""
+        return [image for image in self.images if image.set_apart]
 
 
 def _thumbnail(record: Mapping[str, Any]) -> tuple[str, int | None, int | None] | None:
@@ -125,6 +144,12 @@ def document_view(document_id: str, stored: StoredDocument | None) -> DocumentVi
         source = record.get("source")
         if isinstance(source, dict) and source.get("status") in ("missing", "gone"):
             image.source = str(source["status"])
+        # metadata.json is the service's own file, but read it as untrusted all the same.
+        if isinstance(record.get("placeholder"), str):
+            image.placeholder = record["placeholder"]
+        duplicate_of = record.get("duplicate_of")
+        if isinstance(duplicate_of, int) and not isinstance(duplicate_of, bool):
+            image.duplicate_of = duplicate_of
         thumb = _thumbnail(record)
         if thumb:
             image.thumbnail, image.width, image.height = thumb

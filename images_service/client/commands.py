@@ -1,4 +1,5 @@
-"""The client subcommands of `images-service`: download, jobs, job, cancel, retry (contract §13).
+"""The client subcommands of `images-service`: download, jobs, job, cancel, retry (contract §13),
+placeholders (§18).
 
 They talk to the api only (``IMAGES_SERVICE_URL``, ``API_KEY``), so they run anywhere and
 never need the server's settings. Exit status: 0 when the job completed without a failed
@@ -135,6 +136,22 @@ def cmd_retry(client: ApiClient, args: argparse.Namespace) -> int:
     return _started(client, accepted, args, note=f" (retry of {args.job_id})")
 
 
+def cmd_placeholders(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.get(_path("placeholders", args.database, args.collection), top=args.top,
+                        scan=args.scan)
+    if args.json:
+        print(fmt.json_text(result))
+        return EXIT_OK
+    terminal = sys.stdout.isatty()
+    if terminal:
+        print("PHASH\tDOCUMENTS\tKNOWN\tEXAMPLES (document id:file)")
+    for line in fmt.placeholder_rows(result):
+        print(line)
+    if terminal:
+        print(fmt.placeholder_summary(result))
+    return EXIT_OK
+
+
 def run(handler: Callable[[ApiClient, argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a client command; errors become a message on stderr and exit status 2."""
     client = ApiClient(ClientSettings.from_env())
@@ -205,3 +222,15 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
     retry = command("retry", cmd_retry, "start a new job with the scope of a finished one")
     retry.add_argument("job_id", metavar="JOB_ID")
     wait_flag(retry)
+
+    candidates = command("placeholders", cmd_placeholders,
+                         "list the image hashes shared by the most documents of a collection "
+                         "(candidates for PLACEHOLDER_HASHES)")
+    candidates.add_argument("database")
+    candidates.add_argument("collection")
+    candidates.add_argument("--top", type=int, default=20,
+                            help="how many hashes (default 20, at most 200)")
+    candidates.add_argument("--scan", type=int, default=None,
+                            help="count over this many of the newest documents finished by "
+                                 "jobs (default 10000, at most 100000)")
+    candidates.add_argument("--json", action="store_true", help="print the api's JSON")

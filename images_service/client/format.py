@@ -149,3 +149,28 @@ def details(job: Mapping[str, Any]) -> list[str]:
         lines.append("errors:")
         lines.extend(error_lines(job, limit=None))
     return lines
+
+
+def placeholder_rows(result: Mapping[str, Any]) -> list[str]:
+    """`images-service placeholders`: one tab-separated line per hash (most documents
+    first): the hash, its documents, ``known`` or ``-``, and examples as ``id:file``. Ids and
+    files come from documents: escaped."""
+    lines = []
+    for entry in result.get("hashes") or []:
+        examples = " ".join(f"{e.get('document_id')}:{e.get('file')}"
+                            for e in entry.get("examples") or [])
+        cells = (entry.get("phash"), entry.get("documents"),
+                 "known" if entry.get("known") else "-", examples)
+        lines.append("\t".join(printable(cell) for cell in cells))
+    return lines
+
+
+def placeholder_summary(result: Mapping[str, Any]) -> str:
+    """The line under the table on a terminal: what was searched, and what to do next."""
+    found = len(result.get("hashes") or [])
+    text = (f"{found} hash{'es' if found != 1 else ''} shared by 2 documents or more, among the "
+            f"{result.get('scanned')} newest documents of {result.get('database')}."
+            f"{result.get('collection')} finished by jobs")
+    if found:
+        text += "; review the examples, then add the hashes to PLACEHOLDER_HASHES"
+    return printable(text)

@@ -69,6 +69,17 @@ def record_placeholder(record: Mapping[str, Any], rules: ContentRules) -> str | 
     return None
 
 
+def with_placeholder(record: Mapping[str, Any], rules: ContentRules) -> dict[str, Any]:
+    """A copy of one stored image's ``record`` with ``placeholder`` as ``rules`` decide it
+    (set, changed or removed): what the skip path and copies do before their variants are
+    brought up to date, since a placeholder has none."""
+    copy = {k: v for k, v in record.items() if k != PLACEHOLDER}
+    reason = record_placeholder(record, rules)
+    if reason is not None:
+        copy[PLACEHOLDER] = reason
+    return copy
+
+
 def mark_document(
     records: Iterable[Mapping[str, Any]], rules: ContentRules
 ) -> list[dict[str, Any]]:
@@ -76,10 +87,8 @@ def mark_document(
     where they hold and absent elsewhere (contract §18: no such key otherwise)."""
     marked: list[dict[str, Any]] = []
     for record in sorted(records, key=lambda r: r["index"]):
-        copy = {k: v for k, v in record.items() if k not in (PLACEHOLDER, DUPLICATE_OF)}
-        reason = record_placeholder(record, rules)
-        if reason is not None:
-            copy[PLACEHOLDER] = reason
+        copy = with_placeholder(record, rules)
+        copy.pop(DUPLICATE_OF, None)
         marked.append(copy)
     candidates = []
     for record in marked:
@@ -100,3 +109,35 @@ def summary_counts(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
         placeholders += PLACEHOLDER in record
         duplicates += DUPLICATE_OF in record
     return {"placeholders": placeholders, "duplicates": duplicates}
+
+
+def newly_marked(
+    before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]]
+) -> tuple[dict[str, int], int]:
+    """What ``after`` (a document's marked records) marks that ``before`` (the same
+    document's records as they were) did not: ``({reason: n}, duplicates)``.
+
+    An image is told by its URL, so a re-merge, a re-download of the same URL or a move to
+    another index (§15) is not a new mark; a placeholder whose reason changed is counted
+    under the new one. This is what ``images_placeholders_total`` and
+    ``images_duplicates_total`` count: each image once, when it is first marked.
+    """
+    marks: dict[str, tuple[str | None, bool]] = {}
+    for record in before:
+        url = record.get("url")
+        if isinstance(url, str):
+            reason, duplicate = marks.get(url, (None, False))
+            marks[url] = (record.get(PLACEHOLDER) or reason,
+                          duplicate or DUPLICATE_OF in record)
+    reasons: dict[str, int] = {}
+    duplicates = 0
+    for record in after:
+        url = record.get("url")
+        old_reason, was_duplicate = marks.get(url, (None, False)) if isinstance(
+            url, str) else (None, False)
+        reason = record.get(PLACEHOLDER)
+        if reason is not None and reason != old_reason:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        if DUPLICATE_OF in record and not was_duplicate:
+            duplicates += 1
+    return reasons, duplicates

@@ -33,6 +33,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from images_service.config.settings import Settings
+from images_service.content.document import ContentRules
 from images_service.download import variants
 from images_service.download.folder import DocumentFolder
 
@@ -122,6 +123,13 @@ def download_image(
         "attempts": attempt,
         "downloaded_at": now,
     }
+    # What the image shows (contract §18), from the validation's (or variants') decode: no
+    # key when nothing was decoded or it is no placeholder. The document's merge decides
+    # the placeholder again with the others' (DocumentFolder.merge) and adds duplicate_of.
+    if info.phash is not None:
+        record["phash"] = info.phash
+    if info.placeholder is not None:
+        record["placeholder"] = info.placeholder
     # Validators of the response, when the server sent them, and when the source was last
     # checked: what a conditional re-check needs (contract §16).
     if body.etag is not None:
@@ -175,7 +183,7 @@ def download_document(
                                                                max_pool_connections=max_workers)
     own_fetcher = fetcher is None
     active = fetcher if fetcher is not None else Fetcher(settings)
-    folder = DocumentFolder(store, plan, job_id=job_id)
+    folder = DocumentFolder(store, plan, job_id=job_id, rules=ContentRules.from_settings(settings))
 
     def one(task: ImageTask) -> dict[str, Any]:
         try:

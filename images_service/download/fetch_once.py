@@ -115,8 +115,11 @@ class FetchOnce:
         record: dict[str, Any] = {
             "index": task.index, "url": task.url, "status": DOWNLOADED,
             "file": layout.image_relpath(task.index, extension),
+            # What the image shows too (§18): a copy is the same picture; its placeholder is
+            # decided again under this folder's rules by backfill below.
             **{name: entry[name] for name in ("sha256", "bytes", "format", "width", "height",
-                                              "content_type", "http_status")
+                                              "content_type", "http_status", "phash",
+                                              "placeholder")
                if name in entry},
             "attempts": 0,
             "downloaded_at": utc_now_iso(),

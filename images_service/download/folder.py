@@ -23,6 +23,13 @@ reads and writes the backend, and the message's results come back through it onc
    names a missing file. A merge of a stale message — its job ended, or its plan older than the
    file's — writes nothing and removes nothing.
 
+What the images show (contract §18): a folder built with the settings' content rules marks
+every metadata.json it writes (``placeholder``, ``duplicate_of``, the summary's counts), counts
+each image once when it is first marked (``images_placeholders_total{reason}``,
+``images_duplicates_total``), and decides a skipped or copied image's ``placeholder`` again
+before its variants are brought up to date (:meth:`backfill`), since a placeholder has none.
+Without rules (tests, tools) records are written as they come.
+
 Locks (:mod:`images_service.download.folder_locks`) keep writers of one folder from racing for
 nothing: the pipeline's is in Redis and refuses at once when the message's job has ended; the
 default is private to the process. Correctness does not rest on the lock (it can expire): the
@@ -39,6 +46,7 @@ from typing import Any
 
 from images_service import metrics
 from images_service.config.settings import Settings
+from images_service.content.document import ContentRules, newly_marked, with_placeholder
 from images_service.download import variants
 from images_service.download.folder_locks import default_lock
 from images_service.download.planning import DocumentPlan, ImageTask
@@ -70,10 +78,12 @@ class DocumentFolder:
     """One document's folder, for the work of one message (see the module docstring)."""
 
     def __init__(self, storage: Storage, plan: DocumentPlan, *, job_id: str,
-                 lock: LockFactory | None = None) -> None:
+                 lock: LockFactory | None = None, rules: ContentRules | None = None) -> None:
         self.storage = storage
         self.plan = plan
         self.job_id = job_id
+        #: The settings of §18 (``ContentRules.from_settings``); None marks nothing.
+        self.rules = rules
         self._lock = lock or (lambda folder: default_lock(storage, folder))
         #: metadata.json as the claim found (or wrote) it; None before :meth:`open`.
         self.current: dict[str, Any] | None = None
@@ -121,7 +131,7 @@ class DocumentFolder:
             records.update((r["index"], r) for r in moved)
             return build_metadata(self.plan.header, records.values(), job_id=self.job_id,
                                   total=len(self.plan.images),
-                                  planned_at_ms=self.plan.planned_at_ms)
+                                  planned_at_ms=self.plan.planned_at_ms, rules=self.rules)
 
         self.current = self._update(claim)
         return self.current
@@ -219,7 +229,11 @@ class DocumentFolder:
         return variants.store_rendered(self.storage, self.key, record, rendered)
 
     def backfill(self, record: dict[str, Any], settings: Settings) -> dict[str, Any]:
-        """A skipped image's variants brought up to date from its stored original."""
+        """A skipped (or copied) image's variants brought up to date from its stored
+        original, once its ``placeholder`` is decided again under the folder's rules (a
+        placeholder has none; one that no longer is gets them)."""
+        if self.rules is not None:
+            record = with_placeholder(record, self.rules)
         return variants.backfill(self.storage, self.key, record, settings)
 
     def remove(self, files: Iterable[str]) -> None:
@@ -250,7 +264,8 @@ class DocumentFolder:
                     logger.warning("dropping record of image %s of %s: the document's URL list "
                                    "changed", record.get("index"), self.key)
             return build_metadata(self.plan.header, by_index.values(), job_id=self.job_id,
-                                  total=len(urls), planned_at_ms=self.plan.planned_at_ms)
+                                  total=len(urls), planned_at_ms=self.plan.planned_at_ms,
+                                  rules=self.rules)
 
         written = self._update(merged)
         removed = folders.prune(self.storage, self.key, records_by_index(written),
@@ -277,6 +292,7 @@ class DocumentFolder:
                 if new is None:
                     return current or {}
                 if self.storage.put_bytes_if(key, encode(new), version=read.version):
+                    _count_marks(current, new)
                     return new
             metrics.METADATA_CONFLICTS.inc()
             logger.warning("metadata.json of %s changed during a write (round %d): merging again",
@@ -293,6 +309,16 @@ class DocumentFolder:
             raise StaleMessage(
                 f"{self.key} was written from a newer plan (job {current.get('job_id')}) than "
                 f"this message's (job {self.job_id})")
+
+
+def _count_marks(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> None:
+    """Count the images this write marked first (contract §18 metrics)."""
+    reasons, duplicates = newly_marked(records_by_index(before).values(),
+                                       records_by_index(after).values())
+    for reason, count in reasons.items():
+        metrics.PLACEHOLDERS.labels(reason).inc(count)
+    if duplicates:
+        metrics.DUPLICATES.inc(duplicates)
 
 
 def _moved_record(source: Mapping[str, Any], index: int

@@ -14,9 +14,10 @@ entry costs a request, never a wrong image.
 Documents: ``_id`` (a hash of the URL: URLs may be longer than an index key should be), ``url``,
 ``copy`` (key of the stored original), ``folder`` (the copy's folder key, indexed for removal),
 ``database``/``collection`` (of the copy), ``sha256``, ``bytes``, ``format``, ``width``,
-``height``, ``content_type``, ``etag``, ``last_modified``, ``checked_at`` (epoch seconds),
-``source``, ``updated_at``. Times are epoch seconds (nx-27017 turns ``$set`` dates into
-strings: see images_service/jobs/store.py).
+``height``, ``content_type``, ``etag``, ``last_modified``, ``phash`` and ``placeholder`` (what
+the image shows, contract §18: a copy carries them, as ``blank`` cannot be told again without
+decoding), ``checked_at`` (epoch seconds), ``source``, ``updated_at``. Times are epoch seconds
+(nx-27017 turns ``$set`` dates into strings: see images_service/jobs/store.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pymongo import ASCENDING, MongoClient, ReplaceOne
 
 #: Record fields copied from an image's metadata record into its index entry.
 RECORD_FIELDS = ("sha256", "bytes", "format", "width", "height", "content_type", "http_status",
-                 "etag", "last_modified")
+                 "etag", "last_modified", "phash", "placeholder")
 
 
 def url_key(url: str) -> str:

@@ -12,7 +12,10 @@ the storage and the engine (:mod:`images_service.download.engine` calls it at tw
 * :func:`backfill` — on the skip path (an image already stored, no request to its server):
   variants missing from the record, recorded as failed, or made with another ``spec`` are
   rendered from the stored original (read through ``Storage.open``); variants no longer
-  configured are dropped from the record.
+  configured are dropped from the record. A record from before contract §18 (no ``phash``)
+  gets its hash from that decode, and its placeholder reason when it is one (then no
+  variant); a record whose variants are current is not decoded, so it stays without one
+  until it is downloaded again.
 
 Files no longer named (a variant removed from the setting, an extension that changed, the
 variants of an image that failed or went away) are deleted by the prune of
@@ -42,6 +45,7 @@ from typing import Any
 
 from images_service import metrics
 from images_service.config.settings import Settings
+from images_service.content.bits import parse_hex
 from images_service.download.decode_budget import budget_for, header_pixels
 from images_service.processing.records import (
     has_original,
@@ -53,7 +57,7 @@ from images_service.processing.records import (
 from images_service.processing.render import (
     RenderedVariant,
     VariantResult,
-    render_variants,
+    render_stored,
     validate_and_render,
 )
 from images_service.processing.specs import NAME_RE
@@ -122,16 +126,24 @@ def backfill(
     if plan.render and has_original(record):
         started_s = time.monotonic()
         pixels = 2 * int(record.get("width") or 0) * int(record.get("height") or 0)
+        # A record from before §18 has no hash: it gets one from this decode (and, should
+        # the pixels make it a placeholder, no variant).
+        describe = parse_hex(record.get("phash")) is None
         try:
             with budget_for(settings.decode_budget_px).hold(pixels), \
                     storage.open(f"{folder}/{record['file']}") as original:
-                results = render_variants(original, settings, plan.render)
+                made = render_stored(original, settings, plan.render, describe=describe)
         except FileNotFoundError:
             # Gone since skip_record saw it: record nothing new; the next run fetches it.
             logger.warning("original %s of %s vanished: variants not made", record["file"],
                            folder)
             return record
         metrics.PROCESSING_SECONDS.labels(STORED).observe(time.monotonic() - started_s)
+        results = made.results
+        if made.phash is not None:
+            record = {**record, "phash": made.phash}
+        if made.placeholder is not None:
+            record = {**record, "placeholder": made.placeholder}
         _store(storage, folder, record["file"], results)
         logger.info("made %d variant(s) of %s in %s from the stored original",
                     len(results), record["file"], folder)

@@ -8,7 +8,12 @@ A row: ``job_id``, ``document_id`` (the string of paths and ``metadata.json``), 
 (the ``_id`` as Extended JSON, its type kept), ``folder`` (the folder key, relative to the
 image root), ``status`` (completed, partial or failed, as written back), ``downloaded``,
 ``failed``, ``finished_at`` (epoch seconds), ``sort_key`` (:func:`natural_key`: ``item2``
-before ``item10``) and ``retention.expire_at`` (TTL).
+before ``item10``), ``retention.expire_at`` (TTL), and for the search for placeholder candidates
+(contract §18, :mod:`images_service.content.candidates`) ``database``, ``collection`` and
+``hashes``: ``[{"phash", "file"}]``, the distinct perceptual hashes of the document's stored
+images that are neither ``tiny`` nor ``blank`` nor a near-duplicate, each with the first file
+that has it. That search reads the newest rows of one collection through the index
+``(database, collection, finished_at)``.
 
 Writes are idempotent: one bulk write of upserts per call, each row keyed by its job and the
 document's canonical Extended JSON ``_id`` (documents whose ids differ only in type are two
@@ -30,7 +35,7 @@ from typing import Any
 
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
-from pymongo import ASCENDING, MongoClient, UpdateOne
+from pymongo import ASCENDING, DESCENDING, MongoClient, UpdateOne
 from pymongo.collection import Collection
 
 from images_service.jobs.store import ACTIVE_RETENTION_MARGIN, now_ts
@@ -70,6 +75,10 @@ class JobDocument:
     status: str
     downloaded: int
     failed: int
+    database: str = ""
+    collection: str = ""
+    #: ``({"phash": …, "file": …}, …)``: see the module docstring.
+    hashes: tuple[dict[str, str], ...] = ()
 
     @property
     def document_key(self) -> str:
@@ -94,6 +103,8 @@ class JobDocuments:
     def ensure_indexes(self) -> None:
         self.collection.create_index([("job_id", ASCENDING), ("sort_key", ASCENDING)])
         self.collection.create_index("retention.expire_at", expireAfterSeconds=0)
+        self.collection.create_index([("database", ASCENDING), ("collection", ASCENDING),
+                                      ("finished_at", ASCENDING)])
         self._indexes_ready = True
 
     def record(self, documents: Iterable[JobDocument]) -> None:
@@ -112,6 +123,9 @@ class JobDocuments:
                 "failed": int(doc.failed),
                 "finished_at": finished_at,
                 "sort_key": natural_key(doc.document_id) + "\x01" + doc.document_key,
+                "database": doc.database,
+                "collection": doc.collection,
+                "hashes": [dict(h) for h in doc.hashes],
                 # A whole subdocument keeps its date type on nx-27017 (TTL needs a date).
                 "retention": {"expire_at": expire_at},
             }}, upsert=True))
@@ -127,4 +141,15 @@ class JobDocuments:
         cursor = (self.collection.find({"job_id": job_id})
                   .sort([("job_id", ASCENDING), ("sort_key", ASCENDING)])
                   .skip(skip).limit(limit).max_time_ms(max_time_ms))
+        return list(cursor)
+
+    def newest_of_collection(self, database: str, collection: str, *, limit: int,
+                             max_time_ms: int = PAGE_MAX_TIME_MS) -> list[dict[str, Any]]:
+        """The newest ``limit`` rows of documents of ``database.collection`` (any job), with
+        their folder, document id and hashes only."""
+        cursor = (self.collection.find({"database": database, "collection": collection},
+                                       {"_id": 0, "folder": 1, "document_id": 1, "hashes": 1})
+                  # Equality on the index's first two fields: it serves this sort too.
+                  .sort("finished_at", DESCENDING)
+                  .limit(limit).max_time_ms(max_time_ms))
         return list(cursor)

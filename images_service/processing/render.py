@@ -48,6 +48,7 @@ from typing import BinaryIO
 from PIL import ExifTags, Image
 
 from images_service.config.settings import Settings
+from images_service.content.bits import to_hex
 from images_service.errors import DownloadError, StorageUnavailable
 from images_service.processing.colour import SrgbConverter, working_image
 from images_service.processing.specs import VariantSpec
@@ -58,6 +59,7 @@ from images_service.validation import (
     image_info,
     open_validated,
 )
+from images_service.validation.core import placeholder_reason
 
 logger = logging.getLogger(__name__)
 
@@ -145,16 +147,52 @@ def render_variants(
     Raises StorageUnavailable when reading ``source`` fails (the storage, not the original:
     retried like any storage outage, instead of recording the variants as failed).
     """
+    return render_stored(source, settings, variants).results
+
+
+@dataclass(frozen=True)
+class StoredRender:
+    """What :func:`render_stored` made of a stored original."""
+
+    results: tuple[VariantResult, ...]
+    #: Its perceptual hash (16 hex digits) and placeholder reason (contract §18) when asked
+    #: for and the decode gave them; a placeholder's ``results`` are empty.
+    phash: str | None = None
+    placeholder: str | None = None
+
+
+def render_stored(
+    source: str | os.PathLike[str] | BinaryIO,
+    settings: Settings,
+    variants: Sequence[VariantSpec],
+    *,
+    describe: bool = False,
+) -> StoredRender:
+    """:func:`render_variants`, and with ``describe`` what the image shows from the same
+    decode: for a record made before its hash was recorded (contract §18), which is hashed
+    when its variants are made anyway. A placeholder found so gets no variant."""
     if not variants:
-        return ()
+        return StoredRender(())
     try:
         with open_validated(source, settings, decode_size=_decode_size(variants)) as decoded:
-            return _render_decoded(decoded, variants)
+            if not describe:
+                return StoredRender(_render_decoded(decoded, variants))
+            try:
+                facts = decoded.facts()
+            except Exception as e:  # noqa: BLE001 -- no hash; the variants are still made
+                logger.warning("no perceptual hash for a stored %s: %s: %s", decoded.format,
+                               type(e).__name__, e)
+                facts = None
+            reason = placeholder_reason(decoded.width, decoded.height, facts, settings)
+            return StoredRender(
+                () if reason is not None else _render_decoded(decoded, variants),
+                phash=to_hex(facts.phash) if facts is not None else None,
+                placeholder=reason)
     except StorageUnavailable:
         raise
     except DownloadError as e:
         message = f"the original is not a valid image ({e.code}): {e.message}"
-        return tuple(VariantFailure(v.name, v.spec, message) for v in variants)
+        return StoredRender(tuple(VariantFailure(v.name, v.spec, message) for v in variants))
 
 
 def _decode_size(variants: Sequence[VariantSpec]) -> DecodeSize:

@@ -14,6 +14,11 @@ message planned earlier can be recognised as stale (§14) and changes nothing.
 
 Records are kept only while they still describe the document (:func:`matches`): an index beyond
 the current URL list, or whose URL is no longer the one at that position, is dropped.
+
+What the images show (contract §18): given the content rules, :func:`build_metadata` marks the
+records (``placeholder``, ``duplicate_of``: :func:`images_service.content.document.
+mark_document`) on every write, and the summary counts them (``placeholders``,
+``duplicates``). Without rules the records are written as they come and only counted.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from images_service.content.document import ContentRules, mark_document, summary_counts
 from images_service.errors import FolderConflict
 from images_service.storage.backend import Storage
 from images_service.storage.layout import METADATA_FILE
@@ -94,10 +100,17 @@ def parse(raw: bytes | None, folder: str = "") -> dict[str, Any] | None:
 
 def build_metadata(
     header: DocumentHeader, images: Iterable[Mapping[str, Any]], *, job_id: str, total: int,
-    planned_at_ms: int = 0,
+    planned_at_ms: int = 0, rules: ContentRules | None = None,
 ) -> dict[str, Any]:
-    """A complete metadata.json object with the summary recomputed from ``images``."""
-    ordered = sorted((dict(r) for r in images), key=lambda r: r["index"])
+    """A complete metadata.json object with the summary recomputed from ``images``.
+
+    With ``rules`` (the settings of §18) the records' ``placeholder`` and ``duplicate_of``
+    are decided again for the whole document; without, they are kept as they are.
+    """
+    if rules is not None:
+        ordered = mark_document(images, rules)  # copies, in index order
+    else:
+        ordered = sorted((dict(r) for r in images), key=lambda r: r["index"])
     counts = {status: 0 for status in STATUSES}
     for record in ordered:
         if record.get("status") in counts:
@@ -129,6 +142,8 @@ def build_metadata(
             # Images whose source is gone (§16): still stored, no longer at their URL.
             "gone": sum(1 for r in ordered if isinstance(r.get("source"), dict)
                         and r["source"].get("status") == "gone"),
+            # §18: stored images that are placeholders, and near-duplicates of an earlier one.
+            **summary_counts(ordered),
         },
     }
 

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import dramatiq
 import pytest
-from images_service.jobs.store import JobStore
+from PIL import Image
 from pymongo import MongoClient
 
+from images_service.jobs.store import JobStore
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import SCAN_ACTOR, SCAN_QUEUE
 from tests.support.console import PageProblems, csrf_token, shot, sign_in
 from tests.support.pipeline import source_db, wait_job
+from tests.support.scenes import encode, scene
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DESKTOP = {"width": 1000, "height": 700}
@@ -110,6 +112,45 @@ def test_a_jobs_page_shows_a_thumbnail_of_every_image(page, console_stack, image
     assert page.locator(".thumbs figcaption code", has_text="http_404").count() == 1
     assert page.locator("table code", has_text="http_404").count() == 1  # the job's errors
     shot(page, console_stack, "job", DOCS / "console-job.png")
+
+
+def test_placeholders_and_duplicates_are_shown_apart(page, console_stack, image_server):
+    # Given a hotel with two photos, a tracking pixel, a blank frame and a smaller copy of
+    # its first photo (contract §18)
+    photo = scene(5, (320, 240))
+    served = {
+        "/apart/photo.jpg": encode(photo, "JPEG", quality=90),
+        "/apart/pixel.gif": encode(Image.new("RGB", (1, 1), (255, 255, 255)), "GIF"),
+        "/apart/blank.png": encode(Image.new("RGB", (200, 150), (250, 250, 250)), "PNG"),
+        "/apart/copy.jpg": encode(photo.resize((160, 120)), "JPEG", quality=75),
+        "/apart/other.jpg": encode(scene(6, (320, 240)), "JPEG", quality=90),
+    }
+    types = {"jpg": "image/jpeg", "gif": "image/gif", "png": "image/png"}
+    for path, body in served.items():
+        image_server.set_response(path, 200, body, {"Content-Type": types[path[-3:]]})
+    db = source_db(console_stack.settings)
+    db.apart_hotels.drop()
+    db.apart_hotels.insert_one({"name": "Hotel Apart",
+                                "images": [image_server.url(path) for path in served]})
+    job_id = _start(console_stack, "apart_hotels")
+    assert wait_job(console_stack.api(), job_id)["status"] == "completed"
+
+    # When its page is opened
+    page.goto(console_stack.url(f"/ui/jobs/{job_id}"))
+
+    # Then the photos are shown first, the others apart, greyed, each with its reason
+    shown = page.locator("ul.thumbs:not(.apart) figcaption")
+    assert [text.split()[0] for text in shown.all_inner_texts()] == ["#1", "#5"]
+    apart = page.locator("ul.thumbs.apart figcaption").all_inner_texts()
+    assert apart == ["#2 placeholder: tiny", "#3 placeholder: blank", "#4 duplicate of #1"]
+    assert page.get_by_text("Set apart: placeholders and near-duplicates").is_visible()
+    assert "2 placeholders, 1 near-duplicate" in page.locator(".document .hint").inner_text()
+    filters = page.evaluate(
+        "[...document.querySelectorAll('.thumbs img')].map(i => getComputedStyle(i).filter)")
+    assert filters[:2] == ["none", "none"] and all("grayscale" in f for f in filters[2:])
+    page.wait_for_function(
+        "() => [...document.images].every(img => img.complete && img.naturalWidth > 0)")
+    shot(page, console_stack, "job-apart")
 
 
 def test_cancel_a_running_job_then_retry_it(page, console_stack, image_server):

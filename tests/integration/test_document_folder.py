@@ -143,21 +143,26 @@ def test_a_reordered_list_costs_no_request(storage: Storage, tmp_path: Path, ima
     settings = make_settings(tmp_path, PROCESSED_VARIANTS=variants)
     urls = [image_server.url(f"/image/{fmt}/move-{n}") for n, fmt in
             enumerate(["JPEG", "PNG", "WEBP", "GIF", "JPEG"])]
+    urls.append(image_server.url("/image/GIF/move-pixel?w=1&h=1"))  # a tiny placeholder (§18)
     first = _download(storage, settings, {"_id": "r", "name": "R", "images": urls}, "j1")
-    assert [r["status"] for r in first["images"]] == ["downloaded"] * 5
+    assert [r["status"] for r in first["images"]] == ["downloaded"] * 6
     sha_of_url = {r["url"]: r["sha256"] for r in first["images"]}
+    shows_of_url = {r["url"]: (r["phash"], r.get("placeholder")) for r in first["images"]}
+    assert shows_of_url[urls[5]][1] == "tiny"
     image_server.reset()
 
     # When the list is reordered (the last first, the rest shifted) and downloaded again
-    reordered = [urls[4], urls[0], urls[3], urls[1], urls[2]]
+    reordered = [urls[4], urls[5], urls[0], urls[3], urls[1], urls[2]]
     second = _download(storage, settings, {"_id": "r", "name": "R", "images": reordered}, "j2")
 
-    # Then no request was made and every index holds its URL's bytes, variants included
+    # Then no request was made and every index holds its URL's bytes, variants included, and
+    # what the image shows (§18)
     assert image_server.hits() == 0
-    assert [r["status"] for r in second["images"]] == ["skipped"] * 5
+    assert [r["status"] for r in second["images"]] == ["skipped"] * 6
     for record in second["images"]:
         assert record["url"] == reordered[record["index"] - 1]
         assert record["sha256"] == sha_of_url[record["url"]]
+        assert (record["phash"], record.get("placeholder")) == shows_of_url[record["url"]]
         assert _file_sha(storage, f"db/coll/r-r/{record['file']}") == record["sha256"]
         for entry in (record.get("processed") or {}).values():
             assert _file_sha(storage, f"db/coll/r-r/{entry['file']}") == entry["sha256"]

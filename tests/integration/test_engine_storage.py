@@ -71,15 +71,18 @@ def test_layout_and_metadata(settings: Settings, fetcher: Fetcher,
     ok, png, failed = meta["images"]
     assert list(ok) == ["index", "url", "status", "file", "sha256", "bytes", "format", "width",
                         "height", "content_type", "http_status", "attempts", "downloaded_at",
-                        "checked_at"]
+                        "phash", "checked_at"]
     assert (ok["index"], ok["status"], ok["file"], ok["http_status"], ok["attempts"]) == (
         1, "downloaded", "original/img_001.jpg", 200, 1)
     assert ISO_Z.match(ok["downloaded_at"])
     assert png["file"] == "original/img_002.png"
+    assert re.fullmatch("[0-9a-f]{16}", ok["phash"]) and re.fullmatch("[0-9a-f]{16}", png["phash"])
     assert failed == {"index": 3, "url": image_server.url("/status/404"), "status": "failed",
                       "attempts": 1,
                       "error": {"code": "http_404", "message": failed["error"]["message"]}}
-    assert meta["summary"] == {"total": 3, "downloaded": 2, "failed": 1, "skipped": 0, "present": 2, "gone": 0}
+    assert meta["summary"] == {
+        "total": 3, "downloaded": 2, "failed": 1, "skipped": 0, "present": 2, "gone": 0,
+        "placeholders": 0, "duplicates": 0}
 
 
 @pytest.mark.parametrize(
@@ -141,7 +144,9 @@ def test_a_rerun_skips_without_any_request(settings: Settings, fetcher: Fetcher,
 
     assert image_server.hits() == 0
     assert [r["status"] for r in second["images"]] == ["skipped"] * 3
-    assert second["summary"] == {"total": 3, "downloaded": 0, "failed": 0, "skipped": 3, "present": 3, "gone": 0}
+    assert second["summary"] == {
+        "total": 3, "downloaded": 0, "failed": 0, "skipped": 3, "present": 3, "gone": 0,
+        "placeholders": 0, "duplicates": 0}
     assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in files] == inodes
     for before, after in zip(first["images"], second["images"]):
         assert {**before, "status": "skipped"} == after
@@ -201,7 +206,9 @@ def test_fewer_urls_remove_stale_files_and_records(settings: Settings, fetcher: 
     doc["images"] = doc["images"][:1]
     meta = run(doc, settings, fetcher)
     assert [r["index"] for r in meta["images"]] == [1]
-    assert meta["summary"] == {"total": 1, "downloaded": 0, "failed": 0, "skipped": 1, "present": 1, "gone": 0}
+    assert meta["summary"] == {
+        "total": 1, "downloaded": 0, "failed": 0, "skipped": 1, "present": 1, "gone": 0,
+        "placeholders": 0, "duplicates": 0}
     assert sorted(os.listdir(folder / "original")) == ["img_001.jpg"]
 
 
@@ -286,7 +293,9 @@ def test_concurrent_record_images_never_lose_an_entry(settings: Settings,
     meta = engine.DocumentFolder(storage, plan, job_id="j").read()
     assert meta is not None
     assert [r["index"] for r in meta["images"]] == list(range(1, 65))
-    assert meta["summary"] == {"total": 64, "downloaded": 0, "failed": 64, "skipped": 0, "present": 0, "gone": 0}
+    assert meta["summary"] == {
+        "total": 64, "downloaded": 0, "failed": 64, "skipped": 0, "present": 0, "gone": 0,
+        "placeholders": 0, "duplicates": 0}
     assert tree(settings.storage_path / plan.relative_folder) == {"original", "processed", "metadata.json"}
 
 
@@ -360,6 +369,8 @@ def test_images_of_one_document_recorded_in_parallel(settings: Settings, fetcher
         t.join()
     meta = engine.DocumentFolder(storage, plan, job_id="j").read()
     assert meta is not None
-    assert meta["summary"] == {"total": 13, "downloaded": 12, "failed": 1, "skipped": 0, "present": 12, "gone": 0}
+    assert meta["summary"] == {
+        "total": 13, "downloaded": 12, "failed": 1, "skipped": 0, "present": 12, "gone": 0,
+        "placeholders": 0, "duplicates": 0}
     assert sorted(os.listdir(settings.storage_path / plan.relative_folder / "original")) == [
         f"img_{n:03d}.jpg" for n in range(1, 13)]

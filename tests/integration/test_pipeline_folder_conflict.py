@@ -89,7 +89,10 @@ def test_in_one_job_exactly_one_of_two_colliding_documents_owns_the_folder(
     assert {e["document_id"] for e in job["errors"]} == {loser}
     assert {e["code"] for e in job["errors"]} == {"folder_conflict"}
     # The owner's files are its own, intact (every recorded sha256 matches its file)
-    assert meta["summary"] == {"total": 3, "downloaded": 3, "failed": 0, "skipped": 0, "present": 3, "gone": 0}
+    # (each document's three images are one generated picture: two near-duplicates, §18)
+    assert meta["summary"] == {
+        "total": 3, "downloaded": 3, "failed": 0, "skipped": 0, "present": 3, "gone": 0,
+        "placeholders": 0, "duplicates": 2}
     owner_prefix = "/image/JPEG/a-" if owner == "hotel-ritz" else "/image/PNG/b-"
     for record in meta["images"]:
         assert record["url"].split("?")[0].endswith(owner_prefix + str(record["index"] - 1))

@@ -44,7 +44,9 @@ def test_collection_job_completes_with_exact_counters(make_settings, start_worke
     # metadata.json and files in the contract layout
     folder = settings.storage_path / "serpy_db" / "hotels" / f"{ids[3]}-hotel-3"
     meta = json.loads((folder / "metadata.json").read_text())
-    assert meta["summary"] == {"total": 3, "downloaded": 3, "failed": 0, "skipped": 0, "present": 3, "gone": 0}
+    assert meta["summary"] == {
+        "total": 3, "downloaded": 3, "failed": 0, "skipped": 0, "present": 3, "gone": 0,
+        "placeholders": 0, "duplicates": 0}
     assert sorted(p.name for p in (folder / "original").iterdir()) == ["img_001.jpg", "img_002.png", "img_003.webp"]
     assert (folder / "processed").is_dir()
     # write-back on the source documents
@@ -69,7 +71,9 @@ def test_collection_job_completes_with_exact_counters(make_settings, start_worke
     # and metadata.json and the write-back say the same thing about the re-run: 3 images
     # present, none fetched this time, all 3 skipped
     meta = json.loads((folder / "metadata.json").read_text())
-    assert meta["summary"] == {"total": 3, "downloaded": 0, "failed": 0, "skipped": 3, "present": 3, "gone": 0}
+    assert meta["summary"] == {
+        "total": 3, "downloaded": 0, "failed": 0, "skipped": 3, "present": 3, "gone": 0,
+        "placeholders": 0, "duplicates": 0}
     written = db.hotels.find_one({"_id": ids[3]})["images_download"]
     assert (written["downloaded"], written["fetched"], written["skipped"], written["failed"]) == (
         meta["summary"]["present"], meta["summary"]["downloaded"], meta["summary"]["skipped"],

@@ -176,7 +176,6 @@ def test_the_scheduler_starts_one_job_per_due_collection_and_never_two(make_sett
     import threading
     import time
 
-    from images_service.backends import mongo_client
     from workers.refresh_schedule import RefreshScheduler
 
     settings = make_settings({"REFRESH_AFTER_DAYS": "30"})

@@ -23,7 +23,8 @@ KEY = "test-key-0123456789"
 
 def test_help_lists_every_command() -> None:
     out = subprocess.run(service_command("--help"), capture_output=True, text=True, check=True)
-    for command in ("api", "worker", "listener", "dev"):
+    for command in ("api", "worker", "listener", "dev", "download", "jobs", "retry",
+                    "placeholders"):
         assert command in out.stdout
 
 

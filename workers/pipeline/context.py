@@ -24,6 +24,7 @@ import redis
 from pymongo import MongoClient
 
 from images_service.config.settings import Settings
+from images_service.content.document import ContentRules
 from images_service.download.caps import DownloadCaps
 from images_service.download.fetch_once import FetchOnce
 from images_service.download.robots import RobotsPolicy
@@ -67,6 +68,8 @@ class PipelineContext:
                                  breaker_failures=settings.host_breaker_failures)
         self.fetcher = Fetcher(settings)
         self.urls = UrlIndex(mongo, settings.jobs_database)
+        #: What an image shows (contract §18): the rules every folder's records are marked by.
+        self.content_rules = ContentRules.from_settings(settings)
         self.fetch_once = FetchOnce(redis_client, self.urls, settings)
         # robots.txt (contract §17), consulted before each image's request when enabled.
         self.robots: RobotsPolicy | None = None

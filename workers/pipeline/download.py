@@ -90,7 +90,7 @@ class Downloader:
         """The folder of one planned document, locked fleet-wide for this job."""
         locks = RedisFolderLocks(self.ctx.redis, live_key=self.ctx.progress.key(job_id))
         return DocumentFolder(self.ctx.storage, plan_from_message(data), job_id=job_id,
-                              lock=locks)
+                              lock=locks, rules=self.ctx.content_rules)
 
     def download_documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
         ctx = self.ctx

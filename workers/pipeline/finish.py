@@ -29,6 +29,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from images_service import metrics
+from images_service.content.candidates import document_hashes
 from images_service.download import engine
 from images_service.download.folder import DocumentFolder
 from images_service.download.planning import DocumentPlan
@@ -282,7 +283,10 @@ def job_document_rows(job_id: str, finished: list[Finished]) -> list[JobDocument
                         source_id=done.data["source_id"], folder=done.plan.relative_folder,
                         status=done.status,
                         downloaded=done.counts[DOWNLOADED] + done.counts[SKIPPED],
-                        failed=done.counts[FAILED])
+                        failed=done.counts[FAILED],
+                        # What the placeholder search counts (contract §18).
+                        database=done.plan.database, collection=done.plan.collection,
+                        hashes=tuple(document_hashes(done.records)))
             for done in finished if not done.superseded and not done.refreshed]
 
 

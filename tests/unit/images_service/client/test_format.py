@@ -52,3 +52,18 @@ def test_details_list_set_fields_only():
     text = "\n".join(lines)
     assert "retry of:     j0" in text and 'filter:       {"city": "Madrid"}' in text
     assert "force" not in text and "message" not in text and "errors" not in text
+
+
+def test_placeholder_rows_are_tab_separated_and_escape_what_documents_hold():
+    result = {"database": "db", "collection": "hotels", "scanned": 40, "hashes": [
+        {"phash": "8f373714acfcf4d0", "documents": 12, "known": True,
+         "examples": [{"document_id": "a\x1b[31mb", "file": "original/img_001.jpg"},
+                      {"document_id": "c\td", "file": "original/img_002.png"}]},
+        {"phash": "0f0f0f0f0f0f0f0f", "documents": 2, "known": False, "examples": []}]}
+    assert fmt.placeholder_rows(result) == [
+        "8f373714acfcf4d0\t12\tknown\ta\\x1b[31mb:original/img_001.jpg c\\td:original/img_002.png",
+        "0f0f0f0f0f0f0f0f\t2\t-\t"]
+    assert fmt.placeholder_summary(result) == (
+        "2 hashes shared by 2 documents or more, among the 40 newest documents of db.hotels "
+        "finished by jobs; review the examples, then add the hashes to PLACEHOLDER_HASHES")
+    assert fmt.placeholder_summary({**result, "hashes": []}).startswith("0 hashes shared")

@@ -9,11 +9,13 @@ from typing import Any
 from images_service.content.document import (
     ContentRules,
     mark_document,
+    newly_marked,
     record_placeholder,
     summary_counts,
+    with_placeholder,
 )
 from images_service.validation import validate_image
-from tests.unit.images_service.content.scenes import scene, settings, watermark, write
+from tests.support.scenes import scene, settings, watermark, write
 
 A = "8f373714acfcf4d0"
 A3 = f"{int(A, 16) ^ 0b111:016x}"  # 3 bits from A
@@ -146,3 +148,39 @@ def test_different_images_are_never_flagged(tmp_path: Path) -> None:
                for seed in range(40)]
     marked = mark_document(records, RULES)
     assert summary_counts(marked) == {"placeholders": 0, "duplicates": 0}
+
+
+def test_with_placeholder_sets_changes_and_removes_the_reason() -> None:
+    rules = ContentRules(known_hashes=(int(A, 16),))
+    # A skipped image whose hash is now in PLACEHOLDER_HASHES becomes known ...
+    assert with_placeholder(image(1, A3, status="skipped"), rules)["placeholder"] == "known"
+    # ... one no longer tiny under a lower MIN_IMAGE_SIDE is no placeholder any more ...
+    tiny = image(2, B, width=10, height=10, placeholder="tiny")
+    assert "placeholder" not in with_placeholder(tiny, ContentRules(min_side_px=8))
+    assert with_placeholder(tiny, RULES)["placeholder"] == "tiny"
+    # ... and blank stays (the record cannot tell otherwise); the input is left alone.
+    blank = image(3, B, placeholder="blank")
+    assert with_placeholder(blank, RULES) == blank and with_placeholder(blank, RULES) is not blank
+
+
+def test_newly_marked_counts_each_image_once_by_its_url() -> None:
+    rules = ContentRules(known_hashes=(int(A, 16),))
+    b3 = f"{int(B, 16) ^ 0b111:016x}"
+    first = mark_document([image(1, A), image(2, B, width=1, height=1), image(3, B),
+                           image(4, "0" * 16, placeholder="blank"), image(5, b3)], rules)
+    assert [r.get("placeholder") for r in first] == ["known", "tiny", None, "blank", None]
+    assert first[4]["duplicate_of"] == 3
+    assert newly_marked([], first) == ({"known": 1, "tiny": 1, "blank": 1}, 1)
+    # The same records merged again (a re-run, a replay): nothing new.
+    assert newly_marked(first, mark_document(first, rules)) == ({}, 0)
+    # Moved to other indexes (same URLs, §15): no placeholder is new; but b3 now comes
+    # before B, so B's image is a duplicate for the first time (and b3's no longer is).
+    moved = mark_document([{**r, "index": 6 - r["index"]} for r in first], rules)
+    assert moved[2]["duplicate_of"] == 1 and "duplicate_of" not in moved[0]
+    assert newly_marked(first, moved) == ({}, 1)
+    # A new image is, and so is a changed reason (under its new one).
+    assert newly_marked(first, mark_document([*first, image(6, A3)], rules)) == (
+        {"known": 1}, 0)
+    assert newly_marked([image(1, A)], [image(1, A, placeholder="blank")]) == ({"blank": 1}, 0)
+    assert newly_marked([image(1, A, placeholder="known")],
+                        [image(1, A, placeholder="blank")]) == ({"blank": 1}, 0)

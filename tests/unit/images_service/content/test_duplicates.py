@@ -35,3 +35,27 @@ def test_a_chain_points_at_the_nearest_earlier_image_within_reach() -> None:
 def test_nothing_to_compare() -> None:
     assert find_duplicates([], 4) == {}
     assert find_duplicates([(1, A)], 64) == {}
+
+
+def test_large_documents_compared_in_numpy_give_the_same_answer() -> None:
+    import random
+
+    from images_service.content import duplicates
+
+    rng = random.Random(7)
+    for size in (duplicates.NUMPY_FROM, 200):
+        # Clusters of near hashes among unrelated ones, indexes shuffled and sparse.
+        bases = [rng.getrandbits(64) for _ in range(size // 4)]
+        values = [rng.choice(bases) ^ (1 << rng.randrange(64)) ^ (1 << rng.randrange(64))
+                  if rng.random() < 0.6 else rng.getrandbits(64) for _ in range(size)]
+        hashes = list(zip(rng.sample(range(1, 10 * size), size), values, strict=True))
+        for bits in (0, 2, 4, 10):
+            expected = {}
+            earlier: list[tuple[int, int]] = []
+            for index, value in sorted(hashes):
+                match = next((i for i, v in earlier if bin(v ^ value).count("1") <= bits), None)
+                if match is not None:
+                    expected[index] = match
+                earlier.append((index, value))
+            assert find_duplicates(hashes, bits) == expected
+            assert expected or bits < 4  # never vacuous where clusters are in reach

@@ -9,7 +9,7 @@ from PIL import Image
 
 from images_service.content import phash
 from images_service.validation import core, validate_image
-from tests.unit.images_service.content.scenes import FORMATS, scene, settings, write
+from tests.support.scenes import FORMATS, scene, settings, write
 
 FAST = settings(IMAGE_VALIDATION="fast")
 FAST_HASHED = settings(IMAGE_VALIDATION="fast", PERCEPTUAL_HASH="true")

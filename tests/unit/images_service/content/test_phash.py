@@ -12,7 +12,7 @@ from PIL import Image
 from images_service.content.bits import distance, from_hex
 from images_service.content.phash import content_facts, draft_size
 from images_service.validation import validate_image
-from tests.unit.images_service.content.scenes import FORMATS, blobs, scene, settings, write
+from tests.support.scenes import FORMATS, blobs, scene, settings, write
 
 FULL = settings()
 

@@ -13,7 +13,7 @@ from images_service.content.placeholders import classify
 from images_service.processing.render import validate_and_render
 from images_service.processing.specs import parse_variants
 from images_service.validation import validate_image
-from tests.unit.images_service.content.scenes import (
+from tests.support.scenes import (
     FORMATS,
     add_noise,
     scene,
