@@ -105,6 +105,7 @@ ROBOTS = Counter(
 PAUSED_HOSTS = Gauge(
     "images_paused_hosts", "Hosts paused fleet-wide now (retry_after or breaker)",
     multiprocess_mode="max",
+)
 
 # What an image shows (contract §18): each image counted once, when a metadata.json write
 # first marks it (images_service/download/folder.py).
