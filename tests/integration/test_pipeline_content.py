@@ -104,7 +104,8 @@ def test_placeholders_and_duplicates_are_recorded_end_to_end(make_settings, star
     for record in (photo, pixel, blank, known, other):
         assert "duplicate_of" not in record
     assert meta["summary"] == {"total": 6, "downloaded": 6, "failed": 0, "skipped": 0,
-                               "present": 6, "placeholders": 3, "duplicates": 1}
+                               "present": 6, "gone": 0, "placeholders": 3,
+                               "duplicates": 1}
     # Placeholders are stored but get no variants; the others (duplicates too) get theirs.
     folder = settings.storage_path / "serpy_db/hotels/h1-hotel-content"
     for record in (pixel, blank, known):

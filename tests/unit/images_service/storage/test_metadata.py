@@ -24,7 +24,8 @@ def test_with_rules_every_write_marks_the_whole_document() -> None:
     assert "duplicate_of" not in one and two["duplicate_of"] == 1  # decided again
     assert three["placeholder"] == "tiny" and "placeholder" not in four
     assert meta["summary"] == {"total": 4, "downloaded": 3, "failed": 1, "skipped": 0,
-                               "present": 3, "placeholders": 1, "duplicates": 1}
+                               "present": 3, "gone": 0, "placeholders": 1,
+                               "duplicates": 1}
     assert "duplicate_of" in images[1]  # the caller's records are left alone
 
 
