@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         CORS(app, origins=list(settings.cors_origins), allow_headers=["Content-Type", "X-API-Key"],
              expose_headers=["Location", "Retry-After"])
 
-    from api import documents, downloads, health, jobs, openapi, placeholders, queues, refresh
+    from api import (documents, downloads, health, jobs, openapi, placeholders, queues, reconcile,
+                     refresh)
     from api.console import init_console
     from api.metrics import init_metrics
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(downloads.bp)
     app.register_blueprint(refresh.bp)
+    app.register_blueprint(reconcile.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(queues.bp)
     app.register_blueprint(documents.bp)

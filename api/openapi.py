@@ -95,6 +95,13 @@ SCHEMAS.update({
             "started_at": {"type": "string", "format": "date-time", "nullable": True},
             "finished_at": {"type": "string", "format": "date-time", "nullable": True},
             "progress": _PROGRESS,
+            "dry_run": {"type": "boolean", "description": "a reconcile job"},
+            "result": {"type": "object", "description": "a reconcile job's result (§15)",
+                       "properties": {"trashed": {"type": "integer"},
+                                      "downloaded": {"type": "integer"},
+                                      "removed_files": {"type": "integer"},
+                                      "examples": {"type": "array", "maxItems": 100,
+                                                   "items": {"type": "string"}}}},
             "errors": {"type": "array", "maxItems": 100, "items": {
                 "type": "object",
                 "properties": {"document_id": {"type": "string"},
@@ -144,6 +151,11 @@ SCHEMAS.update({
             "older_than_days": {"type": "number", "minimum": 0, "maximum": 36500,
                                 "description": "only images not checked for this many days"},
         },
+    },
+    "ReconcileOptions": {
+        "type": "object",
+        "properties": {"dry_run": {"type": "boolean",
+                                   "description": "report what it would do, change nothing"}},
     },
     "DocumentOptions": {
         "type": "object",
@@ -252,6 +264,17 @@ PATHS.update({
                        "(conditional requests; a job of type refresh)",
             "parameters": [_path_param("database"), _path_param("collection")],
             "requestBody": _body("RefreshOptions"),
+            "responses": {"202": ACCEPTED, **COMMON_ERRORS,
+                          "404": _error("collection_not_found")},
+        }
+    },
+    "/api/v1/reconcile/{database}/{collection}": {
+        "post": {
+            "summary": "Compare a collection with its tree: trash folders of deleted documents, "
+                       "download changed or missing ones, remove unnamed files older than an "
+                       "hour (a job of type reconcile)",
+            "parameters": [_path_param("database"), _path_param("collection")],
+            "requestBody": _body("ReconcileOptions"),
             "responses": {"202": ACCEPTED, **COMMON_ERRORS,
                           "404": _error("collection_not_found")},
         }

@@ -1,5 +1,5 @@
 """The client subcommands of `images-service`: download, jobs, job, cancel, retry (contract §13),
-placeholders (§18).
+placeholders (§18), reconcile (§15).
 
 They talk to the api only (``IMAGES_SERVICE_URL``, ``API_KEY``), so they run anywhere and
 never need the server's settings. Exit status: 0 when the job completed without a failed
@@ -22,7 +22,7 @@ from images_service.jobs.outcome import outcome
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-JOB_TYPES = ("collection", "document", "batch", "change_stream")
+JOB_TYPES = ("collection", "document", "batch", "change_stream", "refresh", "reconcile")
 
 
 class UsageError(Exception):
@@ -82,6 +82,17 @@ def cmd_refresh(client: ApiClient, args: argparse.Namespace) -> int:
     path = _path("refresh", args.database, args.collection)
     return _started(client, client.post(path, {k: v for k, v in body.items() if v is not None}),
                     args)
+
+
+def cmd_reconcile(client: ApiClient, args: argparse.Namespace) -> int:
+    """Compare a collection with its tree (contract §15); with --wait, print the result."""
+    body = {"dry_run": True} if args.dry_run else {}
+    accepted = client.post(_path("reconcile", args.database, args.collection), body)
+    status = _started(client, accepted, args, note=" (dry run)" if args.dry_run else "")
+    if args.wait:
+        for line in fmt.result_lines(client.get(_path("jobs", accepted["job_id"]))):
+            print(line)
+    return status
 
 
 def cmd_jobs(client: ApiClient, args: argparse.Namespace) -> int:
@@ -204,6 +215,15 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
     refresh.add_argument("--filter", help="MongoDB query as JSON (Extended JSON: $oid, $date)")
     refresh.add_argument("--limit", type=int, help="at most this many documents")
     wait_flag(refresh)
+
+    reconcile = command("reconcile", cmd_reconcile,
+                        "compare a collection with its tree: trash folders of deleted "
+                        "documents, download changed or missing ones, remove stray files")
+    reconcile.add_argument("database")
+    reconcile.add_argument("collection")
+    reconcile.add_argument("--dry-run", action="store_true", dest="dry_run",
+                           help="change nothing; report what it would do")
+    wait_flag(reconcile)
 
     jobs = command("jobs", cmd_jobs, "list jobs, newest first")
     jobs.add_argument("--status", choices=JOB_STATUSES)

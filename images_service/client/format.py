@@ -145,9 +145,25 @@ def details(job: Mapping[str, Any]) -> list[str]:
     ]
     lines = [printable(f"{name + ':':<13} {value}") for name, value in fields
              if value is not None]
+    lines += result_lines(job)
     if job.get("errors"):
         lines.append("errors:")
         lines.extend(error_lines(job, limit=None))
+    return lines
+
+
+def result_lines(job: Mapping[str, Any]) -> list[str]:
+    """A reconcile job's result (contract §15): what it did (or, dry run, would do), then
+    the example paths."""
+    result = job.get("result")
+    if job.get("type") != "reconcile" or not isinstance(result, Mapping):
+        return []
+    verb = "would have " if job.get("dry_run") else ""
+    lines = [printable(f"reconcile{' (dry run)' if job.get('dry_run') else ''}: {verb}trashed "
+                       f"{result.get('trashed', 0)} folders, {verb}downloaded "
+                       f"{result.get('downloaded', 0)} documents, {verb}removed "
+                       f"{result.get('removed_files', 0)} files")]
+    lines += [printable(f"  {path}") for path in result.get("examples") or []]
     return lines
 
 

@@ -31,7 +31,7 @@ from pymongo.collection import Collection
 
 from images_service.jobs.outcome import outcome  # noqa: F401 -- part of the job's API form
 
-JOB_TYPES = ("collection", "document", "batch", "change_stream", "refresh")
+JOB_TYPES = ("collection", "document", "batch", "change_stream", "refresh", "reconcile")
 JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 ACTIVE = ("pending", "running")
 FINISHED = ("completed", "failed", "cancelled")
@@ -42,6 +42,8 @@ PROGRESS_FIELDS = (
 #: Progress a refresh job adds (contract §16); other jobs do not show them.
 REFRESH_FIELDS = ("images_not_modified", "images_changed", "images_missing", "images_gone")
 ALL_PROGRESS_FIELDS = (*PROGRESS_FIELDS, *REFRESH_FIELDS)
+#: A reconcile job's ``result`` (contract §15): counts, then up to 100 example paths.
+RESULT_FIELDS = ("trashed", "downloaded", "removed_files", "examples")
 #: The job keeps the last this many errors ...
 MAX_ERRORS = 100
 #: ... each one's ``url`` and ``message`` cut to this many characters (§14): a document may
@@ -110,6 +112,7 @@ class JobStore:
         retry_of: str | None = None,
         older_than_days: float | None = None,
         spread: bool = False,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         if job_type not in JOB_TYPES:
             raise ValueError(f"unknown job type {job_type!r}")
@@ -150,6 +153,8 @@ class JobStore:
             doc["older_than_days"] = older_than_days
         if spread:
             doc["spread"] = True  # a scheduled refresh: due times spread per URL (§16)
+        if job_type == "reconcile":
+            doc["dry_run"] = bool(dry_run)  # §15: report what it would do, change nothing
         self.collection.insert_one(doc)
         return doc
 
@@ -231,6 +236,12 @@ class JobStore:
 
     # --- progress ---------------------------------------------------------------------------
 
+    def record_result(self, job_id: str, result: Mapping[str, Any]) -> None:
+        """A reconcile job's ``result`` (contract §15), replaced whole as its counts grow."""
+        # A whole subdocument: its list and numbers read back as written on nx-27017 too.
+        self.collection.update_one({"_id": job_id},
+                                   {"$set": {"result": dict(result), "updated_at": now_ts()}})
+
     def record_progress(self, job_id: str, progress: Mapping[str, int],
                         errors: list[Mapping[str, Any]] | None = None) -> None:
         """Raise counters to the given totals and append errors (last MAX_ERRORS kept)."""
@@ -282,4 +293,12 @@ def job_to_api(doc: Mapping[str, Any]) -> dict[str, Any]:
         out["message"] = doc["failure"]
     if doc.get("retry_of"):
         out["retry_of"] = doc["retry_of"]
+    if doc["type"] == "reconcile":
+        out["dry_run"] = bool(doc.get("dry_run"))
+        result = doc.get("result")
+        if isinstance(result, str):  # defensive: a subdocument read back as JSON text
+            result = json.loads(result)
+        if result is not None:
+            out["result"] = {name: (list(result.get(name) or []) if name == "examples"
+                                    else int(result.get(name) or 0)) for name in RESULT_FIELDS}
     return out

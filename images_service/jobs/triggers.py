@@ -113,6 +113,14 @@ def check_older_than_days(value: Any) -> float | None:
     return value
 
 
+def check_dry_run(value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidRequest("dry_run must be true or false")
+    return value
+
+
 def check_image_fields(value: Any) -> list[str] | None:
     if value is None:
         return None
@@ -198,6 +206,14 @@ class Triggers:
         return self._start("refresh", database, collection, filter=filter, limit=limit,
                            older_than_days=older_than_days, spread=spread, job_id=job_id)
 
+    def reconcile_job(self, database: str, collection: str, *,
+                      dry_run: bool = False) -> dict[str, Any]:
+        """A reconcile job (contract §15): compare the collection with its tree and make good
+        what the listener missed (workers/pipeline/reconcile.py); ``dry_run`` only reports."""
+        check_names(database, collection)
+        self._ensure_collection(database, collection)
+        return self._start("reconcile", database, collection, dry_run=dry_run)
+
     def _probe_filter(self, database: str, collection: str, query: dict[str, Any]) -> None:
         """Let the server judge what the allow-list cannot (e.g. ``$mod`` by 0): a query it
         refuses is 400 ``invalid_filter``; a server that does not answer is 503."""
@@ -279,6 +295,8 @@ class Triggers:
             scope["filter"] = json.loads(job["filter_json"])
         if job.get("limit") is not None:
             scope["limit"] = job["limit"]
+        if job["type"] == "reconcile":
+            scope["dry_run"] = bool(job.get("dry_run"))
         try:
             retries = self.jobs.retries_of(job_id)
         except PyMongoError as exc:

@@ -36,7 +36,8 @@ from images_service.storage.files import TEMP_PREFIX
 METADATA_CONTENT_TYPE = "application/json"
 
 __all__ = ["METADATA_CONTENT_TYPE", "STALE_AGE_S", "TEMP_PREFIX", "ObjectStat", "Storage",
-           "Versioned", "check_key", "content_version", "folder_prefix"]
+           "StoredFile", "Versioned", "check_file_key", "check_key", "content_version",
+           "folder_prefix"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,16 @@ class Versioned:
     version: str | None
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """One file of a folder as :meth:`Storage.folder_files` lists it."""
+
+    #: Relative to the tree's root; its last segment may be a temporary name (``.tmp-…``).
+    key: str
+    #: When it was last written (epoch seconds: the file's mtime, the object's LastModified).
+    modified_s: float
+
+
 def content_version(data: bytes | None) -> str | None:
     """The version of ``data`` where the backend has none of its own: a hash of the bytes."""
     return None if data is None else hashlib.sha256(data).hexdigest()[:32]
@@ -77,6 +88,17 @@ def check_key(key: str) -> str:
             raise ValueError(f"storage key {key!r}: empty or dot segment")
         if "\\" in segment or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in segment):
             raise ValueError(f"storage key {key!r}: backslash or control character")
+    return key
+
+
+def check_file_key(key: str) -> str:
+    """Like :func:`check_key`, but the last segment may be a temporary name (a leftover of an
+    interrupted write, which reconcile removes, contract §15)."""
+    head, _, last = key.rpartition("/")
+    if not head or not last.startswith(TEMP_PREFIX):
+        return check_key(key)
+    check_key(head)
+    check_key(last[1:])  # the rest of the name follows the usual rules
     return key
 
 
@@ -192,6 +214,17 @@ class Storage(abc.ABC):
         ``name_prefix``, streamed (a collection may have millions): never the trash. A name
         may be that of a folder emptied meanwhile (an empty directory; SeaweedFS also keeps
         listing an emptied prefix): callers confirm with the folder's metadata.json."""
+
+    @abc.abstractmethod
+    def folder_files(self, parent: str) -> Iterator[tuple[str, list[StoredFile]]]:
+        """Each folder directly under ``parent`` (``db/coll``) with every file in it, temporary
+        leftovers included, streamed one folder at a time (never the trash). For reconcile
+        (contract §15): what the tree holds, to compare with what metadata.json names."""
+
+    @abc.abstractmethod
+    def delete_files(self, keys: Iterable[str]) -> None:
+        """Remove files listed by :meth:`folder_files` (temporary names allowed, see
+        :func:`check_file_key`); keys already absent are ignored."""
 
     @abc.abstractmethod
     def copy_many(self, pairs: Sequence[tuple[str, str]]) -> None:

@@ -30,6 +30,8 @@ from images_service.storage.backend import (
     TEMP_PREFIX,
     ObjectStat,
     Storage,
+    StoredFile,
+    check_file_key,
     check_key,
     content_version,
     folder_prefix,
@@ -265,6 +267,42 @@ class FilesystemStorage(Storage):
                 if (entry.name.startswith(name_prefix) and not entry.name.startswith(".")
                         and entry.is_dir(follow_symlinks=False)):
                     yield entry.name
+
+    def folder_files(self, parent: str) -> Iterator[tuple[str, list[StoredFile]]]:
+        base = self._folder(parent)
+        for name in self.list_folders(parent):
+            found: list[StoredFile] = []
+            with _os_errors("listing", f"{parent}/{name}"):
+                self._files_under(base / name, f"{parent.strip('/')}/{name}", found)
+            yield name, found
+
+    def _files_under(self, directory: Path, key: str, found: list[StoredFile]) -> None:
+        """Every file below ``directory`` (key ``key``), with its mtime; dot directories
+        (none in the layout) are skipped, dot files (temporary leftovers) are not."""
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return  # removed meanwhile (trashed, moved)
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if not entry.name.startswith("."):
+                        self._files_under(Path(entry.path), f"{key}/{entry.name}", found)
+                    continue
+                mtime_s = entry.stat(follow_symlinks=False).st_mtime
+            except FileNotFoundError:
+                continue
+            found.append(StoredFile(f"{key}/{entry.name}", mtime_s))
+
+    def delete_files(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            path = self.root / check_file_key(key)
+            with _os_errors("deleting", key):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                self._prune_empty_parents(path.parent)
 
     def trash(self) -> FilesystemStorage:
         return FilesystemStorage(self.root / TRASH_DIR)

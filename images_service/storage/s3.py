@@ -48,6 +48,7 @@ from images_service.storage.backend import (
     ObjectStat,
     Storage,
     Versioned,
+    check_file_key,
     check_key,
     folder_prefix,
 )
@@ -230,7 +231,12 @@ class S3Storage(S3FolderOps, Storage):
     # -- removing and moving ------------------------------------------------------------------
 
     def delete(self, keys: Iterable[str]) -> None:
-        full = [self._key(key) for key in keys]
+        self._delete_full([self._key(key) for key in keys])
+
+    def delete_files(self, keys: Iterable[str]) -> None:
+        self._delete_full([self.prefix + check_file_key(key) for key in keys])
+
+    def _delete_full(self, full: list[str]) -> None:
         for start in range(0, len(full), DELETE_BATCH):
             batch = [{"Key": key} for key in full[start:start + DELETE_BATCH]]
             with self._errors("delete"):

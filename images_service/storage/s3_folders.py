@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from images_service.storage import s3_errors
-from images_service.storage.backend import TEMP_PREFIX, Storage, folder_prefix
+from images_service.storage.backend import TEMP_PREFIX, Storage, StoredFile, folder_prefix
 from images_service.storage.layout import METADATA_FILE
 
 if TYPE_CHECKING:
@@ -130,6 +130,31 @@ class S3FolderOps:
                     name = common["Prefix"][len(start):].rstrip("/")
                     if not name.startswith("."):
                         yield name
+
+    def folder_files(self, parent: str) -> Iterator[tuple[str, list[StoredFile]]]:
+        # One flat listing of the collection's prefix: ListObjectsV2 returns keys in
+        # lexicographic (UTF-8 byte) order, so the keys of one folder ("name/…") come
+        # together and each folder is yielded once its last key has been seen; memory holds
+        # one folder and one page (1000 keys), whatever the number of folders.
+        start = self.prefix + folder_prefix(parent)
+        current: str | None = None
+        found: list[StoredFile] = []
+        with self._errors("list", parent):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=start)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    name, slash, rest = item["Key"][len(start):].partition("/")
+                    if not slash or not rest or name.startswith("."):
+                        continue  # a stray object beside the folders: not a document's
+                    if name != current:
+                        if current is not None and found:
+                            yield current, found
+                        current, found = name, []
+                    found.append(StoredFile(item["Key"][len(self.prefix):],
+                                            item["LastModified"].timestamp()))
+        if current is not None and found:
+            yield current, found
 
     def trash(self) -> S3Storage:
         sibling = copy.copy(self)  # the same client and pool, another prefix

@@ -2,7 +2,9 @@
 
 Three steps, each a Dramatiq message (workers/actors.py) that may be delivered more than once:
 
-1. ``scan`` (:mod:`.scan`): plan the job's documents and enqueue ``download_documents``;
+1. ``scan`` (:mod:`.scan`): plan the job's documents and enqueue ``download_documents``
+   (a reconcile job's step, :mod:`.reconcile`, compares the collection with its tree and
+   enqueues the documents that need a download);
 2. ``download_documents`` (:mod:`.download`): first attempts, concurrently, under the caps;
 3. ``retry_image`` (:mod:`.download`): one more attempt after a backoff.
 
@@ -23,6 +25,7 @@ from images_service.queueing.messages import Enqueuer
 from workers.pipeline.context import PipelineContext
 from workers.pipeline.download import Downloader
 from workers.pipeline.finish import Finisher
+from workers.pipeline.reconcile import Reconciler
 from workers.pipeline.refresh import Refresher
 from workers.pipeline.scan import Scanner
 
@@ -38,6 +41,7 @@ class DownloadPipeline:
         self.scanner = Scanner(self.ctx, self.finisher)
         self.downloader = Downloader(self.ctx, self.finisher)
         self.refresher = Refresher(self.ctx, self.finisher, self.downloader)
+        self.reconciler = Reconciler(self.ctx, self.finisher)
 
     @property
     def redis(self) -> redis.Redis:
@@ -47,7 +51,12 @@ class DownloadPipeline:
         self.ctx.close()
 
     def scan(self, job_id: str) -> None:
-        self.scanner.scan(job_id)
+        """A job's first step: its scan, or for a reconcile job the whole comparison."""
+        job = self.ctx.jobs.get(job_id)
+        if job is not None and job.get("type") == "reconcile":
+            self.reconciler.reconcile(job_id)
+        else:
+            self.scanner.scan(job_id)
 
     def download_documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
         self.downloader.download_documents(job_id, plans)
