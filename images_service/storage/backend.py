@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,10 @@ def content_version(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()[:32]
 
 
+#: A backslash or a control character (one regex pass: keys are checked on every access).
+_UNSAFE_IN_KEY = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
 def check_key(key: str) -> str:
     """Return ``key`` if it is a relative POSIX key of safe segments, else raise ValueError.
 
@@ -86,7 +91,7 @@ def check_key(key: str) -> str:
     for segment in key.split("/"):
         if not segment or segment.startswith("."):
             raise ValueError(f"storage key {key!r}: empty or dot segment")
-        if "\\" in segment or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in segment):
+        if _UNSAFE_IN_KEY.search(segment):
             raise ValueError(f"storage key {key!r}: backslash or control character")
     return key
 

@@ -46,6 +46,25 @@ LAYOUT_DEPTH = 4
 TRASH_DIR = ".trash"
 
 
+def _files_under(directory: str, key: str, found: list[StoredFile]) -> None:
+    """Every file below ``directory`` (key ``key``) with its mtime, appended to ``found``; dot
+    directories (none in the layout) are skipped, dot files (temporary leftovers) are not."""
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return  # removed meanwhile (trashed, moved)
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if not entry.name.startswith("."):
+                    _files_under(entry.path, f"{key}/{entry.name}", found)
+                continue
+            mtime_s = entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue
+        found.append(StoredFile(f"{key}/{entry.name}", mtime_s))
+
+
 @contextlib.contextmanager
 def _os_errors(action: str, key: str) -> Iterator[None]:
     """Turn a failing disk (full, read-only, permissions) into a retryable StorageUnavailable."""
@@ -269,30 +288,13 @@ class FilesystemStorage(Storage):
                     yield entry.name
 
     def folder_files(self, parent: str) -> Iterator[tuple[str, list[StoredFile]]]:
-        base = self._folder(parent)
+        base = os.fspath(self._folder(parent))
+        prefix = parent.strip("/")
         for name in self.list_folders(parent):
             found: list[StoredFile] = []
-            with _os_errors("listing", f"{parent}/{name}"):
-                self._files_under(base / name, f"{parent.strip('/')}/{name}", found)
+            with _os_errors("listing", f"{prefix}/{name}"):
+                _files_under(os.path.join(base, name), f"{prefix}/{name}", found)
             yield name, found
-
-    def _files_under(self, directory: Path, key: str, found: list[StoredFile]) -> None:
-        """Every file below ``directory`` (key ``key``), with its mtime; dot directories
-        (none in the layout) are skipped, dot files (temporary leftovers) are not."""
-        try:
-            entries = list(os.scandir(directory))
-        except (FileNotFoundError, NotADirectoryError):
-            return  # removed meanwhile (trashed, moved)
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if not entry.name.startswith("."):
-                        self._files_under(Path(entry.path), f"{key}/{entry.name}", found)
-                    continue
-                mtime_s = entry.stat(follow_symlinks=False).st_mtime
-            except FileNotFoundError:
-                continue
-            found.append(StoredFile(f"{key}/{entry.name}", mtime_s))
 
     def delete_files(self, keys: Iterable[str]) -> None:
         for key in keys:
