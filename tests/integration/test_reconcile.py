@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from images_service import metrics
 from images_service.queueing.messages import DOCUMENTS_ACTOR
 from images_service.storage.factory import create_storage
 from tests.support.pipeline import Rig
@@ -117,6 +118,7 @@ def test_reconcile_makes_good_what_the_listener_missed(rig) -> None:
         rig.storage.put_bytes(key, b"left over", content_type="image/jpeg")
     before = _tree(rig)
     requests_before = len(rig.server.requests)
+    counted = _reconcile_metrics()
 
     # Then a dry run two hours on changes nothing and says what it would do
     dry = _reconcile(rig, dry_run=True, ahead_s=2 * HOUR_S)
@@ -129,6 +131,7 @@ def test_reconcile_makes_good_what_the_listener_missed(rig) -> None:
         "serpy_db/hotels/fresh-fresh"}  # (5-five: trashed, then downloaded for "5")
     assert _tree(rig) == before and len(rig.server.requests) == requests_before
     assert dry["progress"]["documents_total"] == 0
+    assert _reconcile_metrics() == counted  # a dry run does nothing to count
 
     # When it runs for real
     job = _reconcile(rig, ahead_s=2 * HOUR_S)
@@ -137,6 +140,7 @@ def test_reconcile_makes_good_what_the_listener_missed(rig) -> None:
     assert job["status"] == "completed" and job["dry_run"] is False
     assert {k: job["result"][k] for k in expected} == expected
     assert job["progress"]["documents_total"] == 4 and job["progress"]["documents_done"] == 4
+    assert {k: v - counted[k] for k, v in _reconcile_metrics().items()} == expected
     trash = rig.storage.trash()
     for folder in ("gone-gone", "5-five"):
         meta = json.loads(trash.read_bytes(f"serpy_db/hotels/{folder}/metadata.json"))
@@ -192,10 +196,29 @@ def test_examples_are_at_most_100(rig) -> None:
     assert len(job["result"]["examples"]) == 100
 
 
+def test_a_cancelled_reconcile_does_nothing(rig) -> None:
+    rig.db.hotels.insert_one({"_id": "h", "name": "H", "images": _images(rig, "h", 1)})
+    _download_all(rig)
+    rig.db.hotels.delete_one({"_id": "h"})
+    job_id = rig.client.post("/api/v1/reconcile/serpy_db/hotels").json["job_id"]
+    assert rig.client.post(f"/api/v1/jobs/{job_id}/cancel").json["status"] == "cancelled"
+
+    rig.pipeline.scan(job_id)
+
+    assert _meta(rig, "h-h") is not None and rig.job(job_id)["status"] == "cancelled"
+    assert "result" not in rig.job(job_id)
+
+
 def test_a_reconcile_of_an_unknown_collection_is_404_and_dry_run_is_checked(rig) -> None:
     assert rig.client.post("/api/v1/reconcile/serpy_db/nowhere").status_code == 404
     bad = rig.client.post("/api/v1/reconcile/serpy_db/hotels", json={"dry_run": "yes"})
     assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_request"
+
+
+def _reconcile_metrics() -> dict[str, float]:
+    """images_reconcile_total{action} of this process (the pipeline runs here)."""
+    return {action: metrics.RECONCILE.labels(action)._value.get()
+            for action in ("trashed", "downloaded", "removed_files")}
 
 
 def _put_files(rig: Rig, keys: list[str]) -> None:
