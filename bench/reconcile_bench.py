@@ -10,8 +10,9 @@ of the documents' URL lists changed (to download), the 10% without folder never 
 Each reconcile (dry run, then real) runs in a fresh child process, which times the job's
 step (workers/pipeline/reconcile.py; the downloads it enqueues are not run: no worker) and
 reports its peak RSS (``ru_maxrss``) and its RSS before the step (after imports and
-connections). Redis: DB 13 (``--redis-db``), emptied before and after; the broker's messages
-land there too.
+connections), its CPU time and that of the servers (nx-27017, weed): on a shared machine
+the wall time depends on the others' load, the CPU seconds much less. Redis: DB 13
+(``--redis-db``), emptied before and after; the broker's messages land there too.
 
     .venv/bin/python bench/reconcile_bench.py --sizes 20000,100000 --s3-documents 5000
 """
@@ -32,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import psutil  # noqa: E402
 import redis  # noqa: E402
 from bson import ObjectId  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
@@ -139,6 +141,7 @@ def child(env: dict[str, str], dry_run: bool, ahead_s: float) -> None:
                                                                        dry_run=dry_run)
     pipeline.reconciler.clock = lambda: time.time() + ahead_s
     rss_before = _rss_mb()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     if os.environ.get("RECONCILE_BENCH_PROFILE"):  # where the time goes, on stderr
         import cProfile
@@ -150,22 +153,32 @@ def child(env: dict[str, str], dry_run: bool, ahead_s: float) -> None:
     else:
         pipeline.scan(job["_id"])
     elapsed = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     done = jobs.get(job["_id"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pipeline.close()
-    print(json.dumps({"elapsed_s": elapsed, "rss_before_mb": rss_before, "peak_rss_mb": peak,
+    print(json.dumps({"elapsed_s": elapsed, "cpu_s": cpu_s, "rss_before_mb": rss_before,
+                      "peak_rss_mb": peak,
                       "result": {k: v for k, v in (done.get("result") or {}).items()
                                  if k != "examples"}}))
 
 
-def run_child(env: dict[str, str], dry_run: bool) -> dict:
+def run_child(env: dict[str, str], dry_run: bool, servers: list) -> dict:
+    """One reconcile in a child; adds the CPU seconds the servers (MongoDB, weed) spent."""
+    cpu = [psutil.Process(p.process.pid) for p in servers]
+    before = [sum(c.cpu_times()[:2]) for c in cpu]
     out = subprocess.run([sys.executable, __file__, "--child", json.dumps(env),
                           "--dry-run" if dry_run else "--real"],
                          stdout=subprocess.PIPE, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    row["server_cpu_s"] = sum(sum(c.cpu_times()[:2]) - b for c, b in zip(cpu, before,
+                                                                         strict=True))
+    return row
 
 
-def bench(env: dict[str, str], label: str, count: int, folder_ratio: float) -> list[str]:
+def bench(env: dict[str, str], label: str, count: int, folder_ratio: float,
+          servers: list) -> list[str]:
     settings = load_settings(env)
     redis.Redis.from_url(settings.redis_url).flushdb()
     started = time.perf_counter()
@@ -174,10 +187,12 @@ def bench(env: dict[str, str], label: str, count: int, folder_ratio: float) -> l
           f"{time.perf_counter() - started:.1f} s; expected {expected}", flush=True)
     rows = []
     for dry_run in (True, False):
-        row = run_child(env, dry_run)
+        row = run_child(env, dry_run, servers)
         ok = "ok" if row["result"] == expected else f"EXPECTED {expected}"
         line = (f"[{label}] {count:>7} documents, {'dry run' if dry_run else 'real   '}: "
-                f"{row['elapsed_s']:6.1f} s = {count / row['elapsed_s']:7.0f} documents/s; "
+                f"{row['elapsed_s']:6.1f} s = {count / row['elapsed_s']:7.0f} documents/s "
+                f"(CPU: reconcile {row['cpu_s']:.1f} s, servers {row['server_cpu_s']:.1f} s; "
+                f"{count / (row['cpu_s'] + row['server_cpu_s']):.0f} documents per CPU s); "
                 f"RSS {row['rss_before_mb']:.0f} MB before, peak {row['peak_rss_mb']:.0f} MB; "
                 f"result {row['result']} ({ok})")
         print(line, flush=True)
@@ -213,7 +228,7 @@ def main() -> int:
     try:
         for count in [int(s) for s in args.sizes.split(",") if s]:
             shutil.rmtree(data / "images", ignore_errors=True)
-            rows += bench(base, "filesystem", count, args.folder_ratio)
+            rows += bench(base, "filesystem", count, args.folder_ratio, [mongo])
         if args.s3_documents:
             from images_service.dev.embedded_s3 import EmbeddedS3
 
@@ -223,7 +238,8 @@ def main() -> int:
             os.environ.update({"AWS_ACCESS_KEY_ID": keys[0], "AWS_SECRET_ACCESS_KEY": keys[1]})
             env = {**base, "STORAGE_BACKEND": "s3", "S3_BUCKET": "reconcile-bench",
                    "S3_ENDPOINT_URL": s3.endpoint_url, "STORAGE_PATH": str(data / "s3-local")}
-            rows += bench(env, "s3 (SeaweedFS)", args.s3_documents, args.folder_ratio)
+            rows += bench(env, "s3 (SeaweedFS)", args.s3_documents, args.folder_ratio,
+                          [mongo, s3.process])
     finally:
         if s3 is not None:
             s3.close()

@@ -246,7 +246,7 @@ class Reconciler:
         now_s = self.clock()
         folders = [(f"{database}/{collection}/{name}", files) for name, files in batch]
         with_meta = [folder for folder, files in folders
-                     if any(f.key == metadata_key(folder) for f in files)]
+                     if metadata_key(folder) in {f.key for f in files}]
         metas = dict(zip(with_meta, self._map(self._read_metadata, with_meta), strict=True))
         owners = self._owners(database, collection, metas.values())
         orphans: list[str] = []
@@ -254,7 +254,8 @@ class Reconciler:
         to_download: list[tuple[dict[str, Any], str | None]] = []
         for folder, files in folders:
             meta = metas.get(folder)
-            if folder in metas and meta is None:
+            if folder in metas and (meta is None or not isinstance(meta.get("document_id"), str)):
+                # Edited by hand, or not ours: whose it is cannot be told, so nothing is done.
                 log.warning("%s: unreadable metadata.json, folder left alone", folder)
                 continue
             if meta is not None:
