@@ -63,10 +63,12 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from queue import Full, Queue
 from typing import Any
 
 from bson import json_util
@@ -232,23 +234,30 @@ class Reconciler:
     # -- pass 1: the tree's folders ----------------------------------------------------------
 
     def _tree_pass(self, job: dict[str, Any], tally: Tally) -> None:
-        parent = f"{job['database']}/{job['collection']}"
-        for batch in _batches(self.ctx.storage.folder_files(parent), BATCH):
+        # Reading batch k+1 (listing, metadata.json, the $in query) overlaps judging batch k.
+        for folders, metas, owners in _prefetch(self._read_folders(job)):
             self._check_live(job["_id"])
-            self._judge_folders(job, batch, tally)
+            self._judge_folders(job, folders, metas, owners, tally)
             self._save(job["_id"], tally)
 
-    def _judge_folders(self, job: dict[str, Any], batch: list[tuple[str, list[StoredFile]]],
+    def _read_folders(self, job: dict[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
+        """Batches of (folders with their files, their metadata.json, their owners)."""
+        database, collection = job["database"], job["collection"]
+        parent = f"{database}/{collection}"
+        for batch in _batches(self.ctx.storage.folder_files(parent), BATCH):
+            folders = [(f"{parent}/{name}", files) for name, files in batch]
+            with_meta = [folder for folder, files in folders
+                         if metadata_key(folder) in {f.key for f in files}]
+            metas = dict(zip(with_meta, self._map(self._read_metadata, with_meta), strict=True))
+            yield folders, metas, self._owners(database, collection, metas.values())
+
+    def _judge_folders(self, job: dict[str, Any], folders: list[tuple[str, list[StoredFile]]],
+                       metas: dict[str, Any], owners: dict[Any, dict[str, Any]],
                        tally: Tally) -> None:
         ctx = self.ctx
         database, collection = job["database"], job["collection"]
         dry_run = bool(job.get("dry_run"))
         now_s = self.clock()
-        folders = [(f"{database}/{collection}/{name}", files) for name, files in batch]
-        with_meta = [folder for folder, files in folders
-                     if metadata_key(folder) in {f.key for f in files}]
-        metas = dict(zip(with_meta, self._map(self._read_metadata, with_meta), strict=True))
-        owners = self._owners(database, collection, metas.values())
         orphans: list[str] = []
         to_trash: list[str] = []
         to_download: list[tuple[dict[str, Any], str | None]] = []
@@ -375,7 +384,7 @@ class Reconciler:
     def _documents_pass(self, job: dict[str, Any], tally: Tally) -> None:
         coll = self.ctx.mongo[job["database"]][job["collection"]]
         docs = scan_in_id_order(coll, None, self._projection(), None, batch_size=BATCH)
-        for batch in _batches(docs, BATCH):
+        for batch in _prefetch(_batches(docs, BATCH)):  # the next batch read meanwhile
             self._check_live(job["_id"])
             self._judge_documents(job, batch, tally)
             self._save(job["_id"], tally)
@@ -490,6 +499,48 @@ def _named_files(folder: str, meta: dict[str, Any] | None) -> set[str]:
         if isinstance(record, dict):
             named.update(f"{folder}/{relpath}" for relpath in _named(record))
     return named
+
+
+_DONE = object()
+
+
+def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items``, produced by a thread at most ``depth`` ahead: the producer's waits (MongoDB,
+    the storage) overlap the consumer's work, and memory holds ``depth`` items more."""
+    queue: Queue[tuple[Any, BaseException | None]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(value: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(value, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_DONE, None))
+        except BaseException as exc:  # noqa: BLE001 -- handed to the consumer, raised there
+            put((_DONE, exc))
+
+    thread = threading.Thread(target=produce, name="reconcile-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
