@@ -241,3 +241,47 @@ def _stored(rig: Rig, key: str) -> bool:
         return (Path(rig.settings.storage_path) / key).exists()
     listed = storage._client.list_objects_v2(Bucket=storage.bucket, Prefix=storage.prefix + key)
     return bool(listed.get("Contents"))
+
+
+def test_a_redelivered_step_counts_nothing_twice(rig) -> None:
+    """A worker killed after (part of) the step: the message runs again from its start."""
+    rig.db.hotels.insert_many([{"_id": f"h{i}", "name": "H", "images": _images(rig, f"h{i}", 1)}
+                               for i in range(2)])
+    _download_all(rig)
+    rig.db.hotels.delete_one({"_id": "h0"})
+    rig.db.hotels.insert_one({"_id": "new", "name": "New", "images": _images(rig, "new", 1)})
+    _put_files(rig, ["serpy_db/hotels/h1-h/original/img_007.jpg"])
+    rig.pipeline.reconciler.clock = lambda: time.time() + 2 * HOUR_S
+    expected = {"trashed": 1, "downloaded": 1, "removed_files": 1}
+
+    # A real run's step, delivered twice before its downloads ran
+    job_id = rig.client.post("/api/v1/reconcile/serpy_db/hotels").json["job_id"]
+    rig.pipeline.scan(job_id)
+    rig.pipeline.scan(job_id)
+    job = rig.job(job_id)
+    assert {k: job["result"][k] for k in expected} == expected
+    assert len(rig.messages(DOCUMENTS_ACTOR, job_id)) == 1
+    assert _drain(rig, job_id)["status"] == "completed"
+
+    # A dry run whose worker died in pass 1 (its marks say so), delivered again
+    rig.db.hotels.delete_one({"_id": "h1"})
+    job_id = rig.client.post("/api/v1/reconcile/serpy_db/hotels",
+                             json={"dry_run": True}).json["job_id"]
+    rig.pipeline.scan(job_id)
+    once = rig.job(job_id)["result"]
+    assert once["trashed"] == 1
+    job_id = rig.client.post("/api/v1/reconcile/serpy_db/hotels",
+                             json={"dry_run": True}).json["job_id"]
+    key = rig.pipeline.ctx.progress.key(job_id)
+    original = rig.pipeline.reconciler._judge_documents
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt("the worker dies")
+
+    rig.pipeline.reconciler._judge_documents = die  # dies in pass 2 ...
+    with pytest.raises(KeyboardInterrupt):
+        rig.pipeline.scan(job_id)
+    rig.redis.hdel(key, "rc:tree_done")  # ... or, as if, in pass 1
+    rig.pipeline.reconciler._judge_documents = original
+    rig.pipeline.scan(job_id)
+    assert rig.job(job_id)["result"] == once

@@ -49,7 +49,10 @@ document decided for download is marked in the job's Redis state (field ``w:<doc
 (a worker killed mid-run starts it over) counts nothing twice: the trashed folders and
 removed files are gone by then, and marked documents are skipped. The counters and the
 examples live in the job's progress hash (removed with it, §10) and are copied to the job's
-``result`` after every batch.
+``result`` after every batch. A redelivered step skips pass 1 once it is done and resumes
+pass 2 after the last ``_id`` it saved; pass 1 cannot resume mid-way (a directory lists in no
+stable order) and runs again, which a real run can (what it did is done) and a dry run does
+from zero (its counts and marks are dropped first).
 
 ``dry_run`` changes nothing (no trash, no removal, no message) and counts what it would do,
 with the same marks, and marks the folders it would trash (``t:<folder>``) so that pass 2
@@ -111,6 +114,9 @@ S3_READS = 16
 COUNTER = {"trashed": "rc:trashed", "downloaded": "rc:downloaded",
            "removed_files": "rc:removed_files"}
 EXAMPLES_FIELD = "rc:examples"
+#: Where a redelivered step resumes: pass 1 started, pass 1 done; pass 2 resumes after the
+#: last ``_id`` of its checkpoint (the scan's fields of the progress hash).
+TREE_STARTED, TREE_DONE = "rc:tree_started", "rc:tree_done"
 
 # HSETNX of each document's mark while the job's hash exists; each new mark counts one
 # download. Returns the list of 1/0, or false when the job's state is gone (it ended).
@@ -185,11 +191,21 @@ class Reconciler:
                                          message=f"collection {database}.{collection} not found")
                 return
             ctx.progress.start(job_id)
-            raw = ctx.redis.hget(ctx.progress.key(job_id), EXAMPLES_FIELD)
+            key = ctx.progress.key(job_id)
+            started, tree_done = ctx.redis.hmget(key, [TREE_STARTED, TREE_DONE])
+            if started and not tree_done and job.get("dry_run"):
+                # A redelivered dry run (its worker died in pass 1) counts pass 1 again from
+                # nothing: what it counted changed nothing, so it would be counted twice.
+                self._forget_counts(key)
+            raw = ctx.redis.hget(key, EXAMPLES_FIELD)
             tally = Tally(json.loads(raw) if raw else [])
             try:
-                self._tree_pass(job, tally)
-                self._documents_pass(job, tally)
+                if not tree_done:
+                    ctx.redis.hset(key, TREE_STARTED, 1)
+                    self._tree_pass(job, tally)
+                    ctx.redis.hset(key, TREE_DONE, 1)
+                raw_last, _ = ctx.progress.checkpoint(job_id)
+                self._documents_pass(job, tally, json_util.loads(raw_last) if raw_last else None)
                 if not job.get("dry_run"):
                     # Multipart uploads never completed (S3; nothing on the filesystem,
                     # whose .tmp- leftovers pass 1 removed) are no files: not counted.
@@ -207,6 +223,22 @@ class Reconciler:
                      {k: v for k, v in result.items() if k != "examples"})
             if progress.complete():
                 self.finisher.finish_job(job, "completed", progress=progress.as_job_progress())
+
+    def _forget_counts(self, key: str) -> None:
+        """Counters, examples and marks of this job's earlier (interrupted) dry run, removed
+        a thousand at a time as they are scanned (HSCAN returns every field present
+        throughout, deletions meanwhile allowed)."""
+        self.ctx.redis.hdel(key, COUNTER["trashed"], COUNTER["removed_files"],
+                            COUNTER["downloaded"], EXAMPLES_FIELD, TREE_STARTED)
+        for pattern in ("w:*", "t:*"):
+            chunk: list[Any] = []
+            for name, _ in self.ctx.redis.hscan_iter(key, match=pattern, count=1000):
+                chunk.append(name)
+                if len(chunk) >= 1000:
+                    self.ctx.redis.hdel(key, *chunk)
+                    chunk = []
+            if chunk:
+                self.ctx.redis.hdel(key, *chunk)
 
     def _save(self, job_id: str, tally: Tally) -> dict[str, Any]:
         """Add the batch's counts to the job's Redis state, then copy the result to the job."""
@@ -381,13 +413,20 @@ class Reconciler:
 
     # -- pass 2: the collection's documents ---------------------------------------------------
 
-    def _documents_pass(self, job: dict[str, Any], tally: Tally) -> None:
+    def _documents_pass(self, job: dict[str, Any], tally: Tally, last_id: Any) -> None:
+        """Resumes after ``last_id`` (saved after each batch): a redelivered step starts here
+        again once pass 1 is done."""
         coll = self.ctx.mongo[job["database"]][job["collection"]]
-        docs = scan_in_id_order(coll, None, self._projection(), None, batch_size=BATCH)
+        docs = scan_in_id_order(coll, None, self._projection(), last_id, batch_size=BATCH)
+        scanned = 0
         for batch in _prefetch(_batches(docs, BATCH)):  # the next batch read meanwhile
             self._check_live(job["_id"])
             self._judge_documents(job, batch, tally)
             self._save(job["_id"], tally)
+            scanned += len(batch)
+            if not self.ctx.progress.save_checkpoint(job["_id"],
+                                                     json_util.dumps(batch[-1]["_id"]), scanned):
+                raise _Ended()
 
     def _judge_documents(self, job: dict[str, Any], batch: list[dict[str, Any]],
                          tally: Tally) -> None:
