@@ -220,11 +220,19 @@ class Storage(abc.ABC):
         may be that of a folder emptied meanwhile (an empty directory; SeaweedFS also keeps
         listing an emptied prefix): callers confirm with the folder's metadata.json."""
 
+    #: Whether :meth:`folder_files` lists folders in a stable order (and can resume ``after``).
+    folders_sorted: bool = False
+
     @abc.abstractmethod
-    def folder_files(self, parent: str) -> Iterator[tuple[str, list[StoredFile]]]:
+    def folder_files(self, parent: str,
+                     after: str | None = None) -> Iterator[tuple[str, list[StoredFile]]]:
         """Each folder directly under ``parent`` (``db/coll``) with every file in it, temporary
         leftovers included, streamed one folder at a time (never the trash). For reconcile
-        (contract §15): what the tree holds, to compare with what metadata.json names."""
+        (contract §15): what the tree holds, to compare with what metadata.json names.
+
+        Where :attr:`folders_sorted` (S3: the bucket's key order), ``after`` resumes after
+        that folder; elsewhere the order is the directory's and ``after`` is ignored (the
+        listing starts over)."""
 
     @abc.abstractmethod
     def delete_files(self, keys: Iterable[str]) -> None:

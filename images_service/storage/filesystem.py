@@ -287,7 +287,9 @@ class FilesystemStorage(Storage):
                         and entry.is_dir(follow_symlinks=False)):
                     yield entry.name
 
-    def folder_files(self, parent: str) -> Iterator[tuple[str, list[StoredFile]]]:
+    def folder_files(self, parent: str,
+                     after: str | None = None) -> Iterator[tuple[str, list[StoredFile]]]:
+        # A directory lists in no stable order: ``after`` cannot be honoured (starts over).
         base = os.fspath(self._folder(parent))
         prefix = parent.strip("/")
         for name in self.list_folders(parent):

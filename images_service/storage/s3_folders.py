@@ -131,17 +131,24 @@ class S3FolderOps:
                     if not name.startswith("."):
                         yield name
 
-    def folder_files(self, parent: str) -> Iterator[tuple[str, list[StoredFile]]]:
-        # One flat listing of the collection's prefix: ListObjectsV2 returns keys in
-        # lexicographic (UTF-8 byte) order, so the keys of one folder ("name/…") come
-        # together and each folder is yielded once its last key has been seen; memory holds
-        # one folder and one page (1000 keys), whatever the number of folders.
+    folders_sorted = True
+
+    def folder_files(self, parent: str,
+                     after: str | None = None) -> Iterator[tuple[str, list[StoredFile]]]:
+        # One flat listing of the collection's prefix: ListObjectsV2 returns keys in a
+        # stable sorted order, so the keys of one folder ("name/…") come together and each
+        # folder is yielded once its last key has been seen; memory holds one folder and one
+        # page (1000 keys), whatever the number of folders.
         start = self.prefix + folder_prefix(parent)
         current: str | None = None
         found: list[StoredFile] = []
         with self._errors("list", parent):
+            # Past every key of folder ``after`` ("after/…"), in both orders seen: AWS sorts
+            # whole keys bytewise ("a-x/…" before "a/…"), SeaweedFS segment by segment ("a/…"
+            # before "a-x/…"); either way the folders listed next are those not listed yet.
+            resume = {"StartAfter": f"{start}{after}/\U0010ffff"} if after else {}
             pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=start)
+                Bucket=self.bucket, Prefix=start, **resume)
             for page in pages:
                 for item in page.get("Contents", []):
                     name, slash, rest = item["Key"][len(start):].partition("/")

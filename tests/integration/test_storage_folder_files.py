@@ -37,6 +37,12 @@ def test_folder_files_lists_every_file_of_each_folder_with_its_time(any_storage)
         "a-x": ["db/c/a-x/metadata.json", "db/c/a-x/original/img_001.jpg",
                 "db/c/a-x/processed/thumb/img_001.webp"],
         "a": ["db/c/a/metadata.json", "db/c/a/original/.tmp-host.1-2-abc"]}
+    # Resumed after a folder where the listing's order is stable (S3), from the start elsewhere
+    listed = [name for name, _ in storage.folder_files("db/c")]
+    for first in range(len(listed)):
+        resumed = [name for name, _ in storage.folder_files("db/c", after=listed[first])]
+        assert resumed == (listed[first + 1:] if storage.folders_sorted else listed)
+    assert storage.folders_sorted == (not isinstance(storage, FilesystemStorage))
     times = [f.modified_s for _, files in storage.folder_files("db/c") for f in files]
     assert all(started - 5 <= t <= time.time() + 5 for t in times)
 

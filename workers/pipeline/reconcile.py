@@ -50,9 +50,10 @@ document decided for download is marked in the job's Redis state (field ``w:<doc
 removed files are gone by then, and marked documents are skipped. The counters and the
 examples live in the job's progress hash (removed with it, §10) and are copied to the job's
 ``result`` after every batch. A redelivered step skips pass 1 once it is done and resumes
-pass 2 after the last ``_id`` it saved; pass 1 cannot resume mid-way (a directory lists in no
-stable order) and runs again, which a real run can (what it did is done) and a dry run does
-from zero (its counts and marks are dropped first).
+pass 2 after the last ``_id`` it saved. Pass 1 resumes after the last folder it saved on S3,
+whose listing has a stable order; on the filesystem (a directory lists in no stable order) it
+runs again from the start, which a real run can (what it did is done) and a dry run does from
+zero (its counts and marks are dropped first).
 
 ``dry_run`` changes nothing (no trash, no removal, no message) and counts what it would do,
 with the same marks, and marks the folders it would trash (``t:<folder>``) so that pass 2
@@ -117,6 +118,8 @@ EXAMPLES_FIELD = "rc:examples"
 #: Where a redelivered step resumes: pass 1 started, pass 1 done; pass 2 resumes after the
 #: last ``_id`` of its checkpoint (the scan's fields of the progress hash).
 TREE_STARTED, TREE_DONE = "rc:tree_started", "rc:tree_done"
+#: The last folder pass 1 finished (resumed after it where the storage's order is stable).
+TREE_AFTER = "rc:tree_after"
 
 # HSETNX of each document's mark while the job's hash exists; each new mark counts one
 # download. Returns the list of 1/0, or false when the job's state is gone (it ended).
@@ -193,10 +196,13 @@ class Reconciler:
             ctx.progress.start(job_id)
             key = ctx.progress.key(job_id)
             started, tree_done = ctx.redis.hmget(key, [TREE_STARTED, TREE_DONE])
-            if started and not tree_done and job.get("dry_run"):
-                # A redelivered dry run (its worker died in pass 1) counts pass 1 again from
-                # nothing: what it counted changed nothing, so it would be counted twice.
-                self._forget_counts(key)
+            if started and not tree_done and not ctx.storage.folders_sorted:
+                # A redelivered step whose worker died in pass 1 lists the tree again from its
+                # start (a directory lists in no stable order). A real run finds done what it
+                # did; a dry run changed nothing, so it counts again from nothing.
+                ctx.redis.hdel(key, TREE_AFTER)
+                if job.get("dry_run"):
+                    self._forget_counts(key)
             raw = ctx.redis.hget(key, EXAMPLES_FIELD)
             tally = Tally(json.loads(raw) if raw else [])
             try:
@@ -266,17 +272,24 @@ class Reconciler:
     # -- pass 1: the tree's folders ----------------------------------------------------------
 
     def _tree_pass(self, job: dict[str, Any], tally: Tally) -> None:
+        """Resumes after the last folder it saved where the storage lists in a stable order
+        (S3)."""
+        key = self.ctx.progress.key(job["_id"])
+        raw_after = self.ctx.redis.hget(key, TREE_AFTER)
+        after = raw_after.decode() if raw_after else None
         # Reading batch k+1 (listing, metadata.json, the $in query) overlaps judging batch k.
-        for folders, metas, owners in _prefetch(self._read_folders(job)):
+        for folders, metas, owners in _prefetch(self._read_folders(job, after)):
             self._check_live(job["_id"])
             self._judge_folders(job, folders, metas, owners, tally)
             self._save(job["_id"], tally)
+            self.ctx.redis.hset(key, TREE_AFTER, folders[-1][0].rsplit("/", 1)[1])
 
-    def _read_folders(self, job: dict[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
+    def _read_folders(self, job: dict[str, Any],
+                      after: str | None) -> Iterator[tuple[Any, Any, Any]]:
         """Batches of (folders with their files, their metadata.json, their owners)."""
         database, collection = job["database"], job["collection"]
         parent = f"{database}/{collection}"
-        for batch in _batches(self.ctx.storage.folder_files(parent), BATCH):
+        for batch in _batches(self.ctx.storage.folder_files(parent, after), BATCH):
             folders = [(f"{parent}/{name}", files) for name, files in batch]
             with_meta = [folder for folder, files in folders
                          if metadata_key(folder) in {f.key for f in files}]
