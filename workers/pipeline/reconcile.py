@@ -579,6 +579,10 @@ def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
             put((_DONE, None))
         except BaseException as exc:  # noqa: BLE001 -- handed to the consumer, raised there
             put((_DONE, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator: its cursor is closed here, in its thread
+                close()
 
     thread = threading.Thread(target=produce, name="reconcile-prefetch", daemon=True)
     thread.start()
