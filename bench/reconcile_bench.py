@@ -147,6 +147,10 @@ def child(env: dict[str, str], dry_run: bool, ahead_s: float) -> None:
         import cProfile
         import pstats
 
+        from workers.pipeline import reconcile
+
+        # One thread, so that the profile sees the reading too (no read-ahead).
+        reconcile._prefetch = lambda items, depth=2: items  # type: ignore[assignment]
         profile = cProfile.Profile()
         profile.runcall(pipeline.scan, job["_id"])
         pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(25)

@@ -12,6 +12,7 @@ a leading dot, control characters) raises :class:`~images_service.errors.UnsafeP
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import unicodedata
@@ -107,14 +108,27 @@ def check_segment(value: str, what: str) -> str:
 
 def check_database(name: str) -> str:
     """A database name that MongoDB accepts and that is a safe path segment."""
+    return _checked_database(name) if isinstance(name, str) else check_segment(name, "database")
+
+
+def check_collection(name: str) -> str:
+    """A collection name that MongoDB accepts and that is a safe path segment."""
+    return (_checked_collection(name) if isinstance(name, str)
+            else check_segment(name, "collection"))
+
+
+# Cached (valid names only: a refusal raises, which is not cached): every document's folder
+# checks its database and collection again, and a job has one of each.
+@functools.lru_cache(maxsize=256)
+def _checked_database(name: str) -> str:
     check_segment(name, "database")
     if not DB_NAME_RE.match(name):
         raise UnsafePathError(f"database: {name!r} is not a valid database name")
     return name
 
 
-def check_collection(name: str) -> str:
-    """A collection name that MongoDB accepts and that is a safe path segment."""
+@functools.lru_cache(maxsize=1024)
+def _checked_collection(name: str) -> str:
     check_segment(name, "collection")
     if not COLLECTION_NAME_RE.match(name):
         raise UnsafePathError(f"collection: {name!r} is not a valid collection name")

@@ -212,9 +212,10 @@ class Reconciler:
                     ctx.redis.hset(key, TREE_DONE, 1)
                 raw_last, _ = ctx.progress.checkpoint(job_id)
                 self._documents_pass(job, tally, json_util.loads(raw_last) if raw_last else None)
-                if not job.get("dry_run"):
-                    # Multipart uploads never completed (S3; nothing on the filesystem,
-                    # whose .tmp- leftovers pass 1 removed) are no files: not counted.
+                if not job.get("dry_run") and ctx.storage.folders_sorted:
+                    # Multipart uploads never completed (S3) are no files: not counted. On
+                    # the filesystem pass 1 removed the .tmp- leftovers already, and the
+                    # sweep would walk the whole collection again.
                     ctx.storage.sweep_leftovers(f"{database}/{collection}",
                                                 older_than_s=ORPHAN_AGE_S)
             except _Ended:
@@ -403,13 +404,13 @@ class Reconciler:
             return
         ctx = self.ctx
         lock = RedisFolderLocks(ctx.redis)  # no job binding: never refused as stale
+        # Checked again just before (one query for the batch): a document inserted again
+        # since the batch's query owns its folder now (its insert job downloads into it).
+        metas = [(folder, self._read_metadata(folder)) for folder in folders]
+        owners = self._owners(job["database"], job["collection"], [m for _, m in metas])
         moved = []
-        for folder in folders:
-            # Checked again just before: a document inserted again since the batch's query
-            # owns its folder now (its insert job downloads into it).
-            meta = parse(ctx.storage.read_bytes(metadata_key(folder)), folder)
-            if meta is None or _identity(meta) in self._owners(job["database"],
-                                                               job["collection"], [meta]):
+        for folder, meta in metas:
+            if meta is None or _identity(meta) in owners:
                 continue
             if not trash.trash_folder(ctx.storage, folder, lock=lock):
                 continue
@@ -445,9 +446,11 @@ class Reconciler:
                          tally: Tally) -> None:
         ctx, settings = self.ctx, self.ctx.settings
         database, collection = job["database"], job["collection"]
+        # A stat costs less than reading a document's URLs; a HEAD (S3) costs more.
+        urls_first = ctx.storage.folders_sorted
         candidates: list[tuple[dict[str, Any], list[str]]] = []
         for doc in batch:
-            if not extract_image_urls(doc, settings.image_fields):
+            if urls_first and not extract_image_urls(doc, settings.image_fields):
                 continue
             try:
                 expected = folder_of(doc, database, collection, settings)
@@ -472,7 +475,8 @@ class Reconciler:
             trashed = ctx.redis.hmget(ctx.progress.key(job["_id"]), marks) if found else []
             present.update({k: False for k, mark in zip(found, trashed, strict=True) if mark})
         missing = [(doc, None) for doc, places in candidates
-                   if not any(present[metadata_key(place)] for place in places)]
+                   if not any(present[metadata_key(place)] for place in places)
+                   and (urls_first or extract_image_urls(doc, settings.image_fields))]
         if missing:
             self._download(job, missing, tally)
 
