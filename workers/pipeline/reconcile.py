@@ -67,12 +67,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from queue import Full, Queue
 from typing import Any
 
 from bson import json_util
@@ -99,6 +97,7 @@ from workers.pipeline.context import PipelineContext
 from workers.pipeline.finish import Finisher
 from workers.pipeline.plans import plan_to_message
 from workers.pipeline.scan import DOCS_PER_MESSAGE, IMAGES_PER_MESSAGE
+from workers.pipeline.streams import batches, read_ahead
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +278,7 @@ class Reconciler:
         raw_after = self.ctx.redis.hget(key, TREE_AFTER)
         after = raw_after.decode() if raw_after else None
         # Reading batch k+1 (listing, metadata.json, the $in query) overlaps judging batch k.
-        for folders, metas, owners in _prefetch(self._read_folders(job, after)):
+        for folders, metas, owners in read_ahead(self._read_folders(job, after)):
             self._check_live(job["_id"])
             self._judge_folders(job, folders, metas, owners, tally)
             self._save(job["_id"], tally)
@@ -290,7 +289,7 @@ class Reconciler:
         """Batches of (folders with their files, their metadata.json, their owners)."""
         database, collection = job["database"], job["collection"]
         parent = f"{database}/{collection}"
-        for batch in _batches(self.ctx.storage.folder_files(parent, after), BATCH):
+        for batch in batches(self.ctx.storage.folder_files(parent, after), BATCH):
             folders = [(f"{parent}/{name}", files) for name, files in batch]
             with_meta = [folder for folder, files in folders
                          if metadata_key(folder) in {f.key for f in files}]
@@ -433,7 +432,7 @@ class Reconciler:
         coll = self.ctx.mongo[job["database"]][job["collection"]]
         docs = scan_in_id_order(coll, None, self._projection(), last_id, batch_size=BATCH)
         scanned = 0
-        for batch in _prefetch(_batches(docs, BATCH)):  # the next batch read meanwhile
+        for batch in read_ahead(batches(docs, BATCH)):  # the next batch read meanwhile
             self._check_live(job["_id"])
             self._judge_documents(job, batch, tally)
             self._save(job["_id"], tally)
@@ -555,60 +554,3 @@ def _named_files(folder: str, meta: dict[str, Any] | None) -> set[str]:
         if isinstance(record, dict):
             named.update(f"{folder}/{relpath}" for relpath in _named(record))
     return named
-
-
-_DONE = object()
-
-
-def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """``items``, produced by a thread at most ``depth`` ahead: the producer's waits (MongoDB,
-    the storage) overlap the consumer's work, and memory holds ``depth`` items more."""
-    queue: Queue[tuple[Any, BaseException | None]] = Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(value: tuple[Any, BaseException | None]) -> bool:
-        while not stop.is_set():
-            try:
-                queue.put(value, timeout=0.1)
-                return True
-            except Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((_DONE, None))
-        except BaseException as exc:  # noqa: BLE001 -- handed to the consumer, raised there
-            put((_DONE, exc))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:  # a generator: its cursor is closed here, in its thread
-                close()
-
-    thread = threading.Thread(target=produce, name="reconcile-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = queue.get()
-            if error is not None:
-                raise error
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -1,5 +1,5 @@
-"""The reconcile step's small parts (workers/pipeline/reconcile.py): read-ahead, what a
-metadata.json names, how an owner is filed, the examples' bound."""
+"""The reconcile step's small parts (workers/pipeline/reconcile.py, streams.py): read-ahead,
+what a metadata.json names, how an owner is filed, the examples' bound."""
 
 from __future__ import annotations
 
@@ -7,18 +7,12 @@ import threading
 
 import pytest
 
-from workers.pipeline.reconcile import (
-    MAX_EXAMPLES,
-    Tally,
-    _batches,
-    _identity,
-    _named_files,
-    _prefetch,
-)
+from workers.pipeline.reconcile import MAX_EXAMPLES, Tally, _identity, _named_files
+from workers.pipeline.streams import batches, read_ahead
 
 
 def test_prefetch_gives_every_item_in_order_and_raises_the_producers_error():
-    assert list(_prefetch(iter(range(10)))) == list(range(10))
+    assert list(read_ahead(iter(range(10)))) == list(range(10))
 
     def failing():
         yield 1
@@ -26,7 +20,7 @@ def test_prefetch_gives_every_item_in_order_and_raises_the_producers_error():
 
     got = []
     with pytest.raises(RuntimeError, match="storage gone"):
-        for item in _prefetch(failing()):
+        for item in read_ahead(failing()):
             got.append(item)
     assert got == [1]
 
@@ -39,7 +33,7 @@ def test_prefetch_reads_at_most_depth_ahead_and_stops_with_its_consumer():
             produced.append(n)
             yield n
 
-    reader = _prefetch(items(), depth=2)
+    reader = read_ahead(items(), depth=2)
     assert next(reader) == 0
     reader.close()  # the consumer stops (an ended job, a shutdown)
     assert len(produced) <= 4  # one consumed, two queued, one waiting to be put
@@ -71,4 +65,4 @@ def test_examples_stop_at_the_bound_and_batches_cut_a_stream():
     tally.add("trashed", ["late"])
     assert len(tally.examples) == MAX_EXAMPLES and tally.pending == {
         "removed_files": MAX_EXAMPLES + 20, "trashed": 1}
-    assert list(_batches(iter(range(5)), 2)) == [[0, 1], [2, 3], [4]]
+    assert list(batches(iter(range(5)), 2)) == [[0, 1], [2, 3], [4]]
