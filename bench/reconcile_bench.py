@@ -150,10 +150,10 @@ def child(env: dict[str, str], dry_run: bool, ahead_s: float) -> None:
         from workers.pipeline import reconcile
 
         # One thread, so that the profile sees the reading too (no read-ahead).
-        reconcile._prefetch = lambda items, depth=2: items  # type: ignore[assignment]
+        reconcile.read_ahead = lambda items, depth=2: items  # type: ignore[assignment]
         profile = cProfile.Profile()
         profile.runcall(pipeline.scan, job["_id"])
-        pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(40)
     else:
         pipeline.scan(job["_id"])
     elapsed = time.perf_counter() - started

@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -61,14 +61,28 @@ class Versioned:
     version: str | None
 
 
-@dataclass(frozen=True)
 class StoredFile:
-    """One file of a folder as :meth:`Storage.folder_files` lists it."""
+    """One file of a folder as :meth:`Storage.folder_files` lists it: ``key`` (relative to
+    the tree's root; its last segment may be a temporary name, ``.tmp-…``) and
+    ``modified_s``, when it was last written (epoch seconds: the object's LastModified, or
+    the file's mtime, read only when asked: most files' age is never needed)."""
 
-    #: Relative to the tree's root; its last segment may be a temporary name (``.tmp-…``).
-    key: str
-    #: When it was last written (epoch seconds: the file's mtime, the object's LastModified).
-    modified_s: float
+    __slots__ = ("key", "_modified_s", "_stat")
+
+    def __init__(self, key: str, modified_s: float | None = None, *,
+                 stat: Callable[[], float] | None = None) -> None:
+        self.key = key
+        self._modified_s = modified_s
+        self._stat = stat
+
+    @property
+    def modified_s(self) -> float:
+        if self._modified_s is None:
+            self._modified_s = self._stat() if self._stat is not None else 0.0
+        return self._modified_s
+
+    def __repr__(self) -> str:
+        return f"StoredFile({self.key!r})"
 
 
 def content_version(data: bytes | None) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
@@ -59,10 +60,18 @@ def _files_under(directory: str, key: str, found: list[StoredFile]) -> None:
                 if not entry.name.startswith("."):
                     _files_under(entry.path, f"{key}/{entry.name}", found)
                 continue
-            mtime_s = entry.stat(follow_symlinks=False).st_mtime
         except FileNotFoundError:
             continue
-        found.append(StoredFile(f"{key}/{entry.name}", mtime_s))
+        found.append(StoredFile(f"{key}/{entry.name}", stat=functools.partial(_mtime_s, entry)))
+
+
+def _mtime_s(entry: os.DirEntry) -> float:
+    """When ``entry`` was last written; a file gone meanwhile counts as written just now
+    (it is no leftover to remove)."""
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 @contextlib.contextmanager
@@ -83,6 +92,7 @@ class FilesystemStorage(Storage):
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._root_s = os.fspath(self.root)
 
     @property
     def location(self) -> str:
@@ -162,7 +172,8 @@ class FilesystemStorage(Storage):
     # -- reading ------------------------------------------------------------------------------
 
     def open(self, key: str) -> IO[bytes]:
-        path = self._path(key)
+        # A string path: these reads (metadata.json) are the hot path of reconcile.
+        path = os.path.join(self._root_s, check_key(key))
         try:
             return open(path, "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -174,7 +185,7 @@ class FilesystemStorage(Storage):
 
     def stat(self, key: str) -> ObjectStat | None:
         try:
-            result = os.stat(self._path(key))
+            result = os.stat(os.path.join(self._root_s, check_key(key)))
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:

@@ -73,7 +73,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from bson import json_util
+from bson import ObjectId, json_util
+from bson.errors import InvalidId
 
 from images_service import metrics
 from images_service.download import engine
@@ -347,8 +348,8 @@ class Reconciler:
             key = meta.get("document_key")
             if key is not None:
                 try:
-                    ids.append(json_util.loads(json.dumps(key)))
-                except (TypeError, ValueError):
+                    ids.append(_typed_id(key))
+                except (TypeError, ValueError, InvalidId):
                     continue
             elif isinstance(meta.get("document_id"), str):
                 ids += document_id_candidates(meta["document_id"])
@@ -358,7 +359,7 @@ class Reconciler:
             {"_id": {"$in": ids}}, self._projection())
         found: dict[Any, dict[str, Any]] = {}
         for doc in cursor:
-            found[key_identity(typed_key(doc["_id"]))] = doc
+            found[_id_identity(doc["_id"])] = doc
             # metadata.json written before document_key was recorded names the id's text
             found.setdefault(("text", layout.document_id_str(doc["_id"])), doc)
         return found
@@ -535,6 +536,32 @@ class Reconciler:
 def _doc_key(database: str, collection: str, doc: dict[str, Any]) -> str:
     """The document's key in the job's progress state (workers/pipeline/plans.document_key)."""
     return f"{database}/{collection}/{layout.document_id_str(doc['_id'])}"
+
+
+def _typed_id(key: Any) -> Any:
+    """The ``_id`` a metadata.json's ``document_key`` (canonical Extended JSON) stands for;
+    the common kinds directly, the others through bson's parser (a JSON round trip)."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, dict) and len(key) == 1:
+        (kind, value), = key.items()
+        if kind == "$oid":
+            return ObjectId(value)
+        if kind in ("$numberInt", "$numberLong"):
+            return int(value)
+    return json_util.loads(json.dumps(key))
+
+
+def _id_identity(value: Any) -> Any:
+    """:func:`key_identity` of the ``document_key`` of ``_id`` ``value``, the common kinds
+    without a JSON round trip (equal to ``key_identity(document_key(value))``)."""
+    if isinstance(value, ObjectId):
+        return json.dumps({"$oid": str(value)})
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ("number", value)
+    return key_identity(typed_key(value))
 
 
 def _identity(meta: dict[str, Any]) -> Any:
