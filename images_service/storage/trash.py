@@ -102,10 +102,13 @@ def items(storage: Storage, database: str, collection: str) -> Iterator[TrashIte
 
 
 def purge(storage: Storage, database: str, collection: str, document_id: str, *,
-          lock: LockFactory = _no_lock) -> int:
+          lock: LockFactory = _no_lock,
+          forget: Callable[[list[str]], object] | None = None) -> int:
     """Remove the document's folder and every trashed copy of it; returns the files removed.
 
-    Raises NotFound ``document_not_found`` when there is neither a folder nor a trashed copy.
+    ``forget`` is called with the keys of the folders removed (the URL index forgets their
+    copies). Raises NotFound ``document_not_found`` when there is neither a folder nor a
+    trashed copy.
     """
     trash = storage.trash()
     found = [(store, key) for store in (storage, trash)
@@ -117,6 +120,8 @@ def purge(storage: Storage, database: str, collection: str, document_id: str, *,
     for store, key in found:
         with lock(key):
             removed += store.delete_prefix(key)
+    if forget is not None:
+        forget(sorted({key for _, key in found}))
     metrics.TRASH.labels("purged").inc(len(found))
     logger.info("purged %d file(s) of document %s of %s.%s", removed, document_id, database,
                 collection)

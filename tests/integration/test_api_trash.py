@@ -1,0 +1,182 @@
+"""The trash API (contract §15) on both storage backends: list, restore (409 into an occupied
+folder), purge (nothing left, trash included, also for a document deleted from MongoDB).
+
+Real api app (test client), nx-27017, Redis, the loopback image server, and the filesystem or
+a real SeaweedFS bucket. Documents are downloaded by the engine and trashed as the trash actor
+does (images_service/storage/trash.py); the listener's part is tested in
+test_listener_deletes.py.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from images_service.download import engine
+from images_service.download.url_index import UrlIndex
+from images_service.fetching.fetcher import Fetcher
+from images_service.storage import trash
+from images_service.storage.factory import create_storage
+from tests.support.pipeline import api_client, source_db
+
+TRASH = "/api/v1/trash/serpy_db/hotels"
+DOCS = "/api/v1/documents/serpy_db/hotels"
+
+
+@pytest.fixture
+def stack(make_settings, any_storage_env, image_server):
+    """The api and its storage, with hotels h1 ("Hotel Ritz") and h2 downloaded (two images
+    and a thumbnail each) and their copies in the URL index."""
+    settings = make_settings({"ALLOW_PRIVATE_NETWORKS": "true",
+                              "API_RATE_LIMIT": "100000/minute",
+                              "PROCESSED_VARIANTS": "thumb:32x32:fit:webp:80",
+                              **any_storage_env})
+    db = source_db(settings)
+    db.hotels.drop()
+    docs = [{"_id": f"h{n}", "name": name, "images": [image_server.url(f"/image/JPEG/{n}a"),
+                                                      image_server.url(f"/image/PNG/{n}b")]}
+            for n, name in ((1, "Hotel Ritz"), (2, "Sea View"))]
+    db.hotels.insert_many(docs)
+    storage = create_storage(settings)
+    urls = UrlIndex(source_db(settings).client, settings.jobs_database)
+    with Fetcher(settings) as fetcher:
+        for doc in docs:
+            meta = engine.download_document(doc, "serpy_db", "hotels", settings, job_id="j",
+                                            storage=storage, fetcher=fetcher)
+            assert meta["summary"]["downloaded"] == 2
+    for folder in ("serpy_db/hotels/h1-hotel-ritz", "serpy_db/hotels/h2-sea-view"):
+        urls.record(folder, _meta(storage, folder)["images"])
+    yield settings, api_client(settings), storage, urls
+    storage.close()
+
+
+def _meta(store, folder: str) -> dict | None:
+    raw = store.read_bytes(f"{folder}/metadata.json")
+    return json.loads(raw) if raw is not None else None
+
+
+def _error(response) -> tuple[int, str]:
+    return response.status_code, response.json["error"]["code"]
+
+
+def _indexed(urls: UrlIndex, folder: str) -> int:
+    return urls.collection.count_documents({"folder": folder})
+
+
+def test_the_trash_lists_and_restores_a_deleted_documents_folder(stack):
+    settings, client, storage, urls = stack
+    folder = "serpy_db/hotels/h1-hotel-ritz"
+    files = sorted(storage.list(folder))
+    assert len(files) == 5  # two originals, two thumbnails, metadata.json
+    assert client.get(TRASH).json == {"items": []}
+
+    # Given h1 deleted (its folder trashed, as the trash actor does: the index forgets it)
+    source_db(settings).hotels.delete_one({"_id": "h1"})
+    trash.trash_folder(storage, folder, now=datetime(2026, 12, 1, 10, 0, tzinfo=UTC))
+    urls.forget_folders([folder])
+
+    # Then the trash lists it
+    response = client.get(TRASH)
+    assert response.status_code == 200
+    assert response.json == {"items": [{"folder": "h1-hotel-ritz", "document_id": "h1",
+                                        "deleted_at": "2026-12-01T10:00:00Z", "images": 2}]}
+
+    # When it is restored: back in the tree, files unchanged, no deleted_at, indexed again
+    response = client.post(f"{TRASH}/h1-hotel-ritz/restore")
+    assert (response.status_code, response.json) == (200, {"restored": "h1-hotel-ritz"})
+    assert sorted(storage.list(folder)) == files
+    assert "deleted_at" not in _meta(storage, folder)
+    assert storage.trash().list(folder) == []
+    assert client.get(TRASH).json == {"items": []}
+    assert _indexed(urls, folder) == 2
+    assert client.get(f"{DOCS}/h1").status_code == 404  # the api reads documents from MongoDB
+
+    # And a second restore finds nothing in the trash
+    assert _error(client.post(f"{TRASH}/h1-hotel-ritz/restore")) == (404, "not_in_trash")
+
+
+def test_restore_into_an_occupied_folder_is_409_and_changes_nothing(stack):
+    settings, client, storage, _ = stack
+    folder = "serpy_db/hotels/h2-sea-view"
+    trash.trash_folder(storage, folder)
+    trashed = sorted(storage.trash().list(folder))
+    # Given the folder written again since (the document re-inserted and downloaded)
+    storage.put_bytes(f"{folder}/metadata.json",
+                      json.dumps({"document_id": "h2", "images": []}).encode())
+
+    assert _error(client.post(f"{TRASH}/h2-sea-view/restore")) == (409, "folder_conflict")
+
+    assert storage.list(folder) == [f"{folder}/metadata.json"]
+    assert sorted(storage.trash().list(folder)) == trashed
+    assert [item["folder"] for item in client.get(TRASH).json["items"]] == ["h2-sea-view"]
+
+
+def test_purge_leaves_nothing_of_the_document_trash_included(stack):
+    settings, client, storage, urls = stack
+    folder = "serpy_db/hotels/h1-hotel-ritz"
+    # Given h1 deleted (trashed), re-inserted and downloaded again: a copy in each place
+    trash.trash_folder(storage, folder)
+    with Fetcher(settings) as fetcher:
+        doc = {"_id": "h1", "name": "Hotel Ritz", "images": [_meta(storage.trash(), folder)[
+            "images"][0]["url"]]}
+        engine.download_document(doc, "serpy_db", "hotels", settings, job_id="j2",
+                                 storage=storage, fetcher=fetcher)
+    urls.record(folder, _meta(storage, folder)["images"])
+    expected = len(storage.list(folder)) + len(storage.trash().list(folder))
+    others = sorted(storage.list("serpy_db/hotels/h2-sea-view"))
+
+    response = client.delete(f"{DOCS}/h1/images")
+
+    assert (response.status_code, response.json) == (200, {"removed": expected})
+    assert storage.list(folder) == [] and storage.trash().list("") == []
+    assert _indexed(urls, folder) == 0
+    # Only h1 went: h2's folder and index entries stay
+    assert sorted(storage.list("")) == others
+    assert _indexed(urls, "serpy_db/hotels/h2-sea-view") == 2
+    assert _error(client.delete(f"{DOCS}/h1/images")) == (404, "document_not_found")
+
+
+def test_purge_of_a_document_already_deleted_from_mongodb(stack):
+    settings, client, storage, _ = stack
+    folder = "serpy_db/hotels/h2-sea-view"
+    source_db(settings).hotels.delete_one({"_id": "h2"})
+    trash.trash_folder(storage, folder)
+    trashed = len(storage.trash().list(folder))
+
+    response = client.delete(f"{DOCS}/h2/images")
+
+    assert (response.status_code, response.json) == (200, {"removed": trashed})
+    assert storage.trash().list("") == []
+    assert client.get(TRASH).json == {"items": []}
+    # a document that never had images (nor exists) is 404
+    assert _error(client.delete(f"{DOCS}/h9/images")) == (404, "document_not_found")
+
+
+@pytest.mark.parametrize("any_storage_env", ["filesystem"], indirect=True)
+@pytest.mark.parametrize("method, path", [
+    ("get", "/api/v1/trash/bad$db/hotels"),
+    ("get", "/api/v1/trash/serpy_db/.hidden"),
+    ("post", "/api/v1/trash/serpy_db/hotels/.trash/restore"),
+    ("post", "/api/v1/trash/serpy_db/hotels/%20h1/restore"),
+    ("post", "/api/v1/trash/bad$db/hotels/h1/restore"),
+    ("delete", "/api/v1/documents/serpy_db/hotels/.h1/images"),
+    ("delete", "/api/v1/documents/serpy_db/bad%00coll/h1/images"),
+])
+def test_bad_names_are_400_before_any_lookup(stack, method, path):
+    _, client, storage, _ = stack
+    before = sorted(storage.list(""))
+    response = getattr(client, method)(path)
+    assert _error(response) == (400, "invalid_request"), path
+    assert sorted(storage.list("")) == before
+
+
+@pytest.mark.parametrize("any_storage_env", ["filesystem"], indirect=True)
+def test_the_trash_endpoints_need_the_api_key(stack):
+    _, client, storage, _ = stack
+    for method, path in (("get", TRASH), ("post", f"{TRASH}/h1-hotel-ritz/restore"),
+                         ("delete", f"{DOCS}/h1/images")):
+        response = getattr(client, method)(path, headers={"X-API-Key": "wrong"})
+        assert _error(response) == (401, "unauthorized"), path
+    assert len(storage.list("serpy_db/hotels/h1-hotel-ritz")) == 5
