@@ -18,43 +18,11 @@ from images_service.download import engine
 from images_service.download.url_index import UrlIndex
 from images_service.fetching.fetcher import Fetcher
 from images_service.storage import trash
-from images_service.storage.factory import create_storage
-from tests.support.pipeline import api_client, source_db
+from tests.support.pipeline import source_db
+from tests.support.trash import meta as _meta
 
 TRASH = "/api/v1/trash/serpy_db/hotels"
 DOCS = "/api/v1/documents/serpy_db/hotels"
-
-
-@pytest.fixture
-def stack(make_settings, any_storage_env, image_server):
-    """The api and its storage, with hotels h1 ("Hotel Ritz") and h2 downloaded (two images
-    and a thumbnail each) and their copies in the URL index."""
-    settings = make_settings({"ALLOW_PRIVATE_NETWORKS": "true",
-                              "API_RATE_LIMIT": "100000/minute",
-                              "PROCESSED_VARIANTS": "thumb:32x32:fit:webp:80",
-                              **any_storage_env})
-    db = source_db(settings)
-    db.hotels.drop()
-    docs = [{"_id": f"h{n}", "name": name, "images": [image_server.url(f"/image/JPEG/{n}a"),
-                                                      image_server.url(f"/image/PNG/{n}b")]}
-            for n, name in ((1, "Hotel Ritz"), (2, "Sea View"))]
-    db.hotels.insert_many(docs)
-    storage = create_storage(settings)
-    urls = UrlIndex(source_db(settings).client, settings.jobs_database)
-    with Fetcher(settings) as fetcher:
-        for doc in docs:
-            meta = engine.download_document(doc, "serpy_db", "hotels", settings, job_id="j",
-                                            storage=storage, fetcher=fetcher)
-            assert meta["summary"]["downloaded"] == 2
-    for folder in ("serpy_db/hotels/h1-hotel-ritz", "serpy_db/hotels/h2-sea-view"):
-        urls.record(folder, _meta(storage, folder)["images"])
-    yield settings, api_client(settings), storage, urls
-    storage.close()
-
-
-def _meta(store, folder: str) -> dict | None:
-    raw = store.read_bytes(f"{folder}/metadata.json")
-    return json.loads(raw) if raw is not None else None
 
 
 def _error(response) -> tuple[int, str]:
@@ -65,8 +33,8 @@ def _indexed(urls: UrlIndex, folder: str) -> int:
     return urls.collection.count_documents({"folder": folder})
 
 
-def test_the_trash_lists_and_restores_a_deleted_documents_folder(stack):
-    settings, client, storage, urls = stack
+def test_the_trash_lists_and_restores_a_deleted_documents_folder(trash_stack):
+    settings, client, storage, urls = trash_stack
     folder = "serpy_db/hotels/h1-hotel-ritz"
     files = sorted(storage.list(folder))
     assert len(files) == 5  # two originals, two thumbnails, metadata.json
@@ -97,8 +65,8 @@ def test_the_trash_lists_and_restores_a_deleted_documents_folder(stack):
     assert _error(client.post(f"{TRASH}/h1-hotel-ritz/restore")) == (404, "not_in_trash")
 
 
-def test_restore_into_an_occupied_folder_is_409_and_changes_nothing(stack):
-    settings, client, storage, _ = stack
+def test_restore_into_an_occupied_folder_is_409_and_changes_nothing(trash_stack):
+    settings, client, storage, _ = trash_stack
     folder = "serpy_db/hotels/h2-sea-view"
     trash.trash_folder(storage, folder)
     trashed = sorted(storage.trash().list(folder))
@@ -113,8 +81,8 @@ def test_restore_into_an_occupied_folder_is_409_and_changes_nothing(stack):
     assert [item["folder"] for item in client.get(TRASH).json["items"]] == ["h2-sea-view"]
 
 
-def test_purge_leaves_nothing_of_the_document_trash_included(stack):
-    settings, client, storage, urls = stack
+def test_purge_leaves_nothing_of_the_document_trash_included(trash_stack):
+    settings, client, storage, urls = trash_stack
     folder = "serpy_db/hotels/h1-hotel-ritz"
     # Given h1 deleted (trashed), re-inserted and downloaded again: a copy in each place
     trash.trash_folder(storage, folder)
@@ -138,8 +106,8 @@ def test_purge_leaves_nothing_of_the_document_trash_included(stack):
     assert _error(client.delete(f"{DOCS}/h1/images")) == (404, "document_not_found")
 
 
-def test_purge_of_a_document_already_deleted_from_mongodb(stack):
-    settings, client, storage, _ = stack
+def test_purge_of_a_document_already_deleted_from_mongodb(trash_stack):
+    settings, client, storage, _ = trash_stack
     folder = "serpy_db/hotels/h2-sea-view"
     source_db(settings).hotels.delete_one({"_id": "h2"})
     trash.trash_folder(storage, folder)
@@ -164,8 +132,8 @@ def test_purge_of_a_document_already_deleted_from_mongodb(stack):
     ("delete", "/api/v1/documents/serpy_db/hotels/.h1/images"),
     ("delete", "/api/v1/documents/serpy_db/bad%00coll/h1/images"),
 ])
-def test_bad_names_are_400_before_any_lookup(stack, method, path):
-    _, client, storage, _ = stack
+def test_bad_names_are_400_before_any_lookup(trash_stack, method, path):
+    _, client, storage, _ = trash_stack
     before = sorted(storage.list(""))
     response = getattr(client, method)(path)
     assert _error(response) == (400, "invalid_request"), path
@@ -173,8 +141,8 @@ def test_bad_names_are_400_before_any_lookup(stack, method, path):
 
 
 @pytest.mark.parametrize("any_storage_env", ["filesystem"], indirect=True)
-def test_the_trash_endpoints_need_the_api_key(stack):
-    _, client, storage, _ = stack
+def test_the_trash_endpoints_need_the_api_key(trash_stack):
+    _, client, storage, _ = trash_stack
     for method, path in (("get", TRASH), ("post", f"{TRASH}/h1-hotel-ritz/restore"),
                          ("delete", f"{DOCS}/h1/images")):
         response = getattr(client, method)(path, headers={"X-API-Key": "wrong"})
