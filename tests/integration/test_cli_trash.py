@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pty
 import subprocess
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
