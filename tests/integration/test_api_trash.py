@@ -10,15 +10,20 @@ test_listener_deletes.py.
 from __future__ import annotations
 
 import json
+import urllib.request
 from datetime import UTC, datetime
 
 import pytest
 
+from images_service.dev.embedded import free_port
 from images_service.download import engine
 from images_service.download.url_index import UrlIndex
 from images_service.fetching.fetcher import Fetcher
 from images_service.storage import trash
-from tests.support.pipeline import source_db
+from images_service.storage.filesystem import FilesystemStorage
+from tests.integration.test_metrics import scrape, value
+from tests.support.pipeline import KEY, source_db
+from tests.support.processes import kill_group, service_command, spawn, wait_http_json
 from tests.support.trash import meta as _meta
 
 TRASH = "/api/v1/trash/serpy_db/hotels"
@@ -148,3 +153,33 @@ def test_the_trash_endpoints_need_the_api_key(trash_stack):
         response = getattr(client, method)(path, headers={"X-API-Key": "wrong"})
         assert _error(response) == (401, "unauthorized"), path
     assert len(storage.list("serpy_db/hotels/h1-hotel-ritz")) == 5
+
+
+def test_restore_and_purge_are_counted_by_the_api_under_gunicorn(mongo_uri, redis_url, tmp_path):
+    # The api's own processes count the actions, exported from gunicorn's multiprocess files
+    storage = FilesystemStorage(tmp_path / "images")
+    for name in ("h1", "h2"):
+        storage.put_bytes(f"serpy_db/hotels/{name}/metadata.json",
+                          json.dumps({"document_id": name, "images": []}).encode())
+        trash.trash_folder(storage, f"serpy_db/hotels/{name}")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/api/v1"
+    env = {"MONGODB_URI": mongo_uri, "REDIS_URL": redis_url, "API_KEY": KEY,
+           "STORAGE_PATH": str(tmp_path / "images"), "API_WORKERS": "2"}
+    proc = spawn(service_command("api", "--host", "127.0.0.1", "--port", str(port)), env,
+                 tmp_path, tmp_path / "api.log")
+    try:
+        wait_http_json(f"{base}/health", proc=proc)
+        assert _call("POST", f"{base}/trash/serpy_db/hotels/h1/restore") == 200
+        assert _call("DELETE", f"{base}/documents/serpy_db/hotels/h2/images") == 200
+        families = scrape(f"{base}/metrics")
+        assert value(families, "images_trash_total", action="restored") == 1
+        assert value(families, "images_trash_total", action="purged") == 1
+    finally:
+        kill_group(proc)
+
+
+def _call(method: str, url: str) -> int:
+    request = urllib.request.Request(url, method=method, headers={"X-API-Key": KEY})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status
