@@ -142,16 +142,24 @@ def expire(storage: Storage, retention: timedelta, *, now: datetime | None = Non
         for collection in trash.list_folders(database):
             for name in trash.list_folders(f"{database}/{collection}"):
                 key = f"{database}/{collection}/{name}"
-                deleted_at = _deleted_at(parse(trash.read_bytes(metadata_key(key))))
-                if deleted_at is None or deleted_at > cutoff:
+                if not _expired(trash, key, cutoff):
                     continue
                 with lock(key):
+                    # Read again under the lock: the folder may have been trashed again (a
+                    # fresh deleted_at) between the first read and the lock.
+                    if not _expired(trash, key, cutoff):
+                        continue
                     trash.delete_prefix(key)
                 expired.append(key)
                 metrics.TRASH.labels("expired").inc()
     if expired:
         logger.info("removed %d trashed folder(s) past the retention", len(expired))
     return expired
+
+
+def _expired(trash: Storage, key: str, cutoff: datetime) -> bool:
+    deleted_at = _deleted_at(parse(trash.read_bytes(metadata_key(key))))
+    return deleted_at is not None and deleted_at <= cutoff
 
 
 def _deleted_at(current: dict[str, Any] | None) -> datetime | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -93,3 +94,21 @@ def test_one_process_of_the_fleet_makes_each_pass(pipeline):
     assert second.tick() == [later]
     assert storage.trash().list("") == []
     storage.close()
+
+
+def test_a_folder_trashed_again_meanwhile_is_kept(any_storage):
+    # Given an expired trashed folder that is trashed again (a fresh deleted_at) between the
+    # pass's first read and its lock, as a concurrent trash_document would
+    storage = any_storage
+    old = _trashed(storage, "again", 30)
+
+    @contextmanager
+    def lock_after_a_new_trash(key: str):
+        _trashed(storage, "again", 0)
+        yield
+
+    # When the pass removes what it found expired
+    assert trash.expire(storage, timedelta(days=7), lock=lock_after_a_new_trash) == []
+
+    # Then the fresh copy is kept
+    assert len(storage.trash().list(old)) == 2
