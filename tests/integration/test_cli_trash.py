@@ -7,6 +7,7 @@ stdin, stdout and stderr on a pseudo-terminal (a person, who is asked before a p
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -84,6 +85,9 @@ def test_trash_lists_and_restore_brings_back(live):
     folder, document_id, deleted_at, images = line.split("\t")
     assert (folder, document_id, images) == ("h1-hotel-ritz", "h1", "2")
     assert deleted_at.endswith("Z")
+    as_json = _script(api, "trash", "serpy_db", "hotels", "--json")
+    assert json.loads(as_json.stdout) == {"items": [{
+        "folder": "h1-hotel-ritz", "document_id": "h1", "deleted_at": deleted_at, "images": 2}]}
 
     restored = _script(api, "restore", "serpy_db", "hotels", "h1-hotel-ritz")
     assert restored.returncode == 0, restored.stderr
