@@ -109,12 +109,17 @@ class TrashAdmin:
                    and isinstance(r.get("url"), str) and isinstance(r.get("file"), str)]
         self.urls.record(key, records)  # type: ignore[union-attr]
 
-    def preview(self, database: str, collection: str, document_id: str) -> list[StoredCopy]:
-        """What :meth:`purge` would remove (the console's confirmation page)."""
+    def preview(self, database: str, collection: str, document_id: str, *,
+                places: tuple[str, ...] = ("tree", "trash")) -> list[StoredCopy]:
+        """What :meth:`purge` would remove (the console's confirmation page), looked for in
+        ``places``: on the filesystem, finding a document's folders by id scans its
+        collection's directory, so a page that knows the tree folder asks for the trash only."""
         _check(database, collection, document_id=document_id)
+        stores = {"tree": self.storage, "trash": self.storage.trash()}
         found = []
         with _storage_errors():
-            for where, store in (("tree", self.storage), ("trash", self.storage.trash())):
+            for where in places:
+                store = stores[where]
                 for key in folders.of_document(store, database, collection, document_id):
                     found.append(StoredCopy(where, key, len(store.list(key))))
         return found

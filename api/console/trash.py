@@ -76,7 +76,10 @@ def document(database: str, collection: str, document_id: str):
         if exc.code != "document_not_found":
             raise
         stored = None  # never downloaded, or deleted from MongoDB: its copies may remain
-    copies = trash_admin().preview(database, collection, document_id)
+    # The tree folder is known from MongoDB when the document exists; only the trash (and,
+    # for a document gone from MongoDB, the tree) is searched by id.
+    copies = trash_admin().preview(database, collection, document_id,
+                                   places=("trash",) if stored else ("tree", "trash"))
     return render_template(
         "console/document.html", database=database, collection=collection,
         doc=document_view(document_id, stored), copies=copies,
