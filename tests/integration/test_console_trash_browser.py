@@ -47,6 +47,7 @@ def test_restore_from_the_trash_page_then_purge_after_confirming(page, console_s
         "() => document.images.length == 2 && "
         "[...document.images].every(img => img.complete && img.naturalWidth > 0)")
     assert page.get_by_role("link", name="Purge…").count() == 1
+    shot(page, stack, "document")
 
     # Given the document deleted and its folder trashed (as the listener's actor does)
     db.trash_hotels.delete_one({"_id": "t1"})
@@ -68,6 +69,7 @@ def test_restore_from_the_trash_page_then_purge_after_confirming(page, console_s
     page.goto(stack.url("/ui/documents/serpy_db/trash_hotels/t1"))
     page.get_by_role("link", name="Purge…").click()
     page.get_by_text("It cannot be undone").wait_for()
+    shot(page, stack, "purge")
     assert sorted(storage.list(folder)) == files  # nothing removed by opening the page
     page.get_by_role("button", name=f"Purge {len(files)} files").click()
     page.get_by_text(f"Document t1 purged: {len(files)} files removed").wait_for()
