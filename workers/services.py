@@ -50,6 +50,7 @@ class PipelineMiddleware(dramatiq.Middleware):
         pipeline = self.pipeline(broker)
         start_sampler(pipeline.redis, self._stop_threads)
         start_sweeper(pipeline.ctx, pipeline.finisher, self._stop_threads)
+        pipeline.ctx.timeline.start(pipeline.ctx.pool, self._stop_threads)
 
     def before_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
         self._stop_threads.set()

@@ -37,6 +37,7 @@ from images_service.queueing.messages import Enqueuer
 from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage
 from workers.pipeline.plans import backoff_ms, download_threads
+from workers.timeline import OFF, NullTimeline, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ class PipelineContext:
         # Every download thread may upload at once, plus the actor threads' metadata writes.
         self.storage: Storage = create_storage(
             settings, max_pool_connections=threads + settings.worker_threads)
+        #: The benchmark's timeline (WORKER_TIMELINE_DIR); a no-op unless it is set.
+        self.timeline: NullTimeline = (Timeline(settings.worker_timeline_dir)
+                                       if settings.worker_timeline_dir else OFF)
         self._status: dict[str, tuple[str | None, float]] = {}
         self._status_lock = threading.Lock()
         self._shutting_down = threading.Event()

@@ -93,6 +93,12 @@ class Downloader:
                               lock=locks, rules=self.ctx.content_rules)
 
     def download_documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
+        timeline = self.ctx.timeline
+        timeline.mark("message")
+        with timeline.span("messages"):
+            self._download_documents(job_id, plans)
+
+    def _download_documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
         ctx = self.ctx
         job = ctx.jobs.get(job_id)
         if job is None or job["status"] in FINISHED:
@@ -103,24 +109,13 @@ class Downloader:
             return
         # Document-level steps first, for every document: if one raises (storage down), the
         # message is replayed before any download started.
-        opened: list[tuple[DocumentFolder, dict[str, Any]]] = []
-        for data in plans:
-            folder = self.folder(job_id, data)
-            with log_context(job_id=job_id, document_id=folder.plan.document_id):
-                try:
-                    folder.open()
-                except FolderConflict as exc:
-                    self.finisher.conflict(job, folder.plan, data, exc)
-                    continue
-                except StaleMessage as exc:
-                    self.finisher.superseded(job, folder.plan, data, reason=exc.message)
-                    continue
-            opened.append((folder, data))
-        force = bool(job.get("force"))
-        # One query for the URL index's copies of every image not already in its place.
-        known = {} if force else ctx.fetch_once.known(
-            [task.url for folder, _ in opened for task in folder.plan.images
-             if (folder.previous.get(task.index) or {}).get("url") != task.url])
+        with ctx.timeline.span("opening"):
+            opened = self._open(job, plans)
+            force = bool(job.get("force"))
+            # One query for the URL index's copies of every image not already in its place.
+            known = {} if force else ctx.fetch_once.known(
+                [task.url for folder, _ in opened for task in folder.plan.images
+                 if (folder.previous.get(task.index) or {}).get("url") != task.url])
         work = []
         for folder, data in opened:
             previous = folder.previous
@@ -135,10 +130,12 @@ class Downloader:
         deferred: list[tuple[dict[str, Any], ImageTask, int]] = []
         finished = []
         failure: BaseException | None = None
+        timeline = ctx.timeline
         for folder, data, futures in work:
             done: list[dict[str, Any]] = []
-            for task, future in futures:
-                outcome, error = _result(future)
+            with timeline.span("awaiting"):  # the message boundary (workers/timeline.py)
+                results = [(task, *_result(future)) for task, future in futures]
+            for task, outcome, error in results:
                 if error is not None:
                     failure = failure or error
                 elif outcome.retry is not None:
@@ -148,9 +145,10 @@ class Downloader:
                 elif outcome.record is not None:
                     done.append(outcome.record)
             # Each document's metadata.json as soon as its images are done ...
-            if (document := self.finisher.merge(job, folder, data, done)) is not None:
-                finished.append(document)
-        with log_context(job_id=job_id):
+            with timeline.span("finishing"):
+                if (document := self.finisher.merge(job, folder, data, done)) is not None:
+                    finished.append(document)
+        with log_context(job_id=job_id), timeline.span("finishing"):
             # ... the finished ones written back and counted together (two MongoDB round
             # trips for the message, not two per document).
             self.finisher.finish_documents(job, finished)
@@ -167,7 +165,29 @@ class Downloader:
         for data, task, delay in deferred:  # still the first attempt: no retry spent
             ctx.enqueuer.retry(job_id, data, task.index, 1, delay)
 
+    def _open(self, job: dict[str, Any],
+              plans: list[dict[str, Any]]) -> list[tuple[DocumentFolder, dict[str, Any]]]:
+        """Open every document's folder; a conflicting or superseded one is finished here."""
+        opened: list[tuple[DocumentFolder, dict[str, Any]]] = []
+        for data in plans:
+            folder = self.folder(job["_id"], data)
+            with log_context(job_id=job["_id"], document_id=folder.plan.document_id):
+                try:
+                    folder.open()
+                except FolderConflict as exc:
+                    self.finisher.conflict(job, folder.plan, data, exc)
+                    continue
+                except StaleMessage as exc:
+                    self.finisher.superseded(job, folder.plan, data, reason=exc.message)
+                    continue
+            opened.append((folder, data))
+        return opened
+
     def retry_image(self, job_id: str, data: dict[str, Any], index: int, attempt: int) -> None:
+        with self.ctx.timeline.span("messages"):
+            self._retry_image(job_id, data, index, attempt)
+
+    def _retry_image(self, job_id: str, data: dict[str, Any], index: int, attempt: int) -> None:
         ctx = self.ctx
         job = ctx.jobs.get(job_id)
         if job is None or job["status"] in FINISHED:
@@ -207,7 +227,8 @@ class Downloader:
         ``known`` is the URL index's entry of the image's URL, if any: a stored copy to copy
         instead of requesting it again (unless the job forces re-fetching).
         """
-        with log_context(job_id=job_id, document_id=folder.plan.document_id, url=task.url):
+        with log_context(job_id=job_id, document_id=folder.plan.document_id, url=task.url), \
+                self.ctx.timeline.span("attempts"):
             try:
                 return self._attempt(job_id, folder, task, previous, force, attempt, same_job,
                                      known)
@@ -237,7 +258,8 @@ class Downloader:
                 return Outcome(record=folder.backfill(skipped, ctx.settings))
         if ctx.stopped(job_id):
             return Outcome()  # cancelled before it started: not done, nothing recorded
-        copied, claim = self._copy_or_claim(job_id, folder, task, known)
+        with ctx.timeline.span("claim"):
+            copied, claim = self._copy_or_claim(job_id, folder, task, known)
         if copied is not None:
             return Outcome(record=copied)
         stored = False
@@ -247,8 +269,9 @@ class Downloader:
             return outcome
         finally:
             if claim is not None:
-                ctx.fetch_once.release(task.url, claim, job_key=ctx.progress.key(job_id),
-                                       stored=stored)
+                with ctx.timeline.span("release"):
+                    ctx.fetch_once.release(task.url, claim, job_key=ctx.progress.key(job_id),
+                                           stored=stored)
 
     def _copy_or_claim(self, job_id: str, folder: DocumentFolder, task: ImageTask,
                        known: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -291,8 +314,11 @@ class Downloader:
                 try:
                     # §17: robots.txt first (no slot is taken for a disallowed image), then a
                     # slot, refused while the host is paused or within its Crawl-delay.
-                    crawl_ms = ctx.robots.check(task.url, should_stop=stop) if ctx.robots else 0
-                    token = ctx.caps.acquire(host, should_stop=stop, crawl_delay_ms=crawl_ms)
+                    with ctx.timeline.span("slot_wait"):
+                        crawl_ms = (ctx.robots.check(task.url, should_stop=stop)
+                                    if ctx.robots else 0)
+                        token = ctx.caps.acquire(host, should_stop=stop,
+                                                 crawl_delay_ms=crawl_ms)
                 except SlotWaitCancelled:
                     return Outcome()
                 except HostPaused as paused:
@@ -300,14 +326,17 @@ class Downloader:
                     return Outcome(defer_ms=_defer_ms(paused.wait_ms))
                 metrics.SLOT_WAIT_SECONDS.observe(time.monotonic() - started)
             began = time.monotonic()
-            record = engine.download_image(folder, task, ctx.fetcher, ctx.settings,
-                                           previous=None, force=True, attempt=attempt)
+            with ctx.timeline.span("downloads"):
+                record = engine.download_image(folder, task, ctx.fetcher, ctx.settings,
+                                               previous=None, force=True, attempt=attempt)
+            ctx.timeline.mark("download_end")
             metrics.DOWNLOAD_SECONDS.observe(time.monotonic() - began)
             metrics.DOWNLOADS.labels("downloaded").inc()
             metrics.DOWNLOAD_BYTES.inc(record.get("bytes") or 0)
             # The URL index's copy of this URL, before the claim goes: a document waiting for
             # this download finds it there and copies it.
-            ctx.urls.record(folder.key, [record])
+            with ctx.timeline.span("index"):
+                ctx.urls.record(folder.key, [record])
             return Outcome(record=record)
         except BaseException as exc:
             error = exc
