@@ -70,7 +70,10 @@ from api import create_app  # noqa: E402
 from images_service.config.settings import load_settings  # noqa: E402
 from images_service.dev.embedded import free_port, start_embedded_mongo  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "bench"
+# ../shared/bench beside the repository; from a git worktree under /work/wt/<name>, the one
+# beside the main checkout.
+SHARED = next((p for p in (REPO.parent / "shared" / "bench", REPO.parents[1] / "shared" / "bench")
+               if p.is_dir()), REPO.parent / "shared" / "bench")
 KEY = "bench-key-0123456789"
 MANIFEST = Path("/tmp/bench-corpus/manifest.json")
 S3_KEYS = ("bench-access-key", "bench-secret-key")  # dummy: weed runs without identities
