@@ -375,7 +375,9 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
     worker_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
     worker_env.update(env)
     # The shared loopback guard (connect/DNS outside 127/8 refused) on top of the SSRF guard.
-    worker_env["PYTHONPATH"] = f"{SHARED / 'guard'}{os.pathsep}{REPO}"
+    # ``src=PATH``: the worker runs that checkout's code (e.g. a ``git archive`` of an earlier
+    # commit), so before/after runs interleave in one invocation; the api stays this one's.
+    worker_env["PYTHONPATH"] = f"{SHARED / 'guard'}{os.pathsep}{cfg.get('src') or REPO}"
     worker_env["BENCH_GUARD_LOG"] = str(args.guard_log)
 
     def start_worker(extra: dict[str, str]) -> subprocess.Popen:
@@ -384,7 +386,7 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
                 [sys.executable, "-m", "images_service.cli", "worker",
                  "--processes", str(cfg["processes"]), "--threads", str(cfg["threads"])],
                 env={**worker_env, **extra}, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, cwd=cfg.get("src") or None,  # `-m` puts cwd first
             )
 
     if cfg.get("backfill"):
@@ -576,7 +578,7 @@ def parse_configs(text: str, defaults: dict) -> list[tuple[str, dict]]:
             key, _, value = pair.partition("=")
             key = key.strip().replace("-", "_")
             if key not in ("storage", "validation", "variants", "backfill", "processes",
-                           "threads", "per_doc", "peer"):
+                           "threads", "per_doc", "peer", "src"):
                 raise SystemExit(f"--configs: unknown key {key!r} in {item!r}")
             cfg[key] = int(value) if key in INT_KEYS else value.strip()
         # variants may contain commas: allow "variants=a:..|b:.." with | as the separator
@@ -594,6 +596,7 @@ def describe(cfg: dict) -> str:
         return f"img2dataset raw, {cfg['processes']} proc × {cfg['threads']} thr"
     text = (f"service {cfg['storage']}, {cfg['validation']}, {cfg['processes']}p×{cfg['threads']}t, "
             f"{cfg['per_doc']}/doc")
+    text += f", worker from {cfg['src']}" if cfg.get("src") else ""
     text += f", variants={cfg['variants']}" if cfg.get("variants") else ""
     return text + (f", backfill={cfg['backfill']}" if cfg.get("backfill") else "")
 

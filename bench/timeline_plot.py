@@ -137,6 +137,14 @@ def analyse(run_dir: Path) -> dict[str, Any]:
     claim = _gauge(data, "claim")
     index = _gauge(data, "index")
     release = _gauge(data, "release")
+    status = _gauge(data, "status")
+    index_queued = _gauge(data, "index_queued")
+    writer = {}
+    for pid, series in data["workers"].items():
+        rows = [r for r in series if r is not None]
+        if rows and "index_writes" in rows[-1]:
+            writer[str(pid)] = {k: round(rows[-1][k] - rows[0][k], 3)
+                                for k in ("index_writes", "index_entries", "index_write_s")}
     queued = _gauge(data, "pool_queued")
     threads = _gauge(data, "pool_threads")
     per_cpu, total_cpu = _cpu_series(data)
@@ -170,6 +178,7 @@ def analyse(run_dir: Path) -> dict[str, Any]:
             "completed_seen": round(window * 1000),
         },
         "process_last_busy_ms": ends,
+        "index_writer": writer,
         "download_stretch_means": {
             "downloads_in_flight": mean(downloads), "fleet_cap": fleet,
             "slot_wait": mean(slot_wait), "pool_busy": mean(attempts),
@@ -177,6 +186,7 @@ def analyse(run_dir: Path) -> dict[str, Any]:
             "messages_in_process": mean(messages), "awaiting_boundary": mean(awaiting),
             "finishing": mean(finishing), "opening": mean(opening), "claim": mean(claim),
             "index": mean(index), "release": mean(release), "cores_busy": mean(total_cpu),
+            "index_queued": mean(index_queued), "status": mean(status),
         },
         "download_stretch_shares": {
             "cores_below_90pct": share(lambda i: total_cpu[i] < 0.9 * CORES),
@@ -225,13 +235,15 @@ def draw(run_dir: Path, png: Path) -> None:
     ax.legend(fontsize=7, loc="upper right")
     names = [("downloads", "downloads in flight"), ("slot_wait", "waiting for a slot"),
              ("attempts", "pool threads busy"), ("claim", "claiming the URL"),
-             ("index", "writing the URL index"), ("release", "releasing the claim")]
+             ("index", "writing the URL index"), ("release", "releasing the claim"),
+             ("status", "reading the job status")]
     for axis, keys in ((axes[1], names),
                        (axes[2], [("messages", "messages in process"),
                                   ("opening", "actors opening folders"),
                                   ("awaiting", "actors awaiting their message's images"),
                                   ("finishing", "actors merging/writing back")]),
-                       (axes[3], [("pool_queued", "pool tasks queued")])):
+                       (axes[3], [("pool_queued", "pool tasks queued"),
+                                  ("index_queued", "URL index entries queued")])):
         for pid, series in sorted(data["workers"].items()):
             for key, label in keys:
                 axis.plot(x, [r.get(key, 0) if r else 0 for r in series], lw=0.8,

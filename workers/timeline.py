@@ -17,6 +17,7 @@ instant, how many threads are waiting for what. Gauges (threads inside a span):
   a thread waits here for the slowest image of its message before it takes the next one);
 - ``finishing``: of those, the ones merging metadata.json and writing back (after the wait);
 - ``attempts``: pool threads working on one image (busy; the pool's idle = threads − attempts);
+- ``status``: pool threads reading the job's status before starting (cancel check);
 - ``claim``: pool threads claiming the URL (fetch once, contract §16: Redis, maybe a copy);
 - ``slot_wait``: pool threads waiting for a fleet or host slot (Redis polling);
 - ``downloads``: pool threads inside the engine (request, validation, store) with a slot held;
@@ -38,12 +39,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 #: Sampling period (seconds).
 INTERVAL_S = 0.05
-GAUGES = ("messages", "opening", "awaiting", "finishing", "attempts", "claim", "slot_wait",
-          "downloads", "index", "release", "scan")
+GAUGES = ("messages", "opening", "awaiting", "finishing", "attempts", "status", "claim",
+          "slot_wait", "downloads", "index", "release", "scan")
 
 _NOOP = nullcontext()
 
@@ -76,7 +77,8 @@ class NullTimeline:
     def mark(self, name: str) -> None:
         return None
 
-    def start(self, pool: ThreadPoolExecutor, stop: threading.Event) -> None:
+    def start(self, pool: ThreadPoolExecutor, stop: threading.Event,
+              probes: dict[str, Callable[[], float]] | None = None) -> None:
         return None
 
 
@@ -107,9 +109,12 @@ class Timeline(NullTimeline):
             else:
                 seen[1] = now
 
-    def start(self, pool: ThreadPoolExecutor, stop: threading.Event) -> None:
-        """Sample on a daemon thread until ``stop`` is set."""
+    def start(self, pool: ThreadPoolExecutor, stop: threading.Event,
+              probes: dict[str, Callable[[], float]] | None = None) -> None:
+        """Sample on a daemon thread until ``stop`` is set; ``probes``: more values to read at
+        each sample (name → function)."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.probes = dict(probes or {})
         thread = threading.Thread(target=self._run, args=(pool, stop), daemon=True,
                                   name="timeline")
         thread.start()
@@ -125,6 +130,8 @@ class Timeline(NullTimeline):
             "pool_queued": pool._work_queue.qsize(),  # noqa: SLF001
             "marks": marks,
         })
+        for name, probe in getattr(self, "probes", {}).items():
+            row[name] = probe()
         return row
 
     def _run(self, pool: ThreadPoolExecutor, stop: threading.Event) -> None:

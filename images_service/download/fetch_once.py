@@ -172,6 +172,19 @@ class FetchOnce:
         self._release(keys=[_claim_key(url), job_key],
                       args=[token, _done_field(url), "1" if stored else "0"])
 
+    def release_many(self, claims: list[tuple[str, str, str, bool]]) -> None:
+        """:meth:`release` of many (url, token, job_key, stored) claims in one round trip."""
+        if not claims:
+            return
+        with self._held_lock:
+            for url, _, _, _ in claims:
+                self._held.pop(_claim_key(url), None)
+        pipe = self.redis.pipeline(transaction=False)
+        for url, token, job_key, stored in claims:
+            self._release(keys=[_claim_key(url), job_key],
+                          args=[token, _done_field(url), "1" if stored else "0"], client=pipe)
+        pipe.execute()
+
     def close(self) -> None:
         self._closed.set()
 

@@ -55,6 +55,7 @@ from images_service.download.caps import HostPaused, SlotWaitCancelled
 from images_service.download.fetch_once import CLAIM_TTL_S, DONE
 from images_service.download.folder import DocumentFolder
 from images_service.download.folder_locks import RedisFolderLocks
+from images_service.download.index_writer import Pending
 from images_service.download.planning import ImageTask
 from images_service.errors import DownloadError, FolderConflict, StaleMessage
 from images_service.fetching.fetcher import DEADLINE_FACTOR
@@ -75,6 +76,9 @@ MESSAGE_ERRORS = (WorkerShuttingDown, redis.exceptions.RedisError, PyMongoError)
 @dataclass
 class Outcome:
     record: dict[str, Any] | None = None  #: final record for metadata.json
+    #: The downloaded image's URL index entry, being written: wait for it before the record
+    #: goes into metadata.json (images_service/download/index_writer.py).
+    indexed: Pending | None = None
     retry: DownloadError | None = None  #: a retryable failure with attempts left
     #: The host is paused (§17): try the same attempt again after this many milliseconds.
     defer_ms: int | None = None
@@ -107,34 +111,41 @@ class Downloader:
         if ctx.stopped(job_id):  # raises WorkerShuttingDown when the worker stops
             self.finisher.drop_stale(job_id, len(plans), "its job has ended")
             return
-        # Document-level steps first, for every document: if one raises (storage down), the
-        # message is replayed before any download started.
-        with ctx.timeline.span("opening"):
-            opened = self._open(job, plans)
-            force = bool(job.get("force"))
-            # One query for the URL index's copies of every image not already in its place.
-            known = {} if force else ctx.fetch_once.known(
-                [task.url for folder, _ in opened for task in folder.plan.images
-                 if (folder.previous.get(task.index) or {}).get("url") != task.url])
+        force = bool(job.get("force"))
+        # One query for the URL index's copies of the message's images (those already in
+        # their place are skipped without looking at it).
+        known = {} if force else ctx.fetch_once.known(
+            [task.url for data in plans for task in plan_from_message(data).images])
+        # Each document's images start as soon as its folder is open: the pool is not left
+        # idle while the message's other folders open (issue 24's timeline). If opening one
+        # raises (storage down), no further document is opened; the images already started
+        # are recorded below and the message then raises (it is replayed, as before).
         work = []
-        for folder, data in opened:
-            previous = folder.previous
-            futures = [
-                (task, ctx.pool.submit(self.attempt, job_id, folder, task,
-                                       previous.get(task.index), force, 1,
-                                       folder.claimed_by_this_job, known.get(task.url)))
-                for task in folder.plan.images
-            ]
-            work.append((folder, data, futures))
+        failure: BaseException | None = None
+        for data in plans:
+            try:
+                with ctx.timeline.span("opening"):
+                    opened = self._open(job, [data])
+            except Exception as exc:  # noqa: BLE001 -- raised once the started ones are in
+                failure = exc
+                break
+            for folder, data in opened:
+                previous = folder.previous
+                futures = [
+                    (task, ctx.pool.submit(self.attempt, job_id, folder, task,
+                                           previous.get(task.index), force, 1,
+                                           folder.claimed_by_this_job, known.get(task.url)))
+                    for task in folder.plan.images
+                ]
+                work.append((folder, data, futures))
         retries: list[tuple[dict[str, Any], ImageTask, DownloadError]] = []
         deferred: list[tuple[dict[str, Any], ImageTask, int]] = []
         finished = []
-        failure: BaseException | None = None
         timeline = ctx.timeline
         for folder, data, futures in work:
             done: list[dict[str, Any]] = []
             with timeline.span("awaiting"):  # the message boundary (workers/timeline.py)
-                results = [(task, *_result(future)) for task, future in futures]
+                results = [(task, *_indexed(*_result(future))) for task, future in futures]
             for task, outcome, error in results:
                 if error is not None:
                     failure = failure or error
@@ -206,7 +217,10 @@ class Downloader:
                 self.finisher.conflict(job, folder.plan, data, exc)
                 return
             entry = ctx.fetch_once.known([task.url]).get(task.url)
-            outcome = self.attempt(job_id, folder, task, None, True, attempt, False, entry)
+            outcome, error = _indexed(
+                self.attempt(job_id, folder, task, None, True, attempt, False, entry), None)
+            if error is not None:  # its URL index entry could not be written
+                raise error
             if outcome.defer_ms is not None:  # the host is paused: the same attempt, later
                 ctx.enqueuer.retry(job_id, data, index, attempt, outcome.defer_ms)
                 return
@@ -256,22 +270,30 @@ class Downloader:
                 metrics.DOWNLOADS.labels("skipped").inc()
             if skipped is not None:  # no request; variants made from the original
                 return Outcome(record=folder.backfill(skipped, ctx.settings))
-        if ctx.stopped(job_id):
+        with ctx.timeline.span("status"):
+            stopped = ctx.stopped(job_id)
+        if stopped:
             return Outcome()  # cancelled before it started: not done, nothing recorded
         with ctx.timeline.span("claim"):
             copied, claim = self._copy_or_claim(job_id, folder, task, known)
         if copied is not None:
             return Outcome(record=copied)
-        stored = False
+        job_key = ctx.progress.key(job_id)
+        handed = False
         try:
             outcome = self._download(job_id, folder, task, attempt)
-            stored = outcome.record is not None and outcome.record.get("status") == DOWNLOADED
+            if outcome.record is not None and outcome.record.get("status") == DOWNLOADED:
+                # Its index entry first, then the claim goes (a document waiting for the URL
+                # copies it from the index): both on the index writer's thread.
+                outcome.indexed = ctx.index_writer.add(
+                    folder.key, outcome.record,
+                    claim=(task.url, claim, job_key) if claim is not None else None)
+                handed = True
             return outcome
         finally:
-            if claim is not None:
+            if claim is not None and not handed:
                 with ctx.timeline.span("release"):
-                    ctx.fetch_once.release(task.url, claim, job_key=ctx.progress.key(job_id),
-                                           stored=stored)
+                    ctx.fetch_once.release(task.url, claim, job_key=job_key, stored=False)
 
     def _copy_or_claim(self, job_id: str, folder: DocumentFolder, task: ImageTask,
                        known: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -333,10 +355,9 @@ class Downloader:
             metrics.DOWNLOAD_SECONDS.observe(time.monotonic() - began)
             metrics.DOWNLOADS.labels("downloaded").inc()
             metrics.DOWNLOAD_BYTES.inc(record.get("bytes") or 0)
-            # The URL index's copy of this URL, before the claim goes: a document waiting for
-            # this download finds it there and copies it.
-            with ctx.timeline.span("index"):
-                ctx.urls.record(folder.key, [record])
+            # The URL index's copy of this URL is written before the claim goes (by the
+            # caller, through the index writer): a document waiting for this download finds
+            # it there and copies it.
             return Outcome(record=record)
         except BaseException as exc:
             error = exc
@@ -362,6 +383,19 @@ class Downloader:
                  exc.code, exc.message)
         metrics.DOWNLOADS.labels("failed").inc()
         return Outcome(record=engine.failed_record(task, exc, attempt))
+
+
+def _indexed(outcome: Outcome, error: BaseException | None
+             ) -> tuple[Outcome, BaseException | None]:
+    """Once the outcome's URL index entry is written: the outcome, or the error of the write
+    (then the image is not recorded: the message fails and is replayed, as when the download
+    thread wrote the entry itself)."""
+    if error is None and outcome.indexed is not None:
+        try:
+            outcome.indexed.wait()
+        except BaseException as exc:  # noqa: BLE001 -- re-raised by the caller
+            return Outcome(), exc
+    return outcome, error
 
 
 def _result(future: Future[Outcome]) -> tuple[Outcome, BaseException | None]:
