@@ -89,6 +89,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # (issue 24's timeline, docs/throughput.md); at 100 an idle worker makes about ten
     # cheap fetches per second per queue instead of one.
     env.setdefault("dramatiq_worker_timeout", str(IDLE_POLL_MAX_MS))
+    # A process takes from the queue only the messages its actor threads can start (Dramatiq's
+    # default is twice as many): prefetched messages wait in one process while the other may
+    # be idle at the end of a job (issue 24's timeline).
+    env.setdefault("dramatiq_queue_prefetch", str(threads))
     argv = [
         sys.executable, "-m", "dramatiq", "workers.app:setup", "workers.actors",
         "--processes", str(processes),
