@@ -93,11 +93,7 @@ class S3Storage(S3FolderOps, Storage):
             region_name=region,
             signature_version="s3v4",
             # Path style works with every S3-compatible server and any bucket name.
-            # UNSIGNED-PAYLOAD: the body is not hashed into the signature, over plain HTTP
-            # too (botocore hashes every body there, in Python, under the GIL; over TLS it
-            # already sends UNSIGNED-PAYLOAD). An image's body is checked by its sha256
-            # before the upload; the request itself (headers, key, length) is still signed.
-            s3={"addressing_style": "path", "payload_signing_enabled": False},
+            s3={"addressing_style": "path"},
             # In a Config dict botocore reads "max_attempts" as retries after the first try
             # (it asked 2 requests of max_attempts=1); "total_max_attempts" counts them all.
             retries={"mode": "standard", "total_max_attempts": max_attempts},
