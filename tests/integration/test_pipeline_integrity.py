@@ -274,3 +274,41 @@ def test_a_message_that_stops_records_every_image_that_finished(make_settings, i
             (n, "downloaded") for n in range(1, 5)]
     finally:
         rig.close()
+
+
+def test_a_folder_that_cannot_be_opened_mid_message_keeps_what_started_and_counts_once(rig):
+    # Given one message of two documents whose second folder cannot be made (a file stands
+    # where the folder goes: the store refuses it, like a store that went down mid-message)
+    urls = {d: [rig.server.url(f"/image/PNG/{d}-{n}") for n in (1, 2)] for d in ("a1", "b2")}
+    rig.db.hotels.insert_many([{"_id": "a1", "name": "A", "images": urls["a1"]},
+                               {"_id": "b2", "name": "B", "images": urls["b2"]}])
+    job_id = rig.client.post("/api/v1/download/collection/serpy_db/hotels").json["job_id"]
+    rig.pipeline.scan(job_id)
+    ((_, plans),) = [(args[0], args[1]) for args in rig.messages(DOCUMENTS_ACTOR, job_id)]
+    assert [p["document_id"] for p in plans] == ["a1", "b2"]
+    blocker = rig.settings.storage_path / "serpy_db/hotels/b2-b"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"not a folder")
+
+    # When the message runs, it raises (Dramatiq would retry it) ...
+    with pytest.raises(Exception):  # noqa: B017 -- whatever the store raised
+        rig.pipeline.download_documents(job_id, plans)
+
+    # ... but the first document's images had started as soon as its folder was open: they
+    # are recorded; nothing of the second document was requested
+    meta = json.loads((rig.settings.storage_path / "serpy_db/hotels/a1-a/metadata.json")
+                      .read_text())
+    assert [(r["index"], r["status"]) for r in meta["images"]] == [(1, "downloaded"),
+                                                                   (2, "downloaded")]
+    assert rig.server.hits() == 2
+
+    # When the store is back and the message is replayed
+    blocker.unlink()
+    rig.pipeline.download_documents(job_id, plans)
+
+    # Then only the second document's images are requested, and every count is taken once
+    assert rig.server.hits() == 4
+    job = rig.job(job_id)
+    assert job["status"] == "completed"
+    assert job["progress"]["images_downloaded"] == 4
+    assert job["progress"]["documents_done"] == 2
