@@ -42,7 +42,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         CORS(app, origins=list(settings.cors_origins), allow_headers=["Content-Type", "X-API-Key"],
              expose_headers=["Location", "Retry-After"])
 
-    from api import documents, downloads, health, jobs, openapi, placeholders, queues, refresh
+    from api import (
+        documents,
+        downloads,
+        health,
+        jobs,
+        openapi,
+        placeholders,
+        queues,
+        refresh,
+        trash,
+    )
     from api.console import init_console
     from api.metrics import init_metrics
 
@@ -54,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(queues.bp)
     app.register_blueprint(documents.bp)
     app.register_blueprint(placeholders.bp)
+    app.register_blueprint(trash.bp)
     # The web console (/ui/): its own sign-in (failed sign-ins share the failed-auth budget)
     # and its own request budget per session, never the API keys'.
     init_console(app, settings, failed_attempts,

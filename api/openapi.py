@@ -434,6 +434,59 @@ PATHS["/api/v1/placeholders/{database}/{collection}"] = {
 }
 
 
+SCHEMAS.update({
+    "TrashList": {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": {
+            "type": "object", "required": ["folder", "document_id", "deleted_at", "images"],
+            "properties": {
+                "folder": {"type": "string", "description": "the folder's name in the tree"},
+                "document_id": {"type": "string", "nullable": True},
+                "deleted_at": {"type": "string", "format": "date-time", "nullable": True},
+                "images": {**_COUNT, "description": "image records in its metadata.json"}}}}},
+    },
+    "Restored": {"type": "object", "required": ["restored"],
+                 "properties": {"restored": {"type": "string"}}},
+    "Purged": {"type": "object", "required": ["removed"],
+               "properties": {"removed": {**_COUNT, "description": "files removed"}}},
+})
+PATHS.update({
+    "/api/v1/trash/{database}/{collection}": {
+        "get": {
+            "summary": "The trashed folders of a collection (deleted documents), newest first",
+            "parameters": [_path_param("database"), _path_param("collection")],
+            "responses": {"200": _json("The trash", "TrashList"),
+                          "400": _error("invalid_request: a bad name"), **AUTH_ERRORS},
+        }
+    },
+    "/api/v1/trash/{database}/{collection}/{folder}/restore": {
+        "post": {
+            "summary": "Move a trashed folder back into the tree (its deleted_at removed)",
+            "parameters": [_path_param("database"), _path_param("collection"),
+                           _path_param("folder")],
+            "responses": {"200": _json("The folder restored", "Restored"),
+                          "400": _error("invalid_request: a bad name"),
+                          "404": _error("not_in_trash"),
+                          "409": _error("folder_conflict: the folder exists in the tree again"),
+                          **AUTH_ERRORS},
+        }
+    },
+    "/api/v1/documents/{database}/{collection}/{document_id}/images": {
+        "delete": {
+            "summary": "Purge (takedown): remove the document's folder, every variant and any "
+                       "trashed copy, also for a document already deleted from MongoDB",
+            "parameters": _DOCUMENT_PARAMS,
+            "responses": {"200": _json("How many files were removed", "Purged"),
+                          "400": _error("invalid_request: a bad name or id"),
+                          "404": _error("document_not_found: neither a folder nor a trashed "
+                                        "copy"),
+                          **AUTH_ERRORS},
+        }
+    },
+})
+
+
 def build_document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",

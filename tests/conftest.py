@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.support.console",
     "tests.support.seaweedfs",
     "tests.support.politeness",
+    "tests.support.trash",
 ]

@@ -25,11 +25,12 @@ common move on its own.
 Every worker process runs :meth:`Sweeper.run` in a thread; a Redis key set with ``NX`` and
 an expiry of one interval lets one process of the fleet make each pass.
 
-The same thread starts the scheduled re-checks (workers/refresh_schedule.py, hourly) and
-sweeps the bucket's leftovers (``STORAGE_BACKEND=s3``): once an hour, one
-process of the fleet aborts the multipart uploads started more than an hour ago and never
-completed (a worker killed, or the store down, mid-upload: the next upload of the same key
-aborts those too). One ``ListMultipartUploads`` request covers the bucket. The filesystem
+The same thread starts the scheduled re-checks (workers/refresh_schedule.py, hourly), removes
+the trash past its retention (workers/trash_retention.py, passes under an hour apart) and
+sweeps the bucket's leftovers (``STORAGE_BACKEND=s3``): once an hour, one process of the
+fleet aborts the multipart uploads started more than an hour ago and never completed (a
+worker killed, or the store down, mid-upload: the next upload of the same key aborts those
+too). One ``ListMultipartUploads`` request covers the bucket. The filesystem
 needs no such pass: its writers remove dead writers' temporary files folder by folder, and a
 walk of the whole tree would cost a scan of every file.
 """
@@ -47,6 +48,7 @@ from images_service.queueing.messages import QUEUES
 from workers.pipeline.context import PipelineContext
 from workers.pipeline.finish import Finisher
 from workers.refresh_schedule import RefreshScheduler
+from workers.trash_retention import TrashRetention
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +141,13 @@ class Sweeper:
     def run(self, stop: threading.Event) -> None:
         """Tick every interval until ``stop`` is set; errors are logged, never fatal."""
         refresh = RefreshScheduler(self.ctx)  # scheduled re-checks: its own hourly election
+        retention = TrashRetention(self.ctx)  # expired trash: its own election
         while not stop.wait(self.interval_s):
             try:
                 ended = self.tick()
                 self.tick_storage()
                 refresh.tick()
+                retention.tick()
             except Exception:  # noqa: BLE001 -- a backing service hiccup: the next pass retries
                 log.exception("sweeper pass failed")
                 continue

@@ -44,6 +44,8 @@ def _add_security_headers(response: Response) -> Response:
 def init_console(app: Flask, settings: Settings, failed_attempts: FailedAttempts | None,
                  limit: ConsoleLimit | None = None) -> None:
     """Serve the console from ``app`` (call from the app factory)."""
+    # Its routes join the blueprint, which must happen before the blueprint is registered.
+    from api.console import trash  # noqa: F401
     from api.console.views import bp
 
     configure_session(app, settings)

@@ -1,5 +1,5 @@
 """The client subcommands of `images-service`: download, jobs, job, cancel, retry (contract §13),
-placeholders (§18).
+placeholders (§18); trash, restore and purge (§15) in images_service/client/trash_commands.py.
 
 They talk to the api only (``IMAGES_SERVICE_URL``, ``API_KEY``), so they run anywhere and
 never need the server's settings. Exit status: 0 when the job completed without a failed
@@ -234,3 +234,8 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
                             help="count over this many of the newest documents finished by "
                                  "jobs (default 10000, at most 100000)")
     candidates.add_argument("--json", action="store_true", help="print the api's JSON")
+
+    # Imported here: that module builds on this one's helpers.
+    from images_service.client.trash_commands import add_trash_commands
+
+    add_trash_commands(command)

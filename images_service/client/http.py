@@ -64,6 +64,9 @@ class ApiClient:
     def post(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
         return self._request("POST", path, json=dict(body) if body is not None else None)
 
+    def delete(self, path: str) -> Any:
+        return self._request("DELETE", path)
+
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         url = f"{self.settings.url}{API_PREFIX}{path}"
         try:

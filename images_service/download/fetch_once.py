@@ -15,7 +15,11 @@ URL, the pipeline asks here:
    ``done`` in its job's Redis state, so a document of the same job that reaches the URL just
    after (it looked in the index before the URL was there) copies instead of claiming it
    again; the marker goes with the job's state when the job ends, like every key of a job.
-   So the same URL in five documents of one job costs one request.
+   So the same URL in five documents of one job costs one request. Across jobs the same
+   window exists (two change-stream jobs of documents naming one logo, inserted together):
+   a download that stored its URL leaves its claim behind as ``stored`` for
+   ``STORED_TTL_S``, and a later claim of it is answered ``done`` (look in the index again,
+   copy) instead of being granted a second request.
 
 A claim lives ``CLAIM_TTL_S`` and is renewed every ``RENEW_EVERY_S`` while its download goes
 on (like the download caps' leases), so a worker killed mid-download frees its claims within
@@ -50,22 +54,36 @@ CLAIM_TTL_S = 15
 RENEW_EVERY_S = 4.0
 #: How often a document waiting for another one's download looks again (seconds).
 POLL_S = 0.05
+#: How long a stored URL's claim stays behind as ``stored`` (seconds): longer than a message
+#: takes from its index lookup to its last claim, short enough to keep Redis small (one key
+#: per URL stored in that time).
+STORED_TTL_S = 300
+STORED = b"stored"
 DAY_S = 86_400.0
 
 # KEYS: the URL's claim, the job's state hash (contract §10: gone when the job ends).
-# Returns 'done' (stored by this job already), 'busy' (claimed by another download) or 'mine'.
+# Returns 'done' (stored by this job, or by any download in the last STORED_TTL_S), 'busy'
+# (claimed by another download) or 'mine'.
 _CLAIM = """
 if KEYS[2] ~= '' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 'done' end
-if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then return 'mine' end
-return 'busy'
+local held = redis.call('GET', KEYS[1])
+if held == 'stored' then return 'done' end
+if held then return 'busy' end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 'mine'
 """
-# ARGV: the claim's token, the job's field, 1 when the URL was stored (mark it done).
+# ARGV: the claim's token, the job's field, 1 when the URL was stored (mark it done), the
+# stored marker's lifetime.
 _RELEASE = """
 if ARGV[3] == '1' and KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('HSET', KEYS[2], ARGV[2], 'done')
 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], 'stored', 'EX', ARGV[4])
+  return 1
+end
+return redis.call('DEL', KEYS[1])
 """
 
 
@@ -170,7 +188,7 @@ class FetchOnce:
         with self._held_lock:
             self._held.pop(_claim_key(url), None)
         self._release(keys=[_claim_key(url), job_key],
-                      args=[token, _done_field(url), "1" if stored else "0"])
+                      args=[token, _done_field(url), "1" if stored else "0", STORED_TTL_S])
 
     def release_many(self, claims: list[tuple[str, str, str, bool]]) -> None:
         """:meth:`release` of many (url, token, job_key, stored) claims in one round trip."""
@@ -206,7 +224,7 @@ class FetchOnce:
         """Wait until nobody downloads ``url`` any more (at most ``timeout_s``); then its entry
         in the index, if that download made one."""
         deadline = time.monotonic() + timeout_s
-        while self.redis.exists(_claim_key(url)):
+        while self.redis.get(_claim_key(url)) not in (None, STORED):
             if time.monotonic() >= deadline or (stop is not None and stop()):
                 return None
             time.sleep(POLL_S)

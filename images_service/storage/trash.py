@@ -102,10 +102,13 @@ def items(storage: Storage, database: str, collection: str) -> Iterator[TrashIte
 
 
 def purge(storage: Storage, database: str, collection: str, document_id: str, *,
-          lock: LockFactory = _no_lock) -> int:
+          lock: LockFactory = _no_lock,
+          forget: Callable[[list[str]], object] | None = None) -> int:
     """Remove the document's folder and every trashed copy of it; returns the files removed.
 
-    Raises NotFound ``document_not_found`` when there is neither a folder nor a trashed copy.
+    ``forget`` is called with the keys of the folders removed (the URL index forgets their
+    copies). Raises NotFound ``document_not_found`` when there is neither a folder nor a
+    trashed copy.
     """
     trash = storage.trash()
     found = [(store, key) for store in (storage, trash)
@@ -117,6 +120,8 @@ def purge(storage: Storage, database: str, collection: str, document_id: str, *,
     for store, key in found:
         with lock(key):
             removed += store.delete_prefix(key)
+    if forget is not None:
+        forget(sorted({key for _, key in found}))
     metrics.TRASH.labels("purged").inc(len(found))
     logger.info("purged %d file(s) of document %s of %s.%s", removed, document_id, database,
                 collection)
@@ -137,16 +142,24 @@ def expire(storage: Storage, retention: timedelta, *, now: datetime | None = Non
         for collection in trash.list_folders(database):
             for name in trash.list_folders(f"{database}/{collection}"):
                 key = f"{database}/{collection}/{name}"
-                deleted_at = _deleted_at(parse(trash.read_bytes(metadata_key(key))))
-                if deleted_at is None or deleted_at > cutoff:
+                if not _expired(trash, key, cutoff):
                     continue
                 with lock(key):
+                    # Read again under the lock: the folder may have been trashed again (a
+                    # fresh deleted_at) between the first read and the lock.
+                    if not _expired(trash, key, cutoff):
+                        continue
                     trash.delete_prefix(key)
                 expired.append(key)
                 metrics.TRASH.labels("expired").inc()
     if expired:
         logger.info("removed %d trashed folder(s) past the retention", len(expired))
     return expired
+
+
+def _expired(trash: Storage, key: str, cutoff: datetime) -> bool:
+    deleted_at = _deleted_at(parse(trash.read_bytes(metadata_key(key))))
+    return deleted_at is not None and deleted_at <= cutoff
 
 
 def _deleted_at(current: dict[str, Any] | None) -> datetime | None:

@@ -82,6 +82,8 @@ SERVICE_METRICS = {
     "images_requests_to_paused_hosts_total",
     "images_robots_total",
     "images_paused_hosts",
+    "images_trash_total",
+    "images_reconcile_total",
 }
 LIBRARY_METRICS = {
     "flask_http_request_total",

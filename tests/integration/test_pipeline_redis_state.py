@@ -6,6 +6,7 @@ import time
 
 import redis
 
+from images_service.download.fetch_once import STORED_TTL_S
 from images_service.queueing.broker import NAMESPACE
 from images_service.queueing.messages import QUEUES
 from tests.support.backends import CLAIM_KEY
@@ -14,6 +15,9 @@ from tests.support.pipeline import api_client, source_db, wait_job
 #: What may stay in Redis once every job ended: the broker's queues, fleet-wide download
 #: caps, the sweeper's election key, the api's rate-limit counters, the test session's claim.
 FLEET_KEY_PREFIXES = (f"{NAMESPACE}:", "isv:caps:", "isv:sweeper:", "LIMITS", CLAIM_KEY)
+# A stored URL's fetch claim stays behind a few minutes (fetch_once.STORED_TTL_S): per URL,
+# not per job, and always expiring.
+FETCH_CLAIM_PREFIX = "isv:fetch:"
 
 
 def _wait_queues_empty(client: redis.Redis, timeout_s: float = 60) -> None:
@@ -64,4 +68,6 @@ def test_no_key_of_an_ended_job_remains(make_settings, start_worker, image_serve
     keys = [k.decode() for k in red.scan_iter(count=1000)]
     ended = [failed, cancelled, *completed]
     assert [k for k in keys if any(job_id in k for job_id in ended)] == []
-    assert [k for k in keys if not k.startswith(FLEET_KEY_PREFIXES)] == []
+    assert [k for k in keys if not k.startswith((*FLEET_KEY_PREFIXES, FETCH_CLAIM_PREFIX))] == []
+    claims = [k for k in keys if k.startswith(FETCH_CLAIM_PREFIX)]
+    assert all(0 < red.ttl(k) <= STORED_TTL_S for k in claims), "a fetch claim that never expires"

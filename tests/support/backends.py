@@ -179,3 +179,19 @@ def any_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stor
     with S3Storage(bucket, prefix="tree/", endpoint_url=server.endpoint_url,
                    temp_root=tmp_path / "tmp") as store:
         yield store
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def any_storage_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """Settings variables for each backend, for tests that run the api or a worker on both:
+    none (the filesystem under ``make_settings``'s STORAGE_PATH), then the session's SeaweedFS
+    bucket with a STORAGE_PATH nothing can be written under (so nothing reaches the disk)."""
+    if request.param == "filesystem":
+        return {}
+    from tests.support.s3_layout import unwritable_path
+
+    server = request.getfixturevalue("seaweedfs")
+    bucket = request.getfixturevalue("s3_bucket")
+    request.getfixturevalue("aws_credentials")
+    return {"STORAGE_BACKEND": "s3", "S3_BUCKET": bucket, "S3_ENDPOINT_URL": server.endpoint_url,
+            "S3_PREFIX": "tree/", "STORAGE_PATH": str(unwritable_path(tmp_path / "local"))}
