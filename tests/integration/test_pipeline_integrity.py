@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from images_service import metrics
+from images_service.download import host_state
 from images_service.queueing.messages import (
     DOCUMENTS_ACTOR,
     RETRY_ACTOR,
@@ -51,21 +52,36 @@ def stale_count() -> float:
 
 # --- old messages never undo newer work ------------------------------------------------------
 
-def test_a_cancelled_jobs_retry_after_a_newer_job_changes_nothing(rig):
-    # Given job J1 whose image 2 waits for a delayed retry, cancelled
-    urls = [rig.server.url("/image/JPEG/1"), rig.server.url("/once/503/integrity-a"),
+def _wait_until_not_paused(rig, host: str, timeout_s: float = 10.0) -> None:
+    """Until ``host``'s politeness pause (contract §17) is over, on Redis' clock."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        until_ms = float(host_state.read_state(rig.redis, host).get("until") or 0)
+        seconds, micros = rig.redis.time()
+        if seconds * 1000 + micros // 1000 >= until_ms:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{host} still paused after {timeout_s} s")
+
+
+def test_a_cancelled_jobs_retry_after_a_newer_job_changes_nothing(rig, make_image_server):
+    # Given job J1 whose image 2 waits for a delayed retry, cancelled (the 503 comes from a
+    # host of its own: its §17 pause delays no other image of the document)
+    failing = make_image_server("127.0.0.2")
+    urls = [rig.server.url("/image/JPEG/1"), failing.url("/once/503/integrity-a"),
             rig.server.url("/image/GIF/3")]
     rig.db.hotels.insert_one({"_id": "d1", "name": "D", "images": urls})
     j1, plans1 = rig.document_job("d1")
     rig.pipeline.download_documents(j1, plans1)
     (retry,) = rig.messages(RETRY_ACTOR, j1)
     assert rig.client.post(f"/api/v1/jobs/{j1}/cancel").status_code == 200
-    # and job J2 that downloaded the document since
+    # and job J2 that downloaded the document since (once the 503's pause is over)
+    _wait_until_not_paused(rig, "127.0.0.2")
     j2, plans2 = rig.document_job("d1")
     rig.pipeline.download_documents(j2, plans2)
     assert rig.job(j2)["status"] == "completed"
     before = snapshot(rig.settings.storage_path)
-    hits, stale = rig.server.hits(), stale_count()
+    hits, stale = rig.server.hits() + failing.hits(), stale_count()
 
     # When J1's retry fires
     rig.pipeline.retry_image(*retry)
@@ -76,7 +92,7 @@ def test_a_cancelled_jobs_retry_after_a_newer_job_changes_nothing(rig):
                       .read_text())
     assert meta["job_id"] == j2
     assert [r["status"] for r in meta["images"]] == ["skipped", "downloaded", "skipped"]
-    assert rig.server.hits() == hits
+    assert rig.server.hits() + failing.hits() == hits
     assert stale_count() == stale + 1
 
 
