@@ -70,7 +70,10 @@ from api import create_app  # noqa: E402
 from images_service.config.settings import load_settings  # noqa: E402
 from images_service.dev.embedded import free_port, start_embedded_mongo  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "bench"
+# ../shared/bench beside the repository; from a git worktree under /work/wt/<name>, the one
+# beside the main checkout.
+SHARED = next((p for p in (REPO.parent / "shared" / "bench", REPO.parents[1] / "shared" / "bench")
+               if p.is_dir()), REPO.parent / "shared" / "bench")
 KEY = "bench-key-0123456789"
 MANIFEST = Path("/tmp/bench-corpus/manifest.json")
 S3_KEYS = ("bench-access-key", "bench-secret-key")  # dummy: weed runs without identities
@@ -176,6 +179,50 @@ class Sampler(threading.Thread):
         self.join()
 
 
+class TimelineSampler(threading.Thread):
+    """``--timeline``: every 50 ms, the CPU seconds of each worker process (and of nx-27017,
+    Redis and this process) and, per worker process, its Dramatiq messages taken from the
+    queue and not yet acked (prefetched + in process: the broker's ``__acks__`` sets), plus
+    the download queue's length. The worker processes write their own gauges
+    (workers/timeline.py); bench/timeline_plot.py joins both."""
+
+    def __init__(self, path: Path, worker: psutil.Process, nx: psutil.Process,
+                 r: redis.Redis, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.path, self.r, self.interval = path, r, interval
+        self.procs = {p.pid: p for p in tree(worker)}
+        self.nx, self.me = nx, psutil.Process()
+        self.halt = threading.Event()
+
+    def sample(self) -> dict:
+        cpu = {}
+        for pid, p in self.procs.items():
+            try:
+                t = p.cpu_times()
+                cpu[str(pid)] = t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        acks = {}
+        for key in self.r.scan_iter("images-service:__acks__.*", count=1000):
+            acks[key.decode()] = self.r.scard(key)
+        return {"t": time.time(), "cpu": cpu, "nx_cpu": cpu_of(tree(self.nx)),
+                "bench_cpu": cpu_of([self.me]), "redis_cpu": redis_cpu(self.r),
+                "acks": acks, "queued": self.r.llen("images-service:images-download"),
+                "delayed": self.r.zcard("images-service:images-download.DQ")}
+
+    def run(self) -> None:
+        with open(self.path, "w") as out:
+            next_at = time.monotonic()
+            while not self.halt.is_set():
+                out.write(json.dumps(self.sample()) + "\n")
+                next_at += self.interval
+                self.halt.wait(max(0.0, next_at - time.monotonic()))
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join()
+
+
 # ---------------------------------------------------------------------------- verifying
 
 
@@ -272,7 +319,8 @@ def verify_s3(client, urls: list[str], expected: dict[str, str]) -> dict:
 
 
 def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, redis_url: str,
-                data: Path, expected: dict[str, str], profile_dir: Path | None) -> dict:
+                data: Path, expected: dict[str, str], profile_dir: Path | None,
+                timeline_dir: Path | None = None) -> dict:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     r = redis.Redis.from_url(redis_url)
@@ -290,6 +338,9 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
     }
     if cfg.get("variants"):
         env["PROCESSED_VARIANTS"] = cfg["variants"]
+    if timeline_dir is not None:
+        shutil.rmtree(timeline_dir, ignore_errors=True)
+        env["WORKER_TIMELINE_DIR"] = str(timeline_dir / "workers")
     s3 = None
     if cfg["storage"] == "s3":
         from images_service.dev.embedded_s3 import EmbeddedS3
@@ -324,7 +375,9 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
     worker_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
     worker_env.update(env)
     # The shared loopback guard (connect/DNS outside 127/8 refused) on top of the SSRF guard.
-    worker_env["PYTHONPATH"] = f"{SHARED / 'guard'}{os.pathsep}{REPO}"
+    # ``src=PATH``: the worker runs that checkout's code (e.g. a ``git archive`` of an earlier
+    # commit), so before/after runs interleave in one invocation; the api stays this one's.
+    worker_env["PYTHONPATH"] = f"{SHARED / 'guard'}{os.pathsep}{cfg.get('src') or REPO}"
     worker_env["BENCH_GUARD_LOG"] = str(args.guard_log)
 
     def start_worker(extra: dict[str, str]) -> subprocess.Popen:
@@ -333,7 +386,7 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
                 [sys.executable, "-m", "images_service.cli", "worker",
                  "--processes", str(cfg["processes"]), "--threads", str(cfg["threads"])],
                 env={**worker_env, **extra}, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, cwd=cfg.get("src") or None,  # `-m` puts cwd first
             )
 
     if cfg.get("backfill"):
@@ -377,7 +430,12 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
               "redis": redis_cpu(r), "nginx": nginx_cpu(),
               "weed": cpu_of([weed]) if weed else 0.0}
     sampler.start()
+    timeline = None
+    if timeline_dir is not None:
+        timeline = TimelineSampler(timeline_dir / "bench.jsonl", ps, nx, r)
+        timeline.start()
     client = create_app(settings).test_client()
+    post_t = time.time()
     started = time.monotonic()
     response = client.post("/api/v1/download/collection/bench_src/hotels",
                            headers={"X-API-Key": KEY})
@@ -388,6 +446,14 @@ def run_service(cfg: dict, args: argparse.Namespace, urls: list[str], mongo, red
             break
         time.sleep(0.02)
     seconds = time.monotonic() - started
+    if timeline is not None:
+        timeline.stop()
+        (timeline_dir / "phases.json").write_text(json.dumps({
+            "post": post_t, "completed_seen": post_t + seconds, "images": len(urls),
+            "ok": job["progress"]["images_downloaded"], "config": describe(cfg),
+            "fleet_cap": args.fleet, "per_host_cap": args.per_domain,
+            "processes": cfg["processes"], "threads": cfg["threads"],
+            "load_avg": os.getloadavg()}))
     after = {"worker": cpu_of(tree(ps)),
              "worker_sys": cpu_of(tree(ps), system_only=True), "bench": cpu_of([me]), "nx": cpu_of(tree(nx)),
              "redis": redis_cpu(r), "nginx": nginx_cpu(),
@@ -512,7 +578,7 @@ def parse_configs(text: str, defaults: dict) -> list[tuple[str, dict]]:
             key, _, value = pair.partition("=")
             key = key.strip().replace("-", "_")
             if key not in ("storage", "validation", "variants", "backfill", "processes",
-                           "threads", "per_doc", "peer"):
+                           "threads", "per_doc", "peer", "src"):
                 raise SystemExit(f"--configs: unknown key {key!r} in {item!r}")
             cfg[key] = int(value) if key in INT_KEYS else value.strip()
         # variants may contain commas: allow "variants=a:..|b:.." with | as the separator
@@ -530,6 +596,7 @@ def describe(cfg: dict) -> str:
         return f"img2dataset raw, {cfg['processes']} proc × {cfg['threads']} thr"
     text = (f"service {cfg['storage']}, {cfg['validation']}, {cfg['processes']}p×{cfg['threads']}t, "
             f"{cfg['per_doc']}/doc")
+    text += f", worker from {cfg['src']}" if cfg.get("src") else ""
     text += f", variants={cfg['variants']}" if cfg.get("variants") else ""
     return text + (f", backfill={cfg['backfill']}" if cfg.get("backfill") else "")
 
@@ -599,6 +666,9 @@ def main() -> int:
                         help="extra py-spy record flags, e.g. '--gil --nonblocking' (CPU only)")
     parser.add_argument("--profile-dir", default="/tmp/service-bench-profile")
     parser.add_argument("--json", default="/tmp/service-bench-results.jsonl")
+    parser.add_argument("--timeline", default=None, metavar="DIR",
+                        help="record every service run's 50 ms timeline under DIR/<config>-run<N>"
+                             " (WORKER_TIMELINE_DIR) and draw it (bench/timeline_plot.py)")
     args = parser.parse_args()
 
     defaults = {"storage": args.storage, "validation": args.validation, "variants": args.variants,
@@ -640,9 +710,24 @@ def main() -> int:
                     profile = None
                     if args.py_spy and not profiled:
                         profile, profiled = Path(args.profile_dir), True
-                    row = run_service(cfg, args, urls, mongo, redis_url, data, expected, profile)
+                    tl_dir = (Path(args.timeline) / f"{name}-run{run + 1}"
+                              if args.timeline else None)
+                    row = run_service(cfg, args, urls, mongo, redis_url, data, expected, profile,
+                                      tl_dir)
+                    if tl_dir is not None:
+                        from timeline_plot import analyse, draw
+
+                        summary = analyse(tl_dir)
+                        row["timeline"] = summary
+                        print(f"timeline {name} run {run + 1}: {json.dumps(summary)}", flush=True)
+                        try:
+                            draw(tl_dir, tl_dir / "timeline.png")
+                        except ImportError:
+                            print("  (no matplotlib: pip install -c constraints.txt -e '.[bench]')")
                 row.update({"config": name, "run": run + 1, "calib_ms": calib,
-                            "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+                            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                            # the machine's load after the run (shared with other sessions)
+                            "load_avg": [round(x, 2) for x in os.getloadavg()]})
                 results[name].append(row)
                 jsonl.write(json.dumps(row) + "\n")
                 jsonl.flush()

@@ -25,6 +25,8 @@ from images_service.config.settings import Settings, SettingsError, load_setting
 #: Dramatiq waits this long (ms) for in-flight messages on SIGTERM before requeueing them,
 #: keeping the whole worker exit within the contract's 30 s.
 WORKER_SHUTDOWN_TIMEOUT_MS = 20_000
+#: Longest wait (ms) of an idle worker before it looks at its queues again.
+IDLE_POLL_MAX_MS = 100
 
 
 def _exec(argv: list[str], env: dict[str, str]) -> None:
@@ -81,6 +83,16 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # core) and keeps what was freed there: decoded pixels of one image per download thread.
     # Two arenas bound that (contract §14: memory is bounded); an operator's value wins.
     env.setdefault("MALLOC_ARENA_MAX", "2")
+    # An idle Dramatiq consumer polls its queue with a backoff growing to this many ms
+    # (Dramatiq's default: 1000). At 1000 the first message of a job waited up to a second
+    # in each process, and one process often started downloading a second after the other
+    # (issue 24's timeline, docs/throughput.md); at 100 an idle worker makes about ten
+    # cheap fetches per second per queue instead of one.
+    env.setdefault("dramatiq_worker_timeout", str(IDLE_POLL_MAX_MS))
+    # A process takes from the queue only the messages its actor threads can start (Dramatiq's
+    # default is twice as many): prefetched messages wait in one process while the other may
+    # be idle at the end of a job (issue 24's timeline).
+    env.setdefault("dramatiq_queue_prefetch", str(threads))
     argv = [
         sys.executable, "-m", "dramatiq", "workers.app:setup", "workers.actors",
         "--processes", str(processes),

@@ -50,6 +50,10 @@ class PipelineMiddleware(dramatiq.Middleware):
         pipeline = self.pipeline(broker)
         start_sampler(pipeline.redis, self._stop_threads)
         start_sweeper(pipeline.ctx, pipeline.finisher, self._stop_threads)
+        writer = pipeline.ctx.index_writer
+        pipeline.ctx.timeline.start(pipeline.ctx.pool, self._stop_threads, probes={
+            "index_queued": writer.queued, "index_writes": lambda: writer.writes,
+            "index_entries": lambda: writer.entries, "index_write_s": lambda: writer.write_s})
 
     def before_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
         self._stop_threads.set()

@@ -136,6 +136,9 @@ class Settings:
     worker_processes: int = 2
     worker_threads: int = 8
     worker_metrics_port: int = 9191
+    #: Benchmark only (bench/service_bench.py --timeline): each worker process writes what
+    #: its threads are doing every 50 ms under this directory (workers/timeline.py); empty: off.
+    worker_timeline_dir: str = ""
     listener_metrics_port: int = 9192
     job_retention_days: int = 30
     # Derived images (contract §12).
@@ -243,6 +246,7 @@ class Settings:
             "WORKER_PROCESSES": str(self.worker_processes),
             "WORKER_THREADS": str(self.worker_threads),
             "WORKER_METRICS_PORT": str(self.worker_metrics_port),
+            "WORKER_TIMELINE_DIR": self.worker_timeline_dir,
             "LISTENER_METRICS_PORT": str(self.listener_metrics_port),
             "JOB_RETENTION_DAYS": str(self.job_retention_days),
             "PROCESSED_VARIANTS": format_variants(self.processed_variants),
@@ -305,6 +309,7 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "API_WORKERS": ("api_workers", _int_parser(1, 64)),
     "WORKER_PROCESSES": ("worker_processes", _int_parser(1, 64)),
     "WORKER_THREADS": ("worker_threads", _int_parser(1, 512)),
+    "WORKER_TIMELINE_DIR": ("worker_timeline_dir", _non_empty),
     "WORKER_METRICS_PORT": ("worker_metrics_port", _port),
     "LISTENER_METRICS_PORT": ("listener_metrics_port", _port),
     "JOB_RETENTION_DAYS": ("job_retention_days", _int_parser(1, 3650)),

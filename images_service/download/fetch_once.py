@@ -187,8 +187,19 @@ class FetchOnce:
         documents copy it from there)."""
         with self._held_lock:
             self._held.pop(_claim_key(url), None)
-        self._release(keys=[_claim_key(url), job_key],
-                      args=[token, _done_field(url), "1" if stored else "0", STORED_TTL_S])
+        self._release(**_release_call(url, token, job_key, stored))
+
+    def release_many(self, claims: list[tuple[str, str, str, bool]]) -> None:
+        """:meth:`release` of many (url, token, job_key, stored) claims in one round trip."""
+        if not claims:
+            return
+        with self._held_lock:
+            for url, _, _, _ in claims:
+                self._held.pop(_claim_key(url), None)
+        pipe = self.redis.pipeline(transaction=False)
+        for url, token, job_key, stored in claims:
+            self._release(**_release_call(url, token, job_key, stored), client=pipe)
+        pipe.execute()
 
     def close(self) -> None:
         self._closed.set()
@@ -220,6 +231,13 @@ class FetchOnce:
 
 #: What :meth:`FetchOnce.claim` returns when the job stored the URL already.
 DONE = "done"
+
+
+def _release_call(url: str, token: str, job_key: str, stored: bool) -> dict[str, list]:
+    """The release script's keys and arguments (one place for :meth:`FetchOnce.release` and
+    :meth:`FetchOnce.release_many`)."""
+    return {"keys": [_claim_key(url), job_key],
+            "args": [token, _done_field(url), "1" if stored else "0", STORED_TTL_S]}
 
 
 def _claim_key(url: str) -> str:

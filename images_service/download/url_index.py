@@ -40,7 +40,8 @@ def url_key(url: str) -> str:
 
 
 class UrlIndex:
-    """Repository of the URL index; every method is one MongoDB round trip."""
+    """Repository of the URL index; every method is one MongoDB round trip (the download
+    threads' writes are batched by :mod:`images_service.download.index_writer`)."""
 
     def __init__(self, client: MongoClient, database: str) -> None:
         self.collection = client[database]["urls"]
@@ -64,10 +65,14 @@ class UrlIndex:
 
     def record(self, folder: str, records: Iterable[Mapping[str, Any]]) -> None:
         """Make the downloaded images of ``folder`` the index's copies of their URLs."""
-        database, collection = folder.split("/")[:2]
+        self.record_many([(folder, record) for record in records])
+
+    def record_many(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """:meth:`record` for (folder, record) pairs of any folders, in one round trip."""
         now = time.time()
         writes = []
-        for record in records:
+        for folder, record in items:
+            database, collection = folder.split("/")[:2]
             entry: dict[str, Any] = {
                 "_id": url_key(record["url"]),
                 "url": record["url"],

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from images_service import metrics
+from images_service.download import host_state
 from images_service.queueing.messages import (
     DOCUMENTS_ACTOR,
     RETRY_ACTOR,
@@ -51,21 +52,36 @@ def stale_count() -> float:
 
 # --- old messages never undo newer work ------------------------------------------------------
 
-def test_a_cancelled_jobs_retry_after_a_newer_job_changes_nothing(rig):
-    # Given job J1 whose image 2 waits for a delayed retry, cancelled
-    urls = [rig.server.url("/image/JPEG/1"), rig.server.url("/once/503/integrity-a"),
+def _wait_until_not_paused(rig, host: str, timeout_s: float = 10.0) -> None:
+    """Until ``host``'s politeness pause (contract §17) is over, on Redis' clock."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        until_ms = float(host_state.read_state(rig.redis, host).get("until") or 0)
+        seconds, micros = rig.redis.time()
+        if seconds * 1000 + micros // 1000 >= until_ms:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{host} still paused after {timeout_s} s")
+
+
+def test_a_cancelled_jobs_retry_after_a_newer_job_changes_nothing(rig, make_image_server):
+    # Given job J1 whose image 2 waits for a delayed retry, cancelled (the 503 comes from a
+    # host of its own: its §17 pause delays no other image of the document)
+    failing = make_image_server("127.0.0.2")
+    urls = [rig.server.url("/image/JPEG/1"), failing.url("/once/503/integrity-a"),
             rig.server.url("/image/GIF/3")]
     rig.db.hotels.insert_one({"_id": "d1", "name": "D", "images": urls})
     j1, plans1 = rig.document_job("d1")
     rig.pipeline.download_documents(j1, plans1)
     (retry,) = rig.messages(RETRY_ACTOR, j1)
     assert rig.client.post(f"/api/v1/jobs/{j1}/cancel").status_code == 200
-    # and job J2 that downloaded the document since
+    # and job J2 that downloaded the document since (once the 503's pause is over)
+    _wait_until_not_paused(rig, "127.0.0.2")
     j2, plans2 = rig.document_job("d1")
     rig.pipeline.download_documents(j2, plans2)
     assert rig.job(j2)["status"] == "completed"
     before = snapshot(rig.settings.storage_path)
-    hits, stale = rig.server.hits(), stale_count()
+    hits, stale = rig.server.hits() + failing.hits(), stale_count()
 
     # When J1's retry fires
     rig.pipeline.retry_image(*retry)
@@ -76,7 +92,7 @@ def test_a_cancelled_jobs_retry_after_a_newer_job_changes_nothing(rig):
                       .read_text())
     assert meta["job_id"] == j2
     assert [r["status"] for r in meta["images"]] == ["skipped", "downloaded", "skipped"]
-    assert rig.server.hits() == hits
+    assert rig.server.hits() + failing.hits() == hits
     assert stale_count() == stale + 1
 
 
@@ -274,3 +290,41 @@ def test_a_message_that_stops_records_every_image_that_finished(make_settings, i
             (n, "downloaded") for n in range(1, 5)]
     finally:
         rig.close()
+
+
+def test_a_folder_that_cannot_be_opened_mid_message_keeps_what_started_and_counts_once(rig):
+    # Given one message of two documents whose second folder cannot be made (a file stands
+    # where the folder goes: the store refuses it, like a store that went down mid-message)
+    urls = {d: [rig.server.url(f"/image/PNG/{d}-{n}") for n in (1, 2)] for d in ("a1", "b2")}
+    rig.db.hotels.insert_many([{"_id": "a1", "name": "A", "images": urls["a1"]},
+                               {"_id": "b2", "name": "B", "images": urls["b2"]}])
+    job_id = rig.client.post("/api/v1/download/collection/serpy_db/hotels").json["job_id"]
+    rig.pipeline.scan(job_id)
+    ((_, plans),) = [(args[0], args[1]) for args in rig.messages(DOCUMENTS_ACTOR, job_id)]
+    assert [p["document_id"] for p in plans] == ["a1", "b2"]
+    blocker = rig.settings.storage_path / "serpy_db/hotels/b2-b"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"not a folder")
+
+    # When the message runs, it raises (Dramatiq would retry it) ...
+    with pytest.raises(Exception):  # noqa: B017 -- whatever the store raised
+        rig.pipeline.download_documents(job_id, plans)
+
+    # ... but the first document's images had started as soon as its folder was open: they
+    # are recorded; nothing of the second document was requested
+    meta = json.loads((rig.settings.storage_path / "serpy_db/hotels/a1-a/metadata.json")
+                      .read_text())
+    assert [(r["index"], r["status"]) for r in meta["images"]] == [(1, "downloaded"),
+                                                                   (2, "downloaded")]
+    assert rig.server.hits() == 2
+
+    # When the store is back and the message is replayed
+    blocker.unlink()
+    rig.pipeline.download_documents(job_id, plans)
+
+    # Then only the second document's images are requested, and every count is taken once
+    assert rig.server.hits() == 4
+    job = rig.job(job_id)
+    assert job["status"] == "completed"
+    assert job["progress"]["images_downloaded"] == 4
+    assert job["progress"]["documents_done"] == 2

@@ -27,6 +27,7 @@ from images_service.config.settings import Settings
 from images_service.content.document import ContentRules
 from images_service.download.caps import DownloadCaps
 from images_service.download.fetch_once import FetchOnce
+from images_service.download.index_writer import IndexWriter
 from images_service.download.robots import RobotsPolicy
 from images_service.download.url_index import UrlIndex
 from images_service.fetching.fetcher import Fetcher
@@ -37,6 +38,7 @@ from images_service.queueing.messages import Enqueuer
 from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage
 from workers.pipeline.plans import backoff_ms, download_threads
+from workers.timeline import OFF, NullTimeline, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,10 @@ class PipelineContext:
         #: What an image shows (contract §18): the rules every folder's records are marked by.
         self.content_rules = ContentRules.from_settings(settings)
         self.fetch_once = FetchOnce(redis_client, self.urls, settings)
+        #: The download threads' index entries, written in batches by one thread, which
+        #: then releases their URLs' fetch claims (claim: (url, token, job state key)).
+        self.index_writer = IndexWriter(self.urls, release=lambda claims: (
+            self.fetch_once.release_many([(*claim, written) for claim, written in claims])))
         # robots.txt (contract §17), consulted before each image's request when enabled.
         self.robots: RobotsPolicy | None = None
         if settings.respect_robots_txt:
@@ -84,6 +90,9 @@ class PipelineContext:
         # Every download thread may upload at once, plus the actor threads' metadata writes.
         self.storage: Storage = create_storage(
             settings, max_pool_connections=threads + settings.worker_threads)
+        #: The benchmark's timeline (WORKER_TIMELINE_DIR); a no-op unless it is set.
+        self.timeline: NullTimeline = (Timeline(settings.worker_timeline_dir)
+                                       if settings.worker_timeline_dir else OFF)
         self._status: dict[str, tuple[str | None, float]] = {}
         self._status_lock = threading.Lock()
         self._shutting_down = threading.Event()
@@ -100,6 +109,7 @@ class PipelineContext:
         """Release the pool, caps and fetcher; only once no message is being processed."""
         self._shutting_down.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.index_writer.close()
         self.caps.close()
         self.fetch_once.close()
         self.fetcher.close()

@@ -55,6 +55,7 @@ from images_service.download.caps import HostPaused, SlotWaitCancelled
 from images_service.download.fetch_once import CLAIM_TTL_S, DONE
 from images_service.download.folder import DocumentFolder
 from images_service.download.folder_locks import RedisFolderLocks
+from images_service.download.index_writer import Pending
 from images_service.download.planning import ImageTask
 from images_service.errors import DownloadError, FolderConflict, StaleMessage
 from images_service.fetching.fetcher import DEADLINE_FACTOR
@@ -75,6 +76,9 @@ MESSAGE_ERRORS = (WorkerShuttingDown, redis.exceptions.RedisError, PyMongoError)
 @dataclass
 class Outcome:
     record: dict[str, Any] | None = None  #: final record for metadata.json
+    #: The downloaded image's URL index entry, being written: wait for it before the record
+    #: goes into metadata.json (images_service/download/index_writer.py).
+    indexed: Pending | None = None
     retry: DownloadError | None = None  #: a retryable failure with attempts left
     #: The host is paused (§17): try the same attempt again after this many milliseconds.
     defer_ms: int | None = None
@@ -93,6 +97,12 @@ class Downloader:
                               lock=locks, rules=self.ctx.content_rules)
 
     def download_documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
+        timeline = self.ctx.timeline
+        timeline.mark("message")
+        with timeline.span("messages"):
+            self._download_documents(job_id, plans)
+
+    def _download_documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
         ctx = self.ctx
         job = ctx.jobs.get(job_id)
         if job is None or job["status"] in FINISHED:
@@ -101,44 +111,42 @@ class Downloader:
         if ctx.stopped(job_id):  # raises WorkerShuttingDown when the worker stops
             self.finisher.drop_stale(job_id, len(plans), "its job has ended")
             return
-        # Document-level steps first, for every document: if one raises (storage down), the
-        # message is replayed before any download started.
-        opened: list[tuple[DocumentFolder, dict[str, Any]]] = []
-        for data in plans:
-            folder = self.folder(job_id, data)
-            with log_context(job_id=job_id, document_id=folder.plan.document_id):
-                try:
-                    folder.open()
-                except FolderConflict as exc:
-                    self.finisher.conflict(job, folder.plan, data, exc)
-                    continue
-                except StaleMessage as exc:
-                    self.finisher.superseded(job, folder.plan, data, reason=exc.message)
-                    continue
-            opened.append((folder, data))
         force = bool(job.get("force"))
-        # One query for the URL index's copies of every image not already in its place.
+        # One query for the URL index's copies of the message's images (those already in
+        # their place are skipped without looking at it).
         known = {} if force else ctx.fetch_once.known(
-            [task.url for folder, _ in opened for task in folder.plan.images
-             if (folder.previous.get(task.index) or {}).get("url") != task.url])
+            [task.url for data in plans for task in plan_from_message(data).images])
+        # Each document's images start as soon as its folder is open: the pool is not left
+        # idle while the message's other folders open (issue 24's timeline). If opening one
+        # raises (storage down), no further document is opened; the images already started
+        # are recorded below and the message then raises (it is replayed, as before).
         work = []
-        for folder, data in opened:
-            previous = folder.previous
-            futures = [
-                (task, ctx.pool.submit(self.attempt, job_id, folder, task,
-                                       previous.get(task.index), force, 1,
-                                       folder.claimed_by_this_job, known.get(task.url)))
-                for task in folder.plan.images
-            ]
-            work.append((folder, data, futures))
+        failure: BaseException | None = None
+        for data in plans:
+            try:
+                with ctx.timeline.span("opening"):
+                    opened = self._open(job, [data])
+            except Exception as exc:  # noqa: BLE001 -- raised once the started ones are in
+                failure = exc
+                break
+            for folder, data in opened:
+                previous = folder.previous
+                futures = [
+                    (task, ctx.pool.submit(self.attempt, job_id, folder, task,
+                                           previous.get(task.index), force, 1,
+                                           folder.claimed_by_this_job, known.get(task.url)))
+                    for task in folder.plan.images
+                ]
+                work.append((folder, data, futures))
         retries: list[tuple[dict[str, Any], ImageTask, DownloadError]] = []
         deferred: list[tuple[dict[str, Any], ImageTask, int]] = []
         finished = []
-        failure: BaseException | None = None
+        timeline = ctx.timeline
         for folder, data, futures in work:
             done: list[dict[str, Any]] = []
-            for task, future in futures:
-                outcome, error = _result(future)
+            with timeline.span("awaiting"):  # the message boundary (workers/timeline.py)
+                results = [(task, *_indexed(*_result(future))) for task, future in futures]
+            for task, outcome, error in results:
                 if error is not None:
                     failure = failure or error
                 elif outcome.retry is not None:
@@ -148,9 +156,10 @@ class Downloader:
                 elif outcome.record is not None:
                     done.append(outcome.record)
             # Each document's metadata.json as soon as its images are done ...
-            if (document := self.finisher.merge(job, folder, data, done)) is not None:
-                finished.append(document)
-        with log_context(job_id=job_id):
+            with timeline.span("finishing"):
+                if (document := self.finisher.merge(job, folder, data, done)) is not None:
+                    finished.append(document)
+        with log_context(job_id=job_id), timeline.span("finishing"):
             # ... the finished ones written back and counted together (two MongoDB round
             # trips for the message, not two per document).
             self.finisher.finish_documents(job, finished)
@@ -167,7 +176,29 @@ class Downloader:
         for data, task, delay in deferred:  # still the first attempt: no retry spent
             ctx.enqueuer.retry(job_id, data, task.index, 1, delay)
 
+    def _open(self, job: dict[str, Any],
+              plans: list[dict[str, Any]]) -> list[tuple[DocumentFolder, dict[str, Any]]]:
+        """Open every document's folder; a conflicting or superseded one is finished here."""
+        opened: list[tuple[DocumentFolder, dict[str, Any]]] = []
+        for data in plans:
+            folder = self.folder(job["_id"], data)
+            with log_context(job_id=job["_id"], document_id=folder.plan.document_id):
+                try:
+                    folder.open()
+                except FolderConflict as exc:
+                    self.finisher.conflict(job, folder.plan, data, exc)
+                    continue
+                except StaleMessage as exc:
+                    self.finisher.superseded(job, folder.plan, data, reason=exc.message)
+                    continue
+            opened.append((folder, data))
+        return opened
+
     def retry_image(self, job_id: str, data: dict[str, Any], index: int, attempt: int) -> None:
+        with self.ctx.timeline.span("messages"):
+            self._retry_image(job_id, data, index, attempt)
+
+    def _retry_image(self, job_id: str, data: dict[str, Any], index: int, attempt: int) -> None:
         ctx = self.ctx
         job = ctx.jobs.get(job_id)
         if job is None or job["status"] in FINISHED:
@@ -186,7 +217,10 @@ class Downloader:
                 self.finisher.conflict(job, folder.plan, data, exc)
                 return
             entry = ctx.fetch_once.known([task.url]).get(task.url)
-            outcome = self.attempt(job_id, folder, task, None, True, attempt, False, entry)
+            outcome, error = _indexed(
+                self.attempt(job_id, folder, task, None, True, attempt, False, entry), None)
+            if error is not None:  # its URL index entry could not be written
+                raise error
             if outcome.defer_ms is not None:  # the host is paused: the same attempt, later
                 ctx.enqueuer.retry(job_id, data, index, attempt, outcome.defer_ms)
                 return
@@ -207,7 +241,8 @@ class Downloader:
         ``known`` is the URL index's entry of the image's URL, if any: a stored copy to copy
         instead of requesting it again (unless the job forces re-fetching).
         """
-        with log_context(job_id=job_id, document_id=folder.plan.document_id, url=task.url):
+        with log_context(job_id=job_id, document_id=folder.plan.document_id, url=task.url), \
+                self.ctx.timeline.span("attempts"):
             try:
                 return self._attempt(job_id, folder, task, previous, force, attempt, same_job,
                                      known)
@@ -235,20 +270,30 @@ class Downloader:
                 metrics.DOWNLOADS.labels("skipped").inc()
             if skipped is not None:  # no request; variants made from the original
                 return Outcome(record=folder.backfill(skipped, ctx.settings))
-        if ctx.stopped(job_id):
+        with ctx.timeline.span("status"):
+            stopped = ctx.stopped(job_id)
+        if stopped:
             return Outcome()  # cancelled before it started: not done, nothing recorded
-        copied, claim = self._copy_or_claim(job_id, folder, task, known)
+        with ctx.timeline.span("claim"):
+            copied, claim = self._copy_or_claim(job_id, folder, task, known)
         if copied is not None:
             return Outcome(record=copied)
-        stored = False
+        job_key = ctx.progress.key(job_id)
+        handed = False
         try:
             outcome = self._download(job_id, folder, task, attempt)
-            stored = outcome.record is not None and outcome.record.get("status") == DOWNLOADED
+            if outcome.record is not None and outcome.record.get("status") == DOWNLOADED:
+                # Its index entry first, then the claim goes (a document waiting for the URL
+                # copies it from the index): both on the index writer's thread.
+                outcome.indexed = ctx.index_writer.add(
+                    folder.key, outcome.record,
+                    claim=(task.url, claim, job_key) if claim is not None else None)
+                handed = True
             return outcome
         finally:
-            if claim is not None:
-                ctx.fetch_once.release(task.url, claim, job_key=ctx.progress.key(job_id),
-                                       stored=stored)
+            if claim is not None and not handed:
+                with ctx.timeline.span("release"):
+                    ctx.fetch_once.release(task.url, claim, job_key=job_key, stored=False)
 
     def _copy_or_claim(self, job_id: str, folder: DocumentFolder, task: ImageTask,
                        known: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -291,8 +336,11 @@ class Downloader:
                 try:
                     # §17: robots.txt first (no slot is taken for a disallowed image), then a
                     # slot, refused while the host is paused or within its Crawl-delay.
-                    crawl_ms = ctx.robots.check(task.url, should_stop=stop) if ctx.robots else 0
-                    token = ctx.caps.acquire(host, should_stop=stop, crawl_delay_ms=crawl_ms)
+                    with ctx.timeline.span("slot_wait"):
+                        crawl_ms = (ctx.robots.check(task.url, should_stop=stop)
+                                    if ctx.robots else 0)
+                        token = ctx.caps.acquire(host, should_stop=stop,
+                                                 crawl_delay_ms=crawl_ms)
                 except SlotWaitCancelled:
                     return Outcome()
                 except HostPaused as paused:
@@ -300,14 +348,16 @@ class Downloader:
                     return Outcome(defer_ms=_defer_ms(paused.wait_ms))
                 metrics.SLOT_WAIT_SECONDS.observe(time.monotonic() - started)
             began = time.monotonic()
-            record = engine.download_image(folder, task, ctx.fetcher, ctx.settings,
-                                           previous=None, force=True, attempt=attempt)
+            with ctx.timeline.span("downloads"):
+                record = engine.download_image(folder, task, ctx.fetcher, ctx.settings,
+                                               previous=None, force=True, attempt=attempt)
+            ctx.timeline.mark("download_end")
             metrics.DOWNLOAD_SECONDS.observe(time.monotonic() - began)
             metrics.DOWNLOADS.labels("downloaded").inc()
             metrics.DOWNLOAD_BYTES.inc(record.get("bytes") or 0)
-            # The URL index's copy of this URL, before the claim goes: a document waiting for
-            # this download finds it there and copies it.
-            ctx.urls.record(folder.key, [record])
+            # The URL index's copy of this URL is written before the claim goes (by the
+            # caller, through the index writer): a document waiting for this download finds
+            # it there and copies it.
             return Outcome(record=record)
         except BaseException as exc:
             error = exc
@@ -333,6 +383,19 @@ class Downloader:
                  exc.code, exc.message)
         metrics.DOWNLOADS.labels("failed").inc()
         return Outcome(record=engine.failed_record(task, exc, attempt))
+
+
+def _indexed(outcome: Outcome, error: BaseException | None
+             ) -> tuple[Outcome, BaseException | None]:
+    """Once the outcome's URL index entry is written: the outcome, or the error of the write
+    (then the image is not recorded: the message fails and is replayed, as when the download
+    thread wrote the entry itself)."""
+    if error is None and outcome.indexed is not None:
+        try:
+            outcome.indexed.wait()
+        except BaseException as exc:  # noqa: BLE001 -- re-raised by the caller
+            return Outcome(), exc
+    return outcome, error
 
 
 def _result(future: Future[Outcome]) -> tuple[Outcome, BaseException | None]:

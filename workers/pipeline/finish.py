@@ -270,6 +270,7 @@ class Finisher:
         finished = self.ctx.jobs.finish(job["_id"], status, progress=progress, message=message)
         self.ctx.progress.forget(job["_id"])
         if finished is not None:
+            self.ctx.timeline.mark(f"job_{status}")
             metrics.JOBS.labels(job["type"], status).inc()
             if message:
                 log.warning("job %s %s: %s", job["_id"], status, message)

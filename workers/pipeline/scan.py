@@ -42,6 +42,13 @@ class Scanner:
         self.finisher = finisher
 
     def scan(self, job_id: str) -> None:
+        timeline = self.ctx.timeline
+        timeline.mark("scan_start")
+        with timeline.span("scan"):
+            self._scan(job_id)
+        timeline.mark("scan_end")
+
+    def _scan(self, job_id: str) -> None:
         ctx = self.ctx
         job = ctx.jobs.get(job_id)
         if job is None or job["status"] in FINISHED:
@@ -77,6 +84,7 @@ class Scanner:
                 self.finisher.finish_job(job, "failed", message=f"invalid filter: {exc.message}")
                 return
             progress = ctx.progress.mark_scan_done(job_id)
+            ctx.timeline.mark("scan_done")
             if progress is None:
                 log.info("job %s ended during its scan", job_id)
                 return

@@ -50,3 +50,17 @@ def test_a_failed_download_frees_the_url_for_the_next_one(make_settings) -> None
         assert fetch_once.claim(URL, "isv:job:B") not in (None, DONE)
     finally:
         fetch_once.close()
+
+
+def test_claims_released_together_answer_like_one_by_one(make_settings) -> None:
+    # (the URL index writer releases a batch's claims in one round trip)
+    fetch_once = _fetch_once(make_settings)
+    other = URL.replace("logo", "banner")
+    try:
+        stored, failed = fetch_once.claim(URL, "isv:job:A"), fetch_once.claim(other, "isv:job:A")
+        fetch_once.release_many([(URL, stored, "isv:job:A", True),
+                                 (other, failed, "isv:job:A", False)])
+        assert fetch_once.claim(URL, "isv:job:B") == DONE  # stored: copy, no second request
+        assert fetch_once.claim(other, "isv:job:B") not in (None, DONE)  # free again
+    finally:
+        fetch_once.close()
