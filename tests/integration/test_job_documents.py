@@ -16,6 +16,9 @@ from images_service.jobs.store import JobStore
 from tests.support.console import csrf_token
 from tests.support.pipeline import KEY, api_client, source_db, wait_job
 
+#: A document's heading on the job page (its id, linking to the document's page).
+DOC_HEADING = r'<h3 id="doc-\d+" class="wrap"><a href="[^"]*">([^<]+)</a></h3>'
+
 
 class Commands(monitoring.CommandListener):
     """Every command a client sends: (database, command name, command)."""
@@ -124,7 +127,7 @@ def test_the_job_page_lists_finished_documents_without_reading_the_source(
 
     # Then it lists them in natural order, each with its thumbnail and failed image
     assert page.status_code == 200
-    listed = re.findall(r'<h3 id="doc-\d+" class="wrap">([^<]+)</h3>', page.text)
+    listed = re.findall(DOC_HEADING, page.text)
     assert listed == ["item1", "item2", "item3", "item10", "item21"]
     assert page.text.count("<img ") == 5 and page.text.count("http_404") >= 5
     # and not one command reached the source database
@@ -147,5 +150,5 @@ def test_a_document_jobs_page_shows_its_document_before_it_finished(make_setting
     browser.post("/ui/sign-in", data={"csrf_token": token, "api_key": KEY})
     page = browser.get(f"/ui/jobs/{job['_id']}")
     assert page.status_code == 200
-    assert re.findall(r'<h3 id="doc-\d+" class="wrap">([^<]+)</h3>', page.text) == ["ritz"]
+    assert re.findall(DOC_HEADING, page.text) == ["ritz"]
     assert "Nothing stored yet." in page.text
