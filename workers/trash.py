@@ -16,6 +16,7 @@ touched: its folder is the new document's now, and its insert job downloads into
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from bson import json_util
@@ -42,9 +43,21 @@ def trash_document(ctx: PipelineContext, database: str, collection: str, source_
                  database, collection)
         return []
     key = document_key(source_id) if typed else None
+    moved = move_to_trash(ctx, folders.of_document(ctx.storage, database, collection,
+                                                   document_id, key))
+    if not moved:
+        log.info("document %s of %s.%s deleted: no folder to trash", document_id, database,
+                 collection)
+    return moved
+
+
+def move_to_trash(ctx: PipelineContext, keys: Iterable[str]) -> list[str]:
+    """Move each folder of ``keys`` to the trash under the fleet-wide folder lock (removed
+    at once with TRASH_RETENTION_DAYS=0, counted ``expired``); the URL index forgets the
+    moved ones. Returns the folders moved (a folder no longer in the tree is skipped)."""
     lock = RedisFolderLocks(ctx.redis)  # no job: never refused as stale
     moved = []
-    for folder in folders.of_document(ctx.storage, database, collection, document_id, key):
+    for folder in keys:
         if not trash.trash_folder(ctx.storage, folder, lock=lock):
             continue
         moved.append(folder)
@@ -53,9 +66,6 @@ def trash_document(ctx: PipelineContext, database: str, collection: str, source_
                 ctx.storage.trash().delete_prefix(folder)
             metrics.TRASH.labels("expired").inc()
             log.info("removed %s from the trash at once (TRASH_RETENTION_DAYS=0)", folder)
-    if not moved:
-        log.info("document %s of %s.%s deleted: no folder to trash", document_id, database,
-                 collection)
-    else:
-        ctx.urls.forget_folders(moved)  # its copies left the tree (§16: the index follows)
+    if moved:
+        ctx.urls.forget_folders(moved)  # their copies left the tree (§16: the index follows)
     return moved

@@ -50,6 +50,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -226,11 +228,18 @@ class Fetcher:
         Raises DownloadError: ``invalid_url``, ``blocked_address``, ``timeout``,
         ``connection_error``, ``http_<status>``, ``too_many_redirects``, ``too_large``.
         """
+        with self._watched() as attempt:
+            return self._fetch(url, Path(dest_dir), attempt, validators)
+
+    @contextmanager
+    def _watched(self) -> Iterator[Attempt]:
+        """One attempt under the watchdog's deadline; what escapes it is a DownloadError
+        (``timeout`` when the deadline cut it, else the exception's classification)."""
         attempt = Attempt(time.monotonic() + self.deadline_s)
         self._local.attempt = attempt
         self._watchdog.watch(attempt)
         try:
-            return self._fetch(url, Path(dest_dir), attempt, validators)
+            yield attempt
         except DownloadError as e:
             if attempt.expired and e.code in ("connection_error", "timeout"):
                 raise self._deadline_error() from e
@@ -326,10 +335,7 @@ class Fetcher:
         """One guarded GET of a small text resource (robots.txt): its status, ``Retry-After``
         and at most ``max_bytes`` of its body (a 2xx body only; the rest is not read).
         Raises DownloadError like :meth:`fetch` for what prevents an answer."""
-        attempt = Attempt(time.monotonic() + self.deadline_s)
-        self._local.attempt = attempt
-        self._watchdog.watch(attempt)
-        try:
+        with self._watched() as attempt:
             response, current, _redirects = self._open(url, attempt)
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             body = b""
@@ -340,17 +346,6 @@ class Fetcher:
             response.close()
             response.release_conn()
             return TextResponse(response.status, body, current, retry_after)
-        except DownloadError as e:
-            if attempt.expired and e.code in ("connection_error", "timeout"):
-                raise self._deadline_error() from e
-            raise
-        except Exception as e:
-            if attempt.expired:
-                raise self._deadline_error() from e
-            raise _classify_exception(e) from e
-        finally:
-            attempt.finish()
-            self._local.attempt = None
 
     def _stream_body(
         self,

@@ -364,14 +364,7 @@ class Downloader:
             raise
         finally:
             if token:
-                # What the request said about its host (§17): a success rides on this
-                # thread's next acquire; a failure or a 429/503 is reported at once.
-                outcome = host_state.outcome_of(error)
-                pause = 0
-                if outcome in (host_state.SLOW, host_state.SLOW_FAIL):
-                    pause = backoff_ms(ctx.settings, attempt,
-                                       getattr(error, "retry_after_s", None))
-                ctx.caps.release(token, defer=True, outcome=outcome, pause_ms=pause)
+                release_slot(ctx, token, error, attempt)
 
     def _failed(self, task: ImageTask, exc: DownloadError, attempt: int) -> Outcome:
         """A failed attempt: retried while retryable with attempts left, else final."""
@@ -418,3 +411,15 @@ def _host(url: str) -> str:
         return (urlsplit(url).hostname or "").lower()
     except ValueError:
         return ""
+
+
+def release_slot(ctx: PipelineContext, token: str, error: BaseException | None,
+                 attempt: int) -> None:
+    """Give a download slot back with what the request said about its host (§17): a success
+    rides on this thread's next acquire; a failure or a 429/503 is reported at once, a
+    slow-down pausing the host for the ``attempt``'s backoff (or its Retry-After)."""
+    outcome = host_state.outcome_of(error)
+    pause = 0
+    if outcome in (host_state.SLOW, host_state.SLOW_FAIL):
+        pause = backoff_ms(ctx.settings, attempt, getattr(error, "retry_after_s", None))
+    ctx.caps.release(token, defer=True, outcome=outcome, pause_ms=pause)

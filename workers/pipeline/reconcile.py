@@ -78,7 +78,6 @@ from bson.errors import InvalidId
 
 from images_service import metrics
 from images_service.download import engine
-from images_service.download.folder_locks import RedisFolderLocks
 from images_service.download.planning import document_key as typed_key
 from images_service.download.planning import folder_of
 from images_service.download.urls import extract_image_urls
@@ -88,7 +87,7 @@ from images_service.jobs.projection import top_level_projection
 from images_service.jobs.store import FINISHED, RESULT_FIELDS
 from images_service.jobs.triggers import document_id_candidates
 from images_service.logs import log_context
-from images_service.storage import layout, trash
+from images_service.storage import layout
 from images_service.storage.backend import StoredFile
 from images_service.storage.folders import _named
 from images_service.storage.metadata import key_identity, metadata_key, parse
@@ -99,6 +98,7 @@ from workers.pipeline.finish import Finisher
 from workers.pipeline.plans import plan_to_message
 from workers.pipeline.scan import DOCS_PER_MESSAGE, IMAGES_PER_MESSAGE
 from workers.pipeline.streams import batches, read_ahead
+from workers.trash import move_to_trash
 
 log = logging.getLogger(__name__)
 
@@ -402,25 +402,13 @@ class Reconciler:
                 raise _Ended()
             tally.add("trashed", folders)
             return
-        ctx = self.ctx
-        lock = RedisFolderLocks(ctx.redis)  # no job binding: never refused as stale
         # Checked again just before (one query for the batch): a document inserted again
         # since the batch's query owns its folder now (its insert job downloads into it).
         metas = [(folder, self._read_metadata(folder)) for folder in folders]
         owners = self._owners(job["database"], job["collection"], [m for _, m in metas])
-        moved = []
-        for folder, meta in metas:
-            if meta is None or _identity(meta) in owners:
-                continue
-            if not trash.trash_folder(ctx.storage, folder, lock=lock):
-                continue
-            moved.append(folder)
-            if ctx.settings.trash_retention_days == 0:
-                with lock(folder):
-                    ctx.storage.trash().delete_prefix(folder)
-                metrics.TRASH.labels("expired").inc()
+        moved = move_to_trash(self.ctx, [folder for folder, meta in metas
+                                         if meta is not None and _identity(meta) not in owners])
         if moved:
-            ctx.urls.forget_folders(moved)  # their copies left the tree (§16)
             metrics.RECONCILE.labels("trashed").inc(len(moved))
             log.info("moved %d folder(s) of deleted documents to the trash", len(moved))
         tally.add("trashed", moved)

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from images_service import metrics
-from images_service.download import host_state, recheck
+from images_service.download import recheck
 from images_service.download.caps import HostPaused, SlotWaitCancelled
 from images_service.download.folder import DocumentFolder
 from images_service.download.url_index import url_key
@@ -40,7 +40,7 @@ from images_service.jobs.store import FINISHED
 from images_service.logs import log_context
 from images_service.storage.metadata import DOWNLOADED, SKIPPED, matches
 from workers.pipeline.context import PipelineContext
-from workers.pipeline.download import MESSAGE_ERRORS, Downloader, _defer_ms
+from workers.pipeline.download import MESSAGE_ERRORS, Downloader, _defer_ms, release_slot
 from workers.pipeline.finish import Finished, Finisher
 from workers.pipeline.plans import backoff_ms, document_key
 
@@ -243,11 +243,7 @@ class Refresher:
             raise
         finally:
             if token:
-                outcome = host_state.outcome_of(error)
-                pause = 0
-                if outcome in (host_state.SLOW, host_state.SLOW_FAIL):
-                    pause = backoff_ms(ctx.settings, 1, getattr(error, "retry_after_s", None))
-                ctx.caps.release(token, defer=True, outcome=outcome, pause_ms=pause)
+                release_slot(ctx, token, error, 1)
 
 
 def _epoch(value: Any) -> float:
