@@ -151,17 +151,26 @@ def cmd_retry(client: ApiClient, args: argparse.Namespace) -> int:
 def cmd_placeholders(client: ApiClient, args: argparse.Namespace) -> int:
     result = client.get(_path("placeholders", args.database, args.collection), top=args.top,
                         scan=args.scan)
+    print_listing(result, args, "PHASH\tDOCUMENTS\tKNOWN\tEXAMPLES (document id:file)",
+                  fmt.placeholder_rows, fmt.placeholder_summary)
+    return EXIT_OK
+
+
+def print_listing(result: dict[str, Any], args: argparse.Namespace, header: str,
+                  rows: Callable[[dict[str, Any]], list[str]],
+                  closing: Callable[[dict[str, Any]], str]) -> None:
+    """A listing command's output: the API's JSON with ``--json``; else tab-separated rows,
+    with a header and a closing line on a terminal only (piped, ``cut -f1`` gives the keys)."""
     if args.json:
         print(fmt.json_text(result))
-        return EXIT_OK
+        return
     terminal = sys.stdout.isatty()
     if terminal:
-        print("PHASH\tDOCUMENTS\tKNOWN\tEXAMPLES (document id:file)")
-    for line in fmt.placeholder_rows(result):
+        print(header)
+    for line in rows(result):
         print(line)
     if terminal:
-        print(fmt.placeholder_summary(result))
-    return EXIT_OK
+        print(closing(result))
 
 
 def run(handler: Callable[[ApiClient, argparse.Namespace], int], args: argparse.Namespace) -> int:

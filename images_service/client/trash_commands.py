@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from images_service.client import format as fmt
-from images_service.client.commands import EXIT_OK, UsageError
+from images_service.client.commands import EXIT_OK, UsageError, print_listing
 from images_service.client.commands import _path as path
 from images_service.client.http import ApiClient
 
@@ -40,18 +40,14 @@ def trash_rows(items: list[Mapping[str, Any]]) -> list[str]:
 
 def cmd_trash(client: ApiClient, args: argparse.Namespace) -> int:
     result = client.get(path("trash", args.database, args.collection))
-    if args.json:
-        print(fmt.json_text(result))
-        return EXIT_OK
-    terminal = sys.stdout.isatty()
-    if terminal:
-        print("FOLDER\tDOCUMENT\tDELETED AT\tIMAGES")
-    for line in trash_rows(result["items"]):
-        print(line)
-    if terminal:
-        count = len(result["items"])
-        print(fmt.printable(f"{count} trashed folder{'' if count == 1 else 's'} in "
-                            f"{args.database}.{args.collection}"))
+
+    def closing(listed: Mapping[str, Any]) -> str:
+        count = len(listed["items"])
+        return fmt.printable(f"{count} trashed folder{'' if count == 1 else 's'} in "
+                             f"{args.database}.{args.collection}")
+
+    print_listing(result, args, "FOLDER\tDOCUMENT\tDELETED AT\tIMAGES",
+                  lambda listed: trash_rows(listed["items"]), closing)
     return EXIT_OK
 
 

@@ -208,8 +208,11 @@ class FilesystemStorage(Storage):
     # -- removing and moving ------------------------------------------------------------------
 
     def delete(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            path = self._path(key)
+        self._unlink((key, self._path(key)) for key in keys)
+
+    def _unlink(self, paths: Iterable[tuple[str, Path]]) -> None:
+        """Remove each (key, path) that exists, and the folders they leave empty."""
+        for key, path in paths:
             with _os_errors("deleting", key):
                 try:
                     os.unlink(path)
@@ -310,14 +313,7 @@ class FilesystemStorage(Storage):
             yield name, found
 
     def delete_files(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            path = self.root / check_file_key(key)
-            with _os_errors("deleting", key):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    continue
-                self._prune_empty_parents(path.parent)
+        self._unlink((key, self.root / check_file_key(key)) for key in keys)
 
     def trash(self) -> FilesystemStorage:
         return FilesystemStorage(self.root / TRASH_DIR)
