@@ -130,6 +130,11 @@ class RobotsPolicy:
             lock_ms = int(self.fetcher.deadline_s * 1000) + 5000
             if self.redis.set(lock, "1", nx=True, px=lock_ms):
                 try:
+                    # Looked at again under the lock: the fetch that held it may have stored
+                    # its result and let go between this thread's read and its lock.
+                    raw = self.redis.get(key)
+                    if raw is not None:
+                        return self._keep(origin, _decode(raw))
                     entry = self._keep(origin, self._fetch(robots_url, host, should_stop))
                     ttl = max(1, entry.expires_ms - int(time.time() * 1000))
                     self.redis.set(key, _encode(entry), px=ttl)
