@@ -61,4 +61,6 @@ def test_repeated_calls_share_one_probe_until_it_is_five_seconds_old(make_settin
         assert client.get("/health").status_code == 200
         time.sleep(0.25)  # the age is time itself: nothing to await
     assert len(pings.at) == 2 and len(probe_files) == 2
-    assert CACHE_S <= pings.at[1] - pings.at[0] < CACHE_S + 1
+    # (A ping is seen when it reaches the server: the first probe also paid the connection's
+    # set-up, up to 0.1 s here, which the pooled second one did not.)
+    assert CACHE_S - 0.1 <= pings.at[1] - pings.at[0] < CACHE_S + 1
