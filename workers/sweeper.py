@@ -30,7 +30,9 @@ the trash past its retention (workers/trash_retention.py, passes under an hour a
 sweeps the bucket's leftovers (``STORAGE_BACKEND=s3``): once an hour, one process of the
 fleet aborts the multipart uploads started more than an hour ago and never completed (a
 worker killed, or the store down, mid-upload: the next upload of the same key aborts those
-too). One ``ListMultipartUploads`` request covers the bucket. The filesystem
+too). One ``ListMultipartUploads`` request covers the bucket. On a server that does not
+delete TTL-expired rows itself (nx-27017), each pass also deletes the expired jobs and job
+documents (images_service/jobs/expiry.py). The filesystem
 needs no such pass: its writers remove dead writers' temporary files folder by folder, and a
 walk of the whole tree would cost a scan of every file.
 """
@@ -43,6 +45,7 @@ import threading
 import time
 from typing import Iterable
 
+from images_service.jobs.expiry import purge_expired, server_expires_ttl
 from images_service.queueing.broker import NAMESPACE
 from images_service.queueing.messages import QUEUES
 from workers.pipeline.context import PipelineContext
@@ -82,6 +85,7 @@ class Sweeper:
         # seen in one of the reads (it enters the ready queue before it leaves the delay one).
         self.message_hashes = [*delayed, *(f"{namespace}:{queue}.msgs" for queue in queues),
                                *delayed]
+        self._ttl_by_server: bool | None = None
 
     def sweep(self) -> list[str]:
         """One pass; returns the ids of the jobs it ended."""
@@ -119,7 +123,21 @@ class Sweeper:
         if not self.ctx.redis.set(TICK_KEY, str(time.time()), nx=True,
                                   px=max(1, int(self.interval_s * 1000))):
             return []
+        self.purge_expired()
         return self.sweep()
+
+    def purge_expired(self) -> int | None:
+        """Delete expired jobs and job documents where the server has no TTL monitor of its
+        own (images_service/jobs/expiry.py); None where it has one (MongoDB)."""
+        if self._ttl_by_server is None:
+            self._ttl_by_server = server_expires_ttl(self.ctx.mongo)
+        if self._ttl_by_server:
+            return None
+        purged = sum(purge_expired(coll) for coll in (self.ctx.jobs.collection,
+                                                      self.ctx.job_documents.collection))
+        if purged:
+            log.info("deleted %d expired jobs and job documents", purged)
+        return purged
 
     def tick_storage(self, interval_s: float = STORAGE_SWEEP_INTERVAL_S) -> int | None:
         """Abort the bucket's stale multipart uploads, if no process did within the interval.

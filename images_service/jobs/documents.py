@@ -38,6 +38,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from pymongo import ASCENDING, DESCENDING, MongoClient, UpdateOne
 from pymongo.collection import Collection
 
+from images_service.jobs.expiry import ensure_retention_index, server_expires_ttl
 from images_service.jobs.store import ACTIVE_RETENTION_MARGIN, now_ts
 
 COLLECTION = "job_documents"
@@ -94,15 +95,20 @@ class JobDocument:
 class JobDocuments:
     """Repository of the rows; indexes are made once per process, on the first write."""
 
-    def __init__(self, client: MongoClient, database: str, *, retention_days: int = 30) -> None:
+    def __init__(self, client: MongoClient, database: str, *, retention_days: int = 30,
+                 ttl_by_server: bool | None = None) -> None:
         self.collection: Collection = client[database][COLLECTION]
         # A row outlives its job's retention counted from its own end (the job ends later).
         self.retention = timedelta(days=retention_days) + ACTIVE_RETENTION_MARGIN
+        #: Does the server delete expired rows itself (None: ask it; images_service.jobs.expiry)?
+        self.ttl_by_server = ttl_by_server
         self._indexes_ready = False
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("job_id", ASCENDING), ("sort_key", ASCENDING)])
-        self.collection.create_index("retention.expire_at", expireAfterSeconds=0)
+        if self.ttl_by_server is None:
+            self.ttl_by_server = server_expires_ttl(self.collection.database.client)
+        ensure_retention_index(self.collection, self.ttl_by_server)
         self.collection.create_index([("database", ASCENDING), ("collection", ASCENDING),
                                       ("finished_at", ASCENDING)])
         self._indexes_ready = True

@@ -29,6 +29,8 @@ from typing import Any, Mapping
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.collection import Collection
 
+from images_service.jobs.expiry import ensure_retention_index, server_expires_ttl
+
 from images_service.jobs.outcome import outcome  # noqa: F401 -- part of the job's API form
 
 JOB_TYPES = ("collection", "document", "batch", "change_stream", "refresh", "reconcile")
@@ -83,15 +85,20 @@ def _decode_errors(errors: list[Any]) -> list[dict[str, Any]]:
 class JobStore:
     """Repository of jobs; every method is one or two MongoDB round trips."""
 
-    def __init__(self, client: MongoClient, database: str, *, retention_days: int = 30) -> None:
+    def __init__(self, client: MongoClient, database: str, *, retention_days: int = 30,
+                 ttl_by_server: bool | None = None) -> None:
         self.collection: Collection = client[database]["jobs"]
         self.retention = timedelta(days=retention_days)
+        #: Does the server delete expired jobs itself (None: ask it; images_service.jobs.expiry)?
+        self.ttl_by_server = ttl_by_server
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("created_at", DESCENDING)])
         self.collection.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
         self.collection.create_index([("type", ASCENDING), ("created_at", DESCENDING)])
-        self.collection.create_index("retention.expire_at", expireAfterSeconds=0)
+        if self.ttl_by_server is None:
+            self.ttl_by_server = server_expires_ttl(self.collection.database.client)
+        ensure_retention_index(self.collection, self.ttl_by_server)
         self.collection.create_index([("retry_of", ASCENDING), ("created_at", DESCENDING)])
 
     # --- creation and reads -------------------------------------------------------------
@@ -189,19 +196,27 @@ class JobStore:
 
     # --- transitions ----------------------------------------------------------------------
 
-    def mark_running(self, job_id: str) -> bool:
-        """pending -> running; True when this call made the move."""
-        result = self.collection.update_one(
-            {"_id": job_id, "status": "pending"},
-            {"$set": {"status": "running", "started_at": now_ts(), "updated_at": now_ts()}},
-        )
+    def mark_running(self, job_id: str, progress: Mapping[str, int] | None = None) -> bool:
+        """pending -> running; True when this call made the move. With ``progress``, the
+        totals are raised in the same write (or on their own, as :meth:`record_progress`,
+        when the job was no longer pending)."""
+        update: dict[str, Any] = {
+            "$set": {"status": "running", "started_at": now_ts(), "updated_at": now_ts()}}
+        if progress:
+            update["$max"] = {f"progress.{k}": int(v) for k, v in progress.items()}
+        result = self.collection.update_one({"_id": job_id, "status": "pending"}, update)
+        if progress and result.matched_count == 0:
+            self.record_progress(job_id, progress)
         return result.modified_count == 1
 
     def finish(self, job_id: str, status: str, *, progress: Mapping[str, int] | None = None,
-               message: str | None = None) -> dict[str, Any] | None:
-        """pending/running -> ``status`` (completed, failed or cancelled), at most once.
+               message: str | None = None,
+               errors: list[Mapping[str, Any]] | None = None) -> dict[str, Any] | None:
+        """pending/running -> ``status`` (completed, failed or cancelled), at most once, with
+        the last ``progress`` and ``errors`` (as :meth:`record_progress`) in the same write.
 
-        Returns the job as it is after the move, or None when it had already finished.
+        Returns the job as it is after the move, or None when it had already finished (then
+        nothing was written: the caller records the progress on its own if it must).
         """
         assert status in FINISHED
         update: dict[str, Any] = {
@@ -217,6 +232,8 @@ class JobStore:
             update["$max"] = {f"progress.{k}": int(v) for k, v in progress.items()}
         if message:
             update["$set"]["failure"] = message
+        if errors:
+            update["$push"] = _errors_push(errors)
         return self.collection.find_one_and_update(
             {"_id": job_id, "status": {"$in": list(ACTIVE)}}, update,
             return_document=ReturnDocument.AFTER,
@@ -248,9 +265,14 @@ class JobStore:
         update: dict[str, Any] = {"$max": {f"progress.{k}": int(v) for k, v in progress.items()},
                                   "$set": {"updated_at": now_ts()}}
         if errors:
-            update["$push"] = {"errors": {"$each": [_bounded(e) for e in errors[-MAX_ERRORS:]],
-                                          "$slice": -MAX_ERRORS}}
+            update["$push"] = _errors_push(errors)
         self.collection.update_one({"_id": job_id}, update)
+
+
+def _errors_push(errors: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """``$push`` of job errors keeping the last MAX_ERRORS."""
+    return {"errors": {"$each": [_bounded(e) for e in errors[-MAX_ERRORS:]],
+                       "$slice": -MAX_ERRORS}}
 
 
 def _bounded(error: Mapping[str, Any]) -> dict[str, Any]:

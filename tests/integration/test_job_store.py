@@ -1,4 +1,5 @@
-"""The job store on nx-27017: transitions happen once, retention is a TTL index."""
+"""The job store on nx-27017: transitions happen once; retention is a TTL index where the
+server expires rows itself (MongoDB), a sweeper purge where it does not (nx-27017)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,27 @@ from datetime import datetime, timedelta, timezone
 
 from pymongo import MongoClient
 
+from images_service.jobs.expiry import expires_in_background, purge_expired
 from images_service.jobs.store import ACTIVE_RETENTION_MARGIN, JobStore, job_to_api
 
 
-def _store(make_settings, days: int = 7) -> JobStore:
+def _store(make_settings, days: int = 7, ttl_by_server: bool | None = None) -> JobStore:
     settings = make_settings({"JOB_RETENTION_DAYS": str(days)})
     store = JobStore(MongoClient(settings.mongodb_uri, tz_aware=True), settings.jobs_database,
-                     retention_days=settings.job_retention_days)
+                     retention_days=settings.job_retention_days, ttl_by_server=ttl_by_server)
     store.ensure_indexes()
     return store
 
 
+def _ttl_indexes(collection) -> list[dict]:
+    return [dict(ix["key"]) for ix in collection.list_indexes() if "expireAfterSeconds" in ix]
+
+
 def test_finished_jobs_expire_after_the_retention(make_settings) -> None:
-    store = _store(make_settings, days=7)
-    ttl = [ix for ix in store.collection.list_indexes() if "expireAfterSeconds" in ix]
-    assert [dict(ix["key"]) for ix in ttl] == [{"retention.expire_at": 1}]
+    # The production branch (MongoDB's TTL monitor deletes the expired rows, documented in
+    # the MongoDB manual), forced here: nx-27017 itself takes the other branch (next test).
+    store = _store(make_settings, days=7, ttl_by_server=True)
+    assert _ttl_indexes(store.collection) == [{"retention.expire_at": 1}]
     job = store.create("collection", "serpy_db", "hotels")
     # Every job expires, counted from its creation, even one that never ends; far enough
     # away to outlive the job (retention + margin).
@@ -33,6 +40,32 @@ def test_finished_jobs_expire_after_the_retention(make_settings) -> None:
     expire_at = store.get(job["_id"])["retention"]["expire_at"]
     expected = datetime.now(timezone.utc) + timedelta(days=7)
     assert abs((expire_at - expected).total_seconds()) < 60
+
+
+def test_on_nx_27017_the_sweeper_purges_expired_jobs_and_no_ttl_index_slows_finds(
+        make_settings) -> None:
+    # Given a jobs collection with the TTL index an earlier version made
+    store = _store(make_settings, days=7, ttl_by_server=True)
+    assert _ttl_indexes(store.collection)
+    # When the store asks the server (nx-27017: no TTL monitor, a purge inside every find)
+    store = _store(make_settings, days=7)
+    # Then it knows it, and the index is gone
+    assert store.ttl_by_server is False
+    assert _ttl_indexes(store.collection) == []
+    # and a purge deletes only the rows whose retention has passed
+    old = store.create("collection", "serpy_db", "hotels")
+    kept = store.create("collection", "serpy_db", "hotels")
+    store.finish(old["_id"], "completed")
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    store.collection.update_one({"_id": old["_id"]}, {"$set": {"retention": {"expire_at": past}}})
+    assert purge_expired(store.collection) == 1
+    assert store.get(old["_id"]) is None and store.get(kept["_id"]) is not None
+
+
+def test_only_the_embedded_server_is_left_to_the_sweeper() -> None:
+    # buildInfo of nx-27017 (measured) and of a mongod 7.0 (no "process" field)
+    assert expires_in_background({"version": "7.0.0", "process": "nx_27017"}) is False
+    assert expires_in_background({"version": "7.0.14", "gitVersion": "ce59cfc6"}) is True
 
 
 def test_a_finished_job_never_comes_back_to_life(make_settings) -> None:
