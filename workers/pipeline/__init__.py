@@ -38,8 +38,10 @@ class DownloadPipeline:
         self.ctx = PipelineContext(settings, mongo=mongo, redis_client=redis_client,
                                    enqueuer=enqueuer)
         self.finisher = Finisher(self.ctx)
-        self.scanner = Scanner(self.ctx, self.finisher)
         self.downloader = Downloader(self.ctx, self.finisher)
+        # A change-stream job's one document is downloaded by its scan's message (scan.py).
+        self.scanner = Scanner(self.ctx, self.finisher,
+                               download_inline=self.downloader.download_inline)
         self.refresher = Refresher(self.ctx, self.finisher, self.downloader)
         self.reconciler = Reconciler(self.ctx, self.finisher)
 
@@ -52,11 +54,11 @@ class DownloadPipeline:
 
     def scan(self, job_id: str) -> None:
         """A job's first step: its scan, or for a reconcile job the whole comparison."""
-        job = self.ctx.jobs.get(job_id)
+        job = self.ctx.read_job(job_id)
         if job is not None and job.get("type") == "reconcile":
             self.reconciler.reconcile(job_id)
         else:
-            self.scanner.scan(job_id)
+            self.scanner.scan(job_id, job)  # read once: a job's scan is one MongoDB read less
 
     def download_documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
         self.downloader.download_documents(job_id, plans)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
@@ -121,7 +122,16 @@ class PipelineContext:
             cached = self._status.get(job_id)
         if cached and now - cached[1] < STATUS_CACHE_S:
             return cached[0]
-        status = self.jobs.status(job_id)
+        return self._remember(job_id, self.jobs.status(job_id), now)
+
+    def read_job(self, job_id: str) -> dict[str, Any] | None:
+        """The whole job, its status kept for :meth:`job_status` (a step that reads its job
+        then asks :meth:`stopped` costs one MongoDB read, not two)."""
+        job = self.jobs.get(job_id)
+        self._remember(job_id, job["status"] if job is not None else None, time.monotonic())
+        return job
+
+    def _remember(self, job_id: str, status: str | None, now: float) -> str | None:
         if status is None or status in FINISHED:
             # Whichever way it ended (a cancel from the API, a failure), the job's Redis state
             # goes when a step first sees it ended; later writes recreate nothing.

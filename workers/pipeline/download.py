@@ -102,9 +102,18 @@ class Downloader:
         with timeline.span("messages"):
             self._download_documents(job_id, plans)
 
-    def _download_documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
+    def download_inline(self, job_id: str, plans: list[dict[str, Any]],
+                        job: dict[str, Any]) -> None:
+        """A message's work done by the step that planned it (a change-stream job's scan,
+        workers/pipeline/scan.py), with the job it has just read."""
+        with self.ctx.timeline.span("messages"):
+            self._download_documents(job_id, plans, job)
+
+    def _download_documents(self, job_id: str, plans: list[dict[str, Any]],
+                            job: dict[str, Any] | None = None) -> None:
         ctx = self.ctx
-        job = ctx.jobs.get(job_id)
+        if job is None:
+            job = ctx.read_job(job_id)  # its status kept: stopped() below reads nothing
         if job is None or job["status"] in FINISHED:
             self.finisher.drop_stale(job_id, len(plans), "its job has ended")
             return
@@ -200,7 +209,7 @@ class Downloader:
 
     def _retry_image(self, job_id: str, data: dict[str, Any], index: int, attempt: int) -> None:
         ctx = self.ctx
-        job = ctx.jobs.get(job_id)
+        job = ctx.read_job(job_id)
         if job is None or job["status"] in FINISHED:
             self.finisher.drop_stale(job_id, 1, "its job has ended")
             return

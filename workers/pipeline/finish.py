@@ -197,10 +197,15 @@ class Finisher:
                 metrics.DOCUMENTS.labels(done.status).inc()
         if latest is None:
             return
-        # Counters only grow ($max), so the latest totals cover every document above.
+        # Counters only grow ($max), so the latest totals cover every document above. The
+        # job's last message records them with the job's end: one write (issue 24: a
+        # change-stream job's cost is its round trips); a job that had already ended another
+        # way gets them on their own, as any other message's.
+        if latest.complete() and self.finish_job(job, "completed",
+                                                 progress=latest.as_job_progress(),
+                                                 errors=errors):
+            return
         self.ctx.jobs.record_progress(job_id, latest.as_job_progress(), errors)
-        if latest.complete():
-            self.finish_job(job, "completed", progress=latest.as_job_progress())
 
     def write_back(self, job_id: str, finished: list[Finished]) -> dict[int, dict[str, Any]]:
         """Each document's status on itself (contract §4): one bulk write per collection.
@@ -264,18 +269,23 @@ class Finisher:
         return errors
 
     def finish_job(self, job: dict[str, Any], status: str, *,
-                   progress: dict[str, int] | None = None, message: str | None = None) -> None:
+                   progress: dict[str, int] | None = None, message: str | None = None,
+                   errors: list[dict[str, Any]] | None = None) -> bool:
         """End the job (at most once) and remove its Redis state, which also goes when the
-        job had already ended some other way (a cancel, a failure): contract §10."""
-        finished = self.ctx.jobs.finish(job["_id"], status, progress=progress, message=message)
+        job had already ended some other way (a cancel, a failure): contract §10. True when
+        this call ended it (``progress`` and ``errors`` then written with the end)."""
+        finished = self.ctx.jobs.finish(job["_id"], status, progress=progress, message=message,
+                                        errors=errors)
         self.ctx.progress.forget(job["_id"])
-        if finished is not None:
-            self.ctx.timeline.mark(f"job_{status}")
-            metrics.JOBS.labels(job["type"], status).inc()
-            if message:
-                log.warning("job %s %s: %s", job["_id"], status, message)
-            else:
-                log.info("job %s %s", job["_id"], status)
+        if finished is None:
+            return False
+        self.ctx.timeline.mark(f"job_{status}")
+        metrics.JOBS.labels(job["type"], status).inc()
+        if message:
+            log.warning("job %s %s: %s", job["_id"], status, message)
+        else:
+            log.info("job %s %s", job["_id"], status)
+        return True
 
 
 def job_document_rows(job_id: str, finished: list[Finished]) -> list[JobDocument]:

@@ -75,7 +75,7 @@ class Refresher:
         self._refresh(job, [data], only=index, attempt=attempt)
 
     def _live_job(self, job_id: str, documents: int) -> dict[str, Any] | None:
-        job = self.ctx.jobs.get(job_id)
+        job = self.ctx.read_job(job_id)
         if job is None or job["status"] in FINISHED or self.ctx.stopped(job_id):
             self.finisher.drop_stale(job_id, documents, "its job has ended")
             return None
