@@ -4,7 +4,8 @@ Starts private backing servers (nx-27017 and Redis, in a temporary directory), a
 `images-service worker` and `images-service listener`, then inserts documents with 3 image
 URLs each at a steady rate per step, and measures insert → metadata.json written (its
 mtime; the file appears atomically and is written once when the 3 images are recorded).
-Prints p50/p95/p99 per rate and the highest rate whose p99 stays under 2 s.
+Prints p50/p95/p99 per rate and the highest rate whose p99 stays under 2 s. Every image URL
+is distinct (a query parameter), so each one is downloaded, never copied from the URL index.
 
 Images come from the shared bench nginx (../shared/bench: hosts 127.0.0.2-21:18080, URLs in
 /tmp/bench-urls/good.txt; start it with `bash ../shared/bench/server.sh start`), or with
@@ -49,7 +50,7 @@ def _die_with_parent() -> None:
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+    return subprocess.Popen(args, env={**os.environ, **env, "PYTHONPATH": os.environ.get("BENCH_PYTHONPATH_PREFIX", "") + str(REPO)},
                             cwd=log.parent, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True,
                             preexec_fn=_die_with_parent)
@@ -123,6 +124,11 @@ class Tracker:
         return missing
 
 
+def distinct(url: str, n: int) -> str:
+    """``url`` made unique by a query parameter the image servers ignore."""
+    return f"{url}{'&' if '?' in url else '?'}n={n}"
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
@@ -140,7 +146,11 @@ def run_step(coll, jobs, tracker: Tracker, storage: Path, urls: list[str], offse
         if delay > 0:
             time.sleep(delay)
         name = f"{label}-{i}"
-        doc = {"name": name, "images": [urls[(offset + 3 * i + k) % len(urls)] for k in range(3)]}
+        # Every image a URL of its own (a query the server ignores): a URL seen before is
+        # copied from the URL index without a request (contract §16), which would measure
+        # copies instead of downloads once the corpus wraps around.
+        doc = {"name": name, "images": [distinct(urls[(offset + 3 * i + k) % len(urls)],
+                                                 offset + 3 * i + k) for k in range(3)]}
         inserted_at = time.time()
         doc_id = coll.insert_one(doc).inserted_id
         tracker.expect(name, storage / DATABASE / coll.name / f"{doc_id}-{name}", inserted_at)
@@ -210,7 +220,9 @@ def main() -> int:
         tracker = Tracker(storage)
         jobs = client["bench_jobs"].jobs
         run_step(client[DATABASE]["warmup"], jobs, tracker, storage, urls, 0, 10, 3, "warmup")
-        cpu_before = {p.pid: _cpu(p) for p in procs}
+        measured = [("listener", listener), ("worker", worker),
+                    ("nx-27017", mongo.process), ("redis", red.process)]
+        cpu_before = {name: _cpu(p) for name, p in measured}
         results = []
         offset = 30
         for rate, label in zip(rates, labels[1:], strict=True):
@@ -220,8 +232,7 @@ def main() -> int:
             results.append(result)
             print(json.dumps(result), flush=True)
         tracker.stop.set()
-        cpu = {name: round(_cpu(p) - cpu_before[p.pid], 1)
-               for name, p in (("listener", listener), ("worker", worker))}
+        cpu = {name: round(_cpu(p) - cpu_before[name], 1) for name, p in measured}
         sustained = [r["rate"] for r in results
                      if r["missing"] == 0 and r.get("p99_ms", 1e9) < P99_LIMIT_S * 1000]
         print()
