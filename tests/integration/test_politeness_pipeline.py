@@ -94,7 +94,11 @@ def test_the_cap_halves_on_a_429_and_grows_back_by_one_per_20_successes(
         assert rig.job(job_id)["progress"]["images_downloaded"] == 20
         seen.append(image_server.max_concurrency("127.0.0.1"))
         state_is(rig, cap=str(min(4, 3 + batch)))  # the last success rides on a release
-    assert seen == [2, 3, 4]
+    # Never more at once than the cap of the batch (2 after the halving, then 3, then 4), and
+    # more than the halved cap once it has grown (how many overlap below the cap depends on
+    # the machine's load: a loaded CI machine once saw 1 in the first batch)
+    assert all(n <= cap for n, cap in zip(seen, (2, 3, 4))), seen
+    assert max(seen[1:]) >= 3, seen
 
 
 def test_the_breaker_trips_doubles_and_one_success_closes_it(make_settings, image_server,

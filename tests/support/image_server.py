@@ -317,6 +317,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         record = RecordedRequest(self.command, self.path, host, dict(self.headers.items()),
                                  self.client_address[:2], time.time())
         server._enter(record, parts.path)
+        self._record: RecordedRequest | None = record
         try:
             if server.delay_s:
                 self.wait(server.delay_s)
@@ -329,7 +330,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            server._leave(record)
+            self.leave()
+
+    def leave(self) -> None:
+        """This request no longer counts as in flight (once). :meth:`respond` calls it just
+        before the response's last byte: a client cannot have read the whole response, and
+        so freed its slot for another request, before then; counted at the handler's exit
+        instead, a descheduled server thread made two requests of the same slot overlap."""
+        record, self._record = self._record, None
+        if record is not None:
+            self.image_server._leave(record)
 
     # -- helpers for handlers ---------------------------------------------------------------
 
@@ -347,9 +357,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if "Content-Length" not in headers:
             self.send_header("Content-Length", str(len(body) if content_length is None
                                                    else content_length))
+        if self.command == "HEAD" or not body:
+            self.leave()  # the headers are the last bytes
+            self.end_headers()
+            return
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self.wfile.write(body[:-1])
+        self.leave()
+        self.wfile.write(body[-1:])
 
 
 def _q(query: dict[str, list[str]], name: str, default: str) -> str:
