@@ -18,8 +18,9 @@ pass, fleet-wide (workers/sweeper.py): the same rows go, within a minute of the 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from pymongo import MongoClient
 from pymongo.collection import Collection
@@ -65,5 +66,5 @@ def ensure_retention_index(collection: Collection, by_server: bool) -> None:
 
 def purge_expired(collection: Collection, now: datetime | None = None) -> int:
     """Delete the rows whose ``retention.expire_at`` has passed; returns how many."""
-    cutoff = now or datetime.now(timezone.utc)
+    cutoff = now or datetime.now(UTC)
     return collection.delete_many({EXPIRE_FIELD: {"$lt": cutoff}}).deleted_count

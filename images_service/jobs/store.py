@@ -30,7 +30,6 @@ from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.collection import Collection
 
 from images_service.jobs.expiry import ensure_retention_index, server_expires_ttl
-
 from images_service.jobs.outcome import outcome  # noqa: F401 -- part of the job's API form
 
 JOB_TYPES = ("collection", "document", "batch", "change_stream", "refresh", "reconcile")

@@ -4,7 +4,7 @@ server expires rows itself (MongoDB), a sweeper purge where it does not (nx-2701
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pymongo import MongoClient
 
@@ -33,12 +33,12 @@ def test_finished_jobs_expire_after_the_retention(make_settings) -> None:
     # Every job expires, counted from its creation, even one that never ends; far enough
     # away to outlive the job (retention + margin).
     active_expiry = store.get(job["_id"])["retention"]["expire_at"]
-    expected_active = datetime.now(timezone.utc) + timedelta(days=7) + ACTIVE_RETENTION_MARGIN
+    expected_active = datetime.now(UTC) + timedelta(days=7) + ACTIVE_RETENTION_MARGIN
     assert abs((active_expiry - expected_active).total_seconds()) < 60
     store.mark_running(job["_id"])
     store.finish(job["_id"], "completed", progress={"documents_total": 2, "documents_done": 2})
     expire_at = store.get(job["_id"])["retention"]["expire_at"]
-    expected = datetime.now(timezone.utc) + timedelta(days=7)
+    expected = datetime.now(UTC) + timedelta(days=7)
     assert abs((expire_at - expected).total_seconds()) < 60
 
 
@@ -56,7 +56,7 @@ def test_on_nx_27017_the_sweeper_purges_expired_jobs_and_no_ttl_index_slows_find
     old = store.create("collection", "serpy_db", "hotels")
     kept = store.create("collection", "serpy_db", "hotels")
     store.finish(old["_id"], "completed")
-    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    past = datetime.now(UTC) - timedelta(seconds=1)
     store.collection.update_one({"_id": old["_id"]}, {"$set": {"retention": {"expire_at": past}}})
     assert purge_expired(store.collection) == 1
     assert store.get(old["_id"]) is None and store.get(kept["_id"]) is not None

@@ -4,7 +4,7 @@ ends its job as failed, the sweeper ends jobs whose messages are gone."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import redis
 from pymongo import MongoClient
@@ -159,7 +159,7 @@ def test_the_sweeper_never_fails_a_job_whose_message_is_moving_between_queues(ma
         rig.close()
 
 
-def test_on_nx_27017_the_sweepers_pass_deletes_expired_jobs_and_their_documents(make_settings):
+def test_on_nx_27017_the_sweepers_pass_deletes_expired_jobs_and_documents(make_settings):
     # nx-27017 has no TTL monitor (images_service/jobs/expiry.py): the elected pass purges.
     settings = _settings(make_settings)
     red = redis.Redis.from_url(settings.redis_url)
@@ -169,19 +169,21 @@ def test_on_nx_27017_the_sweepers_pass_deletes_expired_jobs_and_their_documents(
                                 enqueuer=Enqueuer(build_broker(settings, client=red)))
     jobs = pipeline.ctx.jobs.collection
     rows = pipeline.ctx.job_documents.collection
-    past = datetime.now(timezone.utc) - timedelta(minutes=1)
-    future = datetime.now(timezone.utc) + timedelta(days=1)
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    future = datetime.now(UTC) + timedelta(days=1)
     try:
         # Given a job and a job document past their retention, and one of each not yet
-        jobs.insert_many([{"_id": "expired", "status": "completed", "retention": {"expire_at": past}},
-                          {"_id": "kept", "status": "completed", "retention": {"expire_at": future}}])
+        jobs.insert_many([
+            {"_id": "expired", "status": "completed", "retention": {"expire_at": past}},
+            {"_id": "kept", "status": "completed", "retention": {"expire_at": future}}])
         rows.insert_many([{"_id": "r-expired", "retention": {"expire_at": past}},
                           {"_id": "r-kept", "retention": {"expire_at": future}}])
         # When the fleet's pass runs
         sweeper = Sweeper(pipeline.ctx, pipeline.finisher, idle_s=3600, interval_s=600)
         sweeper.tick()
         # Then only the expired ones are gone
-        assert sorted(j["_id"] for j in jobs.find({"_id": {"$in": ["expired", "kept"]}})) == ["kept"]
+        left = jobs.find({"_id": {"$in": ["expired", "kept"]}})
+        assert sorted(j["_id"] for j in left) == ["kept"]
         assert sorted(r["_id"] for r in rows.find({})) == ["r-kept"]
     finally:
         red.delete("isv:sweeper:tick")

@@ -97,7 +97,7 @@ def test_the_cap_halves_on_a_429_and_grows_back_by_one_per_20_successes(
     # Never more at once than the cap of the batch (2 after the halving, then 3, then 4), and
     # more than the halved cap once it has grown (how many overlap below the cap depends on
     # the machine's load: a loaded CI machine once saw 1 in the first batch)
-    assert all(n <= cap for n, cap in zip(seen, (2, 3, 4))), seen
+    assert all(n <= cap for n, cap in zip(seen, (2, 3, 4), strict=True)), seen
     assert max(seen[1:]) >= 3, seen
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import redis
 from pymongo import MongoClient

@@ -10,7 +10,8 @@ types (images_service/jobs/id_order.py).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from bson import json_util
 
