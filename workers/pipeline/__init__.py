@@ -3,7 +3,8 @@
 Three steps, each a Dramatiq message (workers/actors.py) that may be delivered more than once:
 
 1. ``scan`` (:mod:`.scan`): plan the job's documents and enqueue ``download_documents``
-   (a reconcile job's step, :mod:`.reconcile`, compares the collection with its tree and
+   (a change-stream job's one document is downloaded by the scan's own message instead; a
+   reconcile job's step, :mod:`.reconcile`, compares the collection with its tree and
    enqueues the documents that need a download);
 2. ``download_documents`` (:mod:`.download`): first attempts, concurrently, under the caps;
 3. ``retry_image`` (:mod:`.download`): one more attempt after a backoff.
