@@ -195,6 +195,15 @@ class JobStore:
 
     # --- transitions ----------------------------------------------------------------------
 
+    def start(self, job_id: str) -> dict[str, Any] | None:
+        """pending -> running, returning the job as it is after the move (one command: the
+        first step's read and its move together); None when it was not pending."""
+        return self.collection.find_one_and_update(
+            {"_id": job_id, "status": "pending"},
+            {"$set": {"status": "running", "started_at": now_ts(), "updated_at": now_ts()}},
+            return_document=ReturnDocument.AFTER,
+        )
+
     def mark_running(self, job_id: str, progress: Mapping[str, int] | None = None) -> bool:
         """pending -> running; True when this call made the move. With ``progress``, the
         totals are raised in the same write (or on their own, as :meth:`record_progress`,

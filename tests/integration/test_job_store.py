@@ -108,3 +108,13 @@ def test_idle_active_jobs_are_those_without_a_recent_write(make_settings) -> Non
         pass
     store.record_progress(busy["_id"], {"documents_total": 1})  # a write touches updated_at
     assert [j["_id"] for j in store.idle_active(cutoff)] == [idle["_id"]]
+
+
+def test_a_job_is_started_once_by_the_read_that_delivers_it(make_settings) -> None:
+    store = _store(make_settings)
+    job = store.create("change_stream", "serpy_db", "hotels", document_id="h1")
+    started = store.start(job["_id"])
+    assert started is not None and started["status"] == "running" and started["started_at"]
+    assert store.start(job["_id"]) is None  # a replay: not pending any more
+    store.finish(job["_id"], "completed")
+    assert store.start(job["_id"]) is None and store.get(job["_id"])["status"] == "completed"

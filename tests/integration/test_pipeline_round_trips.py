@@ -53,7 +53,7 @@ def _recorded_pipeline(make_settings, image_server):
     return settings, rig, commands, pipeline, triggers
 
 
-def test_a_one_document_job_costs_the_worker_nine_mongodb_commands(make_settings,
+def test_a_one_document_job_costs_the_worker_eight_mongodb_commands(make_settings,
                                                                     image_server) -> None:
     settings, rig, commands, pipeline, _ = _recorded_pipeline(make_settings, image_server)
     try:
@@ -81,9 +81,10 @@ def test_a_one_document_job_costs_the_worker_nine_mongodb_commands(make_settings
         assert rig.job(job_id)["status"] == "completed"
         jobs = settings.jobs_database
         assert [c for c in commands.seen if c[1] != "urls" or c[0] != "update"] == [
-            # scan: the job (once: its status also answers "stopped?"), pending -> running,
-            # the document (no collection listing: the document shows it exists), totals
-            ("find", "jobs"), ("update", "jobs"), ("find", "hotels"), ("update", "jobs"),
+            # scan: the job, read and moved pending -> running in one command (its status also
+            # answers "stopped?"), the document (no collection listing: the document shows
+            # it exists), the totals
+            ("findAndModify", "jobs"), ("find", "hotels"), ("update", "jobs"),
             # download: the job, the URL index's copies, the write-back, the console's row,
             # the job's end with its progress and errors (one write)
             ("find", "jobs"), ("find", "urls"), ("update", "hotels"),
@@ -94,7 +95,7 @@ def test_a_one_document_job_costs_the_worker_nine_mongodb_commands(make_settings
         rig.close()
 
 
-def test_a_change_stream_job_is_one_message_and_seven_mongodb_commands(make_settings,
+def test_a_change_stream_job_is_one_message_and_six_mongodb_commands(make_settings,
                                                                       image_server) -> None:
     settings, rig, commands, pipeline, triggers = _recorded_pipeline(make_settings, image_server)
     try:
@@ -125,8 +126,9 @@ def test_a_change_stream_job_is_one_message_and_seven_mongodb_commands(make_sett
         assert meta.is_file()
         # and these were all its commands
         assert [c for c in commands.seen if c[1] != "urls" or c[0] != "update"] == [
-            # the job, its document, pending -> running with the totals (one write)
-            ("find", "jobs"), ("find", "hotels"), ("update", "jobs"),
+            # the job, read and moved pending -> running in one command; its document (the
+            # totals go with the end: the API shows them live from Redis until then)
+            ("findAndModify", "jobs"), ("find", "hotels"),
             # the download: the URL index's copies, the write-back, the console's row, the
             # job's end with its progress (one write)
             ("find", "urls"), ("update", "hotels"), ("update", "job_documents"),

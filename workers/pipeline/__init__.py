@@ -55,11 +55,12 @@ class DownloadPipeline:
 
     def scan(self, job_id: str) -> None:
         """A job's first step: its scan, or for a reconcile job the whole comparison."""
-        job = self.ctx.read_job(job_id)
+        # Read once, and moved to running by the same command (issue 24: round trips).
+        job = self.ctx.start_job(job_id)
         if job is not None and job.get("type") == "reconcile":
-            self.reconciler.reconcile(job_id)
+            self.reconciler.reconcile(job_id, job)
         else:
-            self.scanner.scan(job_id, job)  # read once: a job's scan is one MongoDB read less
+            self.scanner.scan(job_id, job)
 
     def download_documents(self, job_id: str, plans: list[dict[str, Any]]) -> None:
         self.downloader.download_documents(job_id, plans)

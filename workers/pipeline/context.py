@@ -131,6 +131,15 @@ class PipelineContext:
         self._remember(job_id, job["status"] if job is not None else None, time.monotonic())
         return job
 
+    def start_job(self, job_id: str) -> dict[str, Any] | None:
+        """The job for its first step, moved pending -> running in the same command when it
+        was pending (:meth:`read_job` otherwise: a replay, or a job that has ended)."""
+        job = self.jobs.start(job_id)
+        if job is None:
+            return self.read_job(job_id)
+        self._remember(job_id, job["status"], time.monotonic())
+        return job
+
     def _remember(self, job_id: str, status: str | None, now: float) -> str | None:
         if status is None or status in FINISHED:
             # Whichever way it ended (a cancel from the API, a failure), the job's Redis state

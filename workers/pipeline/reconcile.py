@@ -180,13 +180,15 @@ class Reconciler:
 
     # -- the step --------------------------------------------------------------------------------
 
-    def reconcile(self, job_id: str) -> None:
+    def reconcile(self, job_id: str, job: dict[str, Any] | None = None) -> None:
+        """The whole step; ``job`` as the caller just read (and started) it."""
         ctx = self.ctx
-        job = ctx.jobs.get(job_id)
+        job = job if job is not None else ctx.jobs.get(job_id)
         if job is None or job["status"] in FINISHED:
             ctx.progress.forget(job_id)  # a replayed step of an ended job
             return
-        ctx.jobs.mark_running(job_id)
+        if job["status"] == "pending":
+            ctx.jobs.mark_running(job_id)
         database, collection = job["database"], job["collection"]
         with log_context(job_id=job_id, database=database, collection=collection):
             if collection not in ctx.mongo[database].list_collection_names():

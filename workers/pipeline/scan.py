@@ -67,7 +67,8 @@ class Scanner:
         if job["type"] == "change_stream" and self.download_inline is not None:
             self._scan_and_download(job)
             return
-        ctx.jobs.mark_running(job_id)
+        if job["status"] == "pending":  # not moved by the caller's read (DownloadPipeline.scan)
+            ctx.jobs.mark_running(job_id)
         database, collection = job["database"], job["collection"]
         with log_context(job_id=job_id, database=database, collection=collection):
             # A one-document job whose document is there needs no listing to know its
@@ -155,7 +156,8 @@ class Scanner:
         Every insert the listener sees is such a job, so its fixed cost is what limits the
         rate of inserts the service keeps up with (issue 24, docs/throughput.md "The listener
         path"): no second message (its enqueue, its wait in the queue, its delivery and ack, a
-        second read of the job) and one write for running + totals. The order keeps every
+        second read of the job; the read that delivered the job also moved it to running, and the
+        totals go with its end). The order keeps every
         rule of the two-message path: the totals are known (scan done) before the document
         is finished, so its finish ends the job, in the same write as its progress. A replay
         (crash, shutdown, a raised storage error) starts again from the top: the planning is
@@ -176,7 +178,10 @@ class Scanner:
             progress = self._scan_done(job_id)
             if progress is None:
                 return
-            ctx.jobs.mark_running(job_id, progress.as_job_progress())
+            if job["status"] == "pending":  # not moved by the caller's read
+                ctx.jobs.mark_running(job_id, progress.as_job_progress())
+            # (Otherwise the totals go with the job's end, one write: until then the API shows
+            # them live from Redis, images_service.jobs.progress.with_live_progress.)
             if progress.complete():  # no document, or one without images
                 self.finisher.finish_job(job, "completed", progress=progress.as_job_progress())
                 return
