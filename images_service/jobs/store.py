@@ -204,18 +204,10 @@ class JobStore:
             return_document=ReturnDocument.AFTER,
         )
 
-    def mark_running(self, job_id: str, progress: Mapping[str, int] | None = None) -> bool:
-        """pending -> running; True when this call made the move. With ``progress``, the
-        totals are raised in the same write (or on their own, as :meth:`record_progress`,
-        when the job was no longer pending)."""
-        update: dict[str, Any] = {
-            "$set": {"status": "running", "started_at": now_ts(), "updated_at": now_ts()}}
-        if progress:
-            update["$max"] = {f"progress.{k}": int(v) for k, v in progress.items()}
-        result = self.collection.update_one({"_id": job_id, "status": "pending"}, update)
-        if progress and result.matched_count == 0:
-            self.record_progress(job_id, progress)
-        return result.modified_count == 1
+    def mark_running(self, job_id: str) -> bool:
+        """pending -> running; True when this call made the move (:meth:`start` also returns
+        the job)."""
+        return self.start(job_id) is not None
 
     def finish(self, job_id: str, status: str, *, progress: Mapping[str, int] | None = None,
                message: str | None = None,

@@ -180,15 +180,13 @@ class Reconciler:
 
     # -- the step --------------------------------------------------------------------------------
 
-    def reconcile(self, job_id: str, job: dict[str, Any] | None = None) -> None:
-        """The whole step; ``job`` as the caller just read (and started) it."""
+    def reconcile(self, job_id: str, job: dict[str, Any] | None) -> None:
+        """The whole step; ``job`` as the caller just read it, already moved pending ->
+        running by that read (PipelineContext.start_job), or None when it is gone."""
         ctx = self.ctx
-        job = job if job is not None else ctx.jobs.get(job_id)
         if job is None or job["status"] in FINISHED:
             ctx.progress.forget(job_id)  # a replayed step of an ended job
             return
-        if job["status"] == "pending":
-            ctx.jobs.mark_running(job_id)
         database, collection = job["database"], job["collection"]
         with log_context(job_id=job_id, database=database, collection=collection):
             if collection not in ctx.mongo[database].list_collection_names():

@@ -51,12 +51,13 @@ class Scanner:
         self.finisher = finisher
         self.download_inline = download_inline
 
-    def scan(self, job_id: str, job: dict[str, Any] | None = None) -> None:
-        """The job's scan; ``job`` as just read by the caller (read here when not given)."""
+    def scan(self, job_id: str, job: dict[str, Any] | None) -> None:
+        """The job's scan; ``job`` as the caller just read it, already moved pending -> running
+        by that read (PipelineContext.start_job), or None when it is gone."""
         timeline = self.ctx.timeline
         timeline.mark("scan_start")
         with timeline.span("scan"):
-            self._scan(job_id, job if job is not None else self.ctx.jobs.get(job_id))
+            self._scan(job_id, job)
         timeline.mark("scan_end")
 
     def _scan(self, job_id: str, job: dict[str, Any] | None) -> None:
@@ -67,8 +68,6 @@ class Scanner:
         if job["type"] == "change_stream" and self.download_inline is not None:
             self._scan_and_download(job)
             return
-        if job["status"] == "pending":  # not moved by the caller's read (DownloadPipeline.scan)
-            ctx.jobs.mark_running(job_id)
         database, collection = job["database"], job["collection"]
         with log_context(job_id=job_id, database=database, collection=collection):
             # A one-document job whose document is there needs no listing to know its
@@ -178,10 +177,8 @@ class Scanner:
             progress = self._scan_done(job_id)
             if progress is None:
                 return
-            if job["status"] == "pending":  # not moved by the caller's read
-                ctx.jobs.mark_running(job_id, progress.as_job_progress())
-            # (Otherwise the totals go with the job's end, one write: until then the API shows
-            # them live from Redis, images_service.jobs.progress.with_live_progress.)
+            # The totals go with the job's end, one write: until then the API shows them live
+            # from Redis (images_service.jobs.progress.with_live_progress).
             if progress.complete():  # no document, or one without images
                 self.finisher.finish_job(job, "completed", progress=progress.as_job_progress())
                 return
