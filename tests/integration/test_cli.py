@@ -7,7 +7,6 @@ server's settings in its environment are deliberately invalid (client commands i
 from __future__ import annotations
 
 import os
-import pty
 import subprocess
 import threading
 from pathlib import Path
@@ -19,7 +18,7 @@ from werkzeug.serving import make_server
 from api import create_app
 from images_service.dev.embedded import free_port
 from tests.support.pipeline import KEY, api_client, source_db
-from tests.support.processes import REPO, service_command
+from tests.support.processes import REPO, run_on_terminal, service_command
 
 
 class LiveApi:
@@ -41,21 +40,7 @@ class LiveApi:
 
     def cli_on_terminal(self, *args: str) -> tuple[int, str]:
         """Run with stdout on a pseudo-terminal; returns (exit status, what it showed)."""
-        leader, follower = pty.openpty()
-        proc = subprocess.Popen(service_command(*args), env=self.env(), stdout=follower,
-                                stderr=subprocess.STDOUT)
-        os.close(follower)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal's other end closed
-                break
-            if not chunk:
-                break
-            shown += chunk
-        os.close(leader)
-        return proc.wait(timeout=90), shown.decode(errors="replace")
+        return run_on_terminal(service_command(*args), self.env())
 
 
 @pytest.fixture

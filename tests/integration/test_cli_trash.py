@@ -8,8 +8,6 @@ stdin, stdout and stderr on a pseudo-terminal (a person, who is asked before a p
 from __future__ import annotations
 
 import json
-import os
-import pty
 import subprocess
 from collections.abc import Iterator
 
@@ -21,7 +19,7 @@ from images_service.storage import trash
 from images_service.storage.factory import create_storage
 from tests.integration.test_cli import LiveApi
 from tests.support.pipeline import source_db
-from tests.support.processes import service_command
+from tests.support.processes import run_on_terminal, service_command
 
 FOLDER = "serpy_db/hotels/h1-hotel-ritz"
 
@@ -55,24 +53,7 @@ def _script(api: LiveApi, *args: str) -> subprocess.CompletedProcess:
 
 def _person(api: LiveApi, *args: str, answer: str) -> tuple[int, str]:
     """Run on a pseudo-terminal; type ``answer`` when the question appears."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(service_command(*args), env=api.env(), stdin=follower,
-                            stdout=follower, stderr=follower)
-    os.close(follower)
-    shown, answered = b"", False
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the terminal's other end closed
-            break
-        if not chunk:
-            break
-        shown += chunk
-        if not answered and b"[y/N]" in shown:
-            os.write(leader, answer.encode() + b"\n")
-            answered = True
-    os.close(leader)
-    return proc.wait(timeout=90), shown.decode(errors="replace")
+    return run_on_terminal(service_command(*args), api.env(), interactive=True, answer=answer)
 
 
 def test_trash_lists_and_restore_brings_back(live):

@@ -11,33 +11,17 @@ import time
 from pathlib import Path
 
 import dramatiq
-import pytest
 from PIL import Image
 from pymongo import MongoClient
 
 from images_service.jobs.store import JobStore
 from images_service.queueing.broker import build_broker
 from images_service.queueing.messages import SCAN_ACTOR, SCAN_QUEUE
-from tests.support.console import PageProblems, csrf_token, shot, sign_in
+from tests.support.console import DESKTOP, PageProblems, csrf_token, shot, sign_in
 from tests.support.pipeline import source_db, wait_job
 from tests.support.scenes import encode, scene
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-DESKTOP = {"width": 1000, "height": 700}
-
-
-@pytest.fixture
-def page(browser, console_stack):
-    context = browser.new_context(viewport=DESKTOP)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    # Every page works under the console's Content-Security-Policy (contract §14): nothing it
-    # loads or runs is refused, and its script raises nothing.
-    problems = PageProblems(page)
-    sign_in(page, console_stack)
-    yield page
-    context.close()
-    problems.assert_none()
 
 
 def _hotels(stack, collection: str, image_server, count: int, images: int, query: str = ""):

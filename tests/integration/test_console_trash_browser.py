@@ -6,24 +6,10 @@ page, under the console's Content-Security-Policy."""
 
 from __future__ import annotations
 
-import pytest
-
 from images_service.storage import trash
 from images_service.storage.factory import create_storage
-from tests.support.console import PageProblems, shot, sign_in
+from tests.support.console import shot, sign_in
 from tests.support.pipeline import source_db, wait_job
-
-
-@pytest.fixture
-def page(browser, console_stack):
-    context = browser.new_context(viewport={"width": 1000, "height": 700})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    problems = PageProblems(page)
-    sign_in(page, console_stack)
-    yield page
-    context.close()
-    problems.assert_none()
 
 
 def test_restore_from_the_trash_page_then_purge_after_confirming(page, console_stack,

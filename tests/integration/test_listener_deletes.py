@@ -8,7 +8,6 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-import pytest
 import redis
 from bson import json_util
 from pymongo import MongoClient
@@ -24,22 +23,11 @@ from tests.support.listener import (
     wait_jobs,
     wait_until,
 )
-from tests.support.s3_layout import unwritable_path
 from workers.trash import trash_document
 
 #: Contract §15: the folder is in the trash within 60 s of the delete.
 TRASH_WITHIN_S = 60
 
-
-@pytest.fixture(params=["filesystem", "s3"])
-def backend_env(request, tmp_path) -> dict[str, str]:
-    if request.param == "filesystem":
-        return {}
-    server = request.getfixturevalue("seaweedfs")
-    bucket = request.getfixturevalue("s3_bucket")
-    request.getfixturevalue("aws_credentials")
-    return {"STORAGE_BACKEND": "s3", "S3_BUCKET": bucket, "S3_ENDPOINT_URL": server.endpoint_url,
-            "STORAGE_PATH": str(unwritable_path(tmp_path / "local"))}
 
 
 def _coll(settings, database: str):
@@ -65,9 +53,9 @@ def _worker_samples(worker, name: str) -> dict[str, float]:
 
 
 def test_a_deleted_documents_folder_goes_to_the_trash_and_a_re_insert_is_a_new_document(
-        make_settings, start_worker, start_listener, image_server, backend_env):
+        make_settings, start_worker, start_listener, image_server, any_storage_env):
     database = unique_db("del")
-    settings = listener_settings(make_settings, database, **backend_env)
+    settings = listener_settings(make_settings, database, **any_storage_env)
     coll = _coll(settings, database)
     coll.insert_one({"name": "seed"})
     storage = create_storage(settings)

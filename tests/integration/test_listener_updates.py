@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from pymongo import MongoClient
 
 from images_service.download.urls import url_list_sha256
@@ -23,21 +22,7 @@ from tests.support.listener import (
     wait_until,
 )
 from tests.support.pipeline import api_client, wait_job
-from tests.support.s3_layout import unwritable_path
 from workers.listener.checkpoint import StateStore
-
-
-@pytest.fixture(params=["filesystem", "s3"])
-def backend_env(request, tmp_path) -> dict[str, str]:
-    """The storage half of the settings: the filesystem, or a fresh bucket on SeaweedFS
-    (with a STORAGE_PATH nothing can be written under)."""
-    if request.param == "filesystem":
-        return {}
-    server = request.getfixturevalue("seaweedfs")
-    bucket = request.getfixturevalue("s3_bucket")
-    request.getfixturevalue("aws_credentials")
-    return {"STORAGE_BACKEND": "s3", "S3_BUCKET": bucket, "S3_ENDPOINT_URL": server.endpoint_url,
-            "STORAGE_PATH": str(unwritable_path(tmp_path / "local"))}
 
 
 def _coll(settings, database: str):
@@ -76,9 +61,9 @@ def _quiet(settings, coll, image_server, expected: int, name: str) -> list[dict]
 
 
 def test_push_reorder_and_rename_fetch_only_new_images_and_the_write_back_loops_never(
-        make_settings, start_worker, start_listener, image_server, backend_env):
+        make_settings, start_worker, start_listener, image_server, any_storage_env):
     database = unique_db("upd")
-    settings = listener_settings(make_settings, database, **backend_env)
+    settings = listener_settings(make_settings, database, **any_storage_env)
     coll = _coll(settings, database)
     coll.insert_one({"name": "seed"})
     storage = create_storage(settings)

@@ -18,26 +18,15 @@ from images_service import metrics
 from images_service.queueing.messages import DOCUMENTS_ACTOR
 from images_service.storage.factory import create_storage
 from tests.support.pipeline import Rig
-from tests.support.s3_layout import unwritable_path
 
 HOUR_S = 3600.0
 
 
-@pytest.fixture(params=["filesystem", "s3"])
-def backend_env(request, tmp_path) -> dict[str, str]:
-    if request.param == "filesystem":
-        return {}
-    server = request.getfixturevalue("seaweedfs")
-    bucket = request.getfixturevalue("s3_bucket")
-    request.getfixturevalue("aws_credentials")
-    return {"STORAGE_BACKEND": "s3", "S3_BUCKET": bucket, "S3_ENDPOINT_URL": server.endpoint_url,
-            "STORAGE_PATH": str(unwritable_path(tmp_path / "local"))}
-
 
 @pytest.fixture
-def rig(make_settings, image_server, backend_env):
+def rig(make_settings, image_server, any_storage_env):
     settings = make_settings({"ALLOW_PRIVATE_NETWORKS": "true", "API_RATE_LIMIT": "100000/minute",
-                              **backend_env})
+                              **any_storage_env})
     rig = Rig(settings, image_server)
     rig.db.hotels.drop()
     rig.storage = create_storage(settings)

@@ -124,6 +124,25 @@ def sign_in(page, stack: ConsoleStack, key: str = KEY) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
+#: The browser tests' window.
+DESKTOP = {"width": 1000, "height": 700}
+
+
+@pytest.fixture
+def page(browser, console_stack):
+    """A signed-in page at desktop size. Every page works under the console's
+    Content-Security-Policy (contract §14): nothing it loads or runs is refused, and its
+    script raises nothing (checked when the test ends)."""
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    problems = PageProblems(page)
+    sign_in(page, console_stack)
+    yield page
+    context.close()
+    problems.assert_none()
+
+
 def shot(page, stack: ConsoleStack, name: str, docs_copy: Path | None = None) -> Path:
     """A screenshot of the whole page in the test's tmp dir (and a copy for the README)."""
     path = stack.screenshots / f"{name}.png"

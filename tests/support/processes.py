@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import pty
 import signal
 import socket
 import subprocess
@@ -22,6 +23,31 @@ PR_SET_PDEATHSIG = 1
 
 def service_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "images_service.cli", *args]
+
+
+def run_on_terminal(argv: list[str], env: dict[str, str], *, interactive: bool = False,
+                    answer: str | None = None, prompt: bytes = b"[y/N]") -> tuple[int, str]:
+    """Run ``argv`` with its output on a pseudo-terminal (its input too when ``interactive``),
+    typing ``answer`` once ``prompt`` is shown; returns (exit status, what it showed)."""
+    leader, follower = pty.openpty()
+    streams = ({"stdin": follower, "stdout": follower, "stderr": follower} if interactive
+               else {"stdout": follower, "stderr": subprocess.STDOUT})
+    proc = subprocess.Popen(argv, env=env, **streams)
+    os.close(follower)
+    shown, answered = b"", answer is None
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if not answered and prompt in shown:
+            os.write(leader, f"{answer}\n".encode())
+            answered = True
+    os.close(leader)
+    return proc.wait(timeout=90), shown.decode(errors="replace")
 
 
 def _die_with_parent() -> None:
