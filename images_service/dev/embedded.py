@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil  # the [dev] extra, as nx-27017 itself
+
 
 def _die_with_parent() -> None:
     """Linux: the server is killed when the process that started it dies, even by SIGKILL,
@@ -45,6 +47,15 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         with socket.create_connection((host, port), timeout=timeout_s):
             return True
     except OSError:
+        return False
+
+
+def listens(pid: int, port: int) -> bool:
+    """Process ``pid`` holds a listening TCP socket on ``port``."""
+    try:
+        return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in psutil.Process(pid).net_connections("tcp"))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
 
@@ -84,11 +95,10 @@ def _wait_ready(proc: ManagedProcess, timeout_s: float) -> None:
         if not proc.alive():
             tail = proc.log_path.read_text(errors="replace")[-2000:] if proc.log_path.exists() else ""
             raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}: {tail}")
-        if port_open(proc.host, proc.port, 0.2):
-            # nx-27017: the port may belong to another instance while ours refused to start.
-            time.sleep(0.05)
-            if proc.alive():
-                return
+        # The port may belong to another instance (a parallel test run, a second stack that
+        # chose the same port a moment after us) while ours is about to fail to bind it.
+        if port_open(proc.host, proc.port, 0.2) and listens(proc.process.pid, proc.port):
+            return
         time.sleep(0.02)
     proc.kill()
     raise RuntimeError(f"{proc.name} did not open {proc.host}:{proc.port} in {timeout_s} s")

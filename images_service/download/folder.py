@@ -39,6 +39,8 @@ version check and the plan order do that.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
@@ -69,7 +71,12 @@ from images_service.storage.metadata import (
 logger = logging.getLogger(__name__)
 
 #: A merge that keeps losing the version race is given up (retryable) after this many rounds.
-MAX_MERGE_ROUNDS = 8
+MAX_MERGE_ROUNDS = 10
+#: Before round n+1 a loser waits a random 0..min(2**n * this, cap) ms: writers outside one
+#: lock (several processes without the fleet-wide Redis lock) otherwise retry in step, and the
+#: same one can lose every round while the file grows (seen: 8 lost rounds of 4 processes).
+MERGE_BACKOFF_MS = 4.0
+MERGE_BACKOFF_CAP_MS = 100.0
 
 LockFactory = Callable[[str], AbstractContextManager[Any]]
 
@@ -297,6 +304,8 @@ class DocumentFolder:
             metrics.METADATA_CONFLICTS.inc()
             logger.warning("metadata.json of %s changed during a write (round %d): merging again",
                            self.key, round_)
+            if round_ < MAX_MERGE_ROUNDS:
+                time.sleep(merge_backoff_ms(round_) / 1000)
         raise StorageUnavailable(f"metadata.json of {self.key} kept changing under the merge")
 
     def _same_plan(self, current: Mapping[str, Any]) -> bool:
@@ -309,6 +318,11 @@ class DocumentFolder:
             raise StaleMessage(
                 f"{self.key} was written from a newer plan (job {current.get('job_id')}) than "
                 f"this message's (job {self.job_id})")
+
+
+def merge_backoff_ms(lost_rounds: int) -> float:
+    """The random wait after ``lost_rounds`` lost version races (full jitter)."""
+    return random.uniform(0, min(MERGE_BACKOFF_MS * 2 ** lost_rounds, MERGE_BACKOFF_CAP_MS))
 
 
 def _count_marks(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -15,7 +16,7 @@ from bson import ObjectId
 
 from images_service.config.settings import Settings
 from images_service.download import engine
-from images_service.errors import DownloadError, UnsafePathError
+from images_service.errors import DownloadError, StorageUnavailable, UnsafePathError
 from images_service.fetching.fetcher import Fetcher
 from images_service.storage.backend import Storage
 from images_service.storage.factory import create_storage
@@ -318,6 +319,46 @@ def test_concurrent_processes_never_lose_an_entry(settings: Settings, storage: S
         assert p.exitcode == 0
     meta = engine.DocumentFolder(storage, plan, job_id="j").read()
     assert meta is not None and [r["index"] for r in meta["images"]] == list(range(1, 33))
+
+
+class _AlwaysBeaten:
+    """The real filesystem backend with another writer that gets in before every write."""
+
+    def __init__(self, storage: Storage, plan: engine.DocumentPlan) -> None:
+        self._storage, self._plan, self.writes = storage, plan, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def put_bytes_if(self, key: str, data: bytes, *, version: str | None, **kw: Any) -> bool:
+        self.writes += 1
+        # Its own lock: it stands for another process, which the in-process lock does not hold.
+        rival = engine.DocumentFolder(self._storage, self._plan, job_id=f"rival-{self.writes}",
+                                      lock=lambda folder: contextlib.nullcontext())
+        rival.merge([_fake_record(self._plan.images[self.writes % len(self._plan.images)])])
+        return self._storage.put_bytes_if(key, data, version=version, **kw)
+
+
+def test_a_merge_that_keeps_losing_waits_longer_each_round_then_gives_up(
+        settings: Settings, storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a writer that loses every version race (another process writes in between)
+    from images_service.download import folder
+
+    plan = _plan_with(settings, 4)
+    engine.DocumentFolder(storage, plan, job_id="j").open()
+    beaten = _AlwaysBeaten(storage, plan)
+    waits_s: list[float] = []
+    monkeypatch.setattr(folder.time, "sleep", waits_s.append)
+    monkeypatch.setattr(folder.random, "uniform", lambda low, high: high)
+    # When it merges: it gives up, retryably, after the last round, without a last wait
+    with pytest.raises(StorageUnavailable, match="kept changing"):
+        engine.DocumentFolder(beaten, plan, job_id="j").merge([_fake_record(plan.images[0])])
+    assert beaten.writes == folder.MAX_MERGE_ROUNDS
+    # Then it waited between rounds, a random time whose bound doubles up to the cap
+    bounds_ms = [min(folder.MERGE_BACKOFF_MS * 2 ** n, folder.MERGE_BACKOFF_CAP_MS)
+                 for n in range(1, folder.MAX_MERGE_ROUNDS)]
+    assert [round(w * 1000, 6) for w in waits_s] == bounds_ms
+    assert bounds_ms[0] < bounds_ms[2] and bounds_ms[-1] == folder.MERGE_BACKOFF_CAP_MS
 
 
 def test_readers_never_see_a_partial_metadata_file(settings: Settings,
