@@ -14,7 +14,9 @@ one way that was measured to work:
   identity (then only those keys work) and ``S3_BUCKET`` into a bucket.
 - ``-s3.autoCreateBucket=false``: a missing bucket is an error, as on AWS.
 - The S3 port answers before the volume server has registered, so it is ready only once a
-  real PUT went through (retried for a few seconds).
+  real PUT went through (retried for a few seconds), and only on a port its own process holds:
+  two stacks may both find 8333 free and start on it, and the loser must not probe (nor use)
+  the winner's server; at its first start it moves to fresh ports.
 - Like the other embedded servers, it runs in a process group of its own (a terminal's Ctrl-C
   does not reach it: the dev stack stops it after the processes that store into it) and, on
   Linux, dies with the process that started it (PR_SET_PDEATHSIG).
