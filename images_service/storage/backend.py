@@ -160,9 +160,11 @@ class Storage(abc.ABC):
     def put_bytes_if(
         self, key: str, data: bytes, *, version: str | None,
         content_type: str = METADATA_CONTENT_TYPE,
-    ) -> bool:
+    ) -> Versioned | None:
         """Store ``data`` at ``key`` only if the object is still at ``version`` (None: only if
-        there is none); False, and nothing written, when it changed meanwhile.
+        there is none); None, and nothing written, when it changed meanwhile. Else the object
+        as written with its new version (None when the backend did not say), so that a writer's
+        next write can compare against it without reading the object again.
 
         The compare and the write are one step for every writer of the tree (filesystem: under
         an ``flock`` of the key's folder; S3: ``If-Match`` / ``If-None-Match: *``), so a writer

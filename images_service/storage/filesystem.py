@@ -32,6 +32,7 @@ from images_service.storage.backend import (
     ObjectStat,
     Storage,
     StoredFile,
+    Versioned,
     check_file_key,
     check_key,
     content_version,
@@ -152,7 +153,7 @@ class FilesystemStorage(Storage):
     def put_bytes_if(
         self, key: str, data: bytes, *, version: str | None,
         content_type: str = "application/json",
-    ) -> bool:
+    ) -> Versioned | None:
         path = self._path(key)
         with _os_errors("writing", key):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,9 +166,9 @@ class FilesystemStorage(Storage):
                 except FileNotFoundError:
                     current = None
                 if content_version(current) != version:
-                    return False
+                    return None
                 files.atomic_write_bytes(path, data, durable=True)
-        return True
+        return Versioned(data, content_version(data))
 
     # -- reading ------------------------------------------------------------------------------
 

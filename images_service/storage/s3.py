@@ -167,20 +167,22 @@ class S3Storage(S3FolderOps, Storage):
     def put_bytes_if(
         self, key: str, data: bytes, *, version: str | None,
         content_type: str = "application/json",
-    ) -> bool:
+    ) -> Versioned | None:
         # S3 conditional writes (AWS since 2024, SeaweedFS, MinIO): 412 when the object
         # changed (or, with If-None-Match: *, exists); 409 when a concurrent conditional
         # write won. A server that ignores the headers degrades to the plain put.
         condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
         with self._errors("upload", key):
             try:
-                self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
-                                        ContentType=content_type, **condition)
+                response = self._client.put_object(Bucket=self.bucket, Key=self._key(key),
+                                                   Body=data, ContentType=content_type,
+                                                   **condition)
             except ClientError as exc:
                 if s3_errors.error_code(exc)[1] in (409, 412):
-                    return False
+                    return None
                 raise
-        return True
+        # The ETag a later If-Match compares (that of a GET of this object).
+        return Versioned(data, response.get("ETag"))
 
     def read_versioned(self, key: str) -> Versioned:
         with self._errors("download", key):

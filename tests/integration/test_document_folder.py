@@ -46,8 +46,12 @@ def test_conditional_write_refuses_a_changed_object(storage: Storage) -> None:
     assert not storage.put_bytes_if(key, b"four", version=first.version)
     assert storage.read_bytes(key) == b"three"
     current = storage.read_versioned(key)
-    assert storage.put_bytes_if(key, b"five", version=current.version)
+    written = storage.put_bytes_if(key, b"five", version=current.version)
     assert storage.read_bytes(key) == b"five"
+    # The write says the version a read would give, and a next write may compare against it
+    assert written is not None and written.data == b"five"
+    assert written.version == storage.read_versioned(key).version != current.version
+    assert storage.put_bytes_if(key, b"six", version=written.version)
 
 
 def test_a_merge_that_outlived_its_lock_is_redone(storage: Storage, tmp_path: Path) -> None:
@@ -76,6 +80,72 @@ def test_a_merge_that_outlived_its_lock_is_redone(storage: Storage, tmp_path: Pa
     assert raced
     meta = DocumentFolder(storage, plan, job_id="j").read()
     assert [r["index"] for r in meta["images"]] == [1, 2]
+
+
+class _Reads:
+    """Counts the reads of metadata.json that a folder makes (the backend's own method)."""
+
+    def __init__(self, storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        read = storage.read_versioned
+
+        def counted(key: str):
+            self.count += 1
+            return read(key)
+
+        monkeypatch.setattr(storage, "read_versioned", counted)
+
+
+def test_a_merge_after_its_own_claim_does_not_read_the_file_again(
+        storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a folder that claimed metadata.json (one read, one write)
+    plan = plan_of(tmp_path, [f"https://cdn.test/{n}.jpg" for n in range(3)])
+    folder = DocumentFolder(storage, plan, job_id="j")
+    reads = _Reads(storage, monkeypatch)
+    folder.open()
+    assert reads.count == 1
+    # When it merges twice: its own last write stands for the file (S3: no GET)
+    folder.merge([failed(plan, 1)])
+    folder.merge([failed(plan, 3)])
+    assert reads.count == 1
+    meta = DocumentFolder(storage, plan, job_id="j").read()
+    assert [r["index"] for r in meta["images"]] == [1, 3]
+
+
+def test_a_merge_whose_own_copy_is_behind_reads_the_file_and_keeps_both(
+        storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a folder that claimed metadata.json, then another writer's merge
+    from images_service.download import folder as folder_module
+
+    plan = plan_of(tmp_path, [f"https://cdn.test/{n}.jpg" for n in range(3)])
+    folder = DocumentFolder(storage, plan, job_id="j")
+    folder.open()
+    DocumentFolder(storage, plan, job_id="j").merge([failed(plan, 2)])
+    waits: list[float] = []
+    monkeypatch.setattr(folder_module.time, "sleep", waits.append)
+    conflicts = folder_module.metrics.METADATA_CONFLICTS._value.get()
+    reads = _Reads(storage, monkeypatch)
+    # When the first folder merges: its copy's version is refused, the file is read
+    folder.merge([failed(plan, 1)])
+    assert reads.count == 1
+    # Then no record is lost, and a stale copy is no race: no conflict, no wait
+    meta = DocumentFolder(storage, plan, job_id="j").read()
+    assert [r["index"] for r in meta["images"]] == [1, 2]
+    assert waits == [] and folder_module.metrics.METADATA_CONFLICTS._value.get() == conflicts
+
+
+def test_a_claim_reads_the_file_even_after_a_write_of_its_own(
+        storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a folder that wrote metadata.json, then a newer plan's claim of it
+    plan = plan_of(tmp_path, ["https://cdn.test/a.jpg"])
+    folder = DocumentFolder(storage, plan, job_id="j")
+    folder.open()
+    folder.merge([failed(plan, 1)])
+    newer = type(plan)(**{**plan.__dict__, "planned_at_ms": plan.planned_at_ms + 1})
+    DocumentFolder(storage, newer, job_id="new").open()
+    # When the first folder claims again (a replay): it reads the file and finds the newer plan
+    with pytest.raises(StaleMessage):
+        folder.open()
 
 
 def test_an_older_plan_neither_claims_nor_merges(storage: Storage, tmp_path: Path) -> None:

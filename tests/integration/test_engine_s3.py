@@ -55,10 +55,11 @@ def test_a_rerun_asks_one_head_per_image_and_uploads_no_image(
     assert [r["status"] for r in first["images"]] == ["downloaded"] * 3
     assert [r["status"] for r in second["images"]] == ["skipped"] * 3
     assert image_server.hits() == 0
-    # metadata.json read twice (claim, merge) and written twice (the claim records the new
-    # job's plan so that no older message can change the folder meanwhile, §14; the merge
-    # records the run); each image one HEAD; no image uploaded.
-    assert calls == Counter({"GetObject": 2, "HeadObject": 3, "ListObjectsV2": 1,
+    # metadata.json read once (the claim; the merge starts from the claim's own write) and
+    # written twice (the claim records the new job's plan so that no older message can change
+    # the folder meanwhile, §14; the merge records the run); each image one HEAD; no image
+    # uploaded.
+    assert calls == Counter({"GetObject": 1, "HeadObject": 3, "ListObjectsV2": 1,
                              "PutObject": 2})
     assert len(assert_only_layout(seaweedfs, s3_bucket)) == 4
 

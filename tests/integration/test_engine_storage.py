@@ -330,7 +330,7 @@ class _AlwaysBeaten:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._storage, name)
 
-    def put_bytes_if(self, key: str, data: bytes, *, version: str | None, **kw: Any) -> bool:
+    def put_bytes_if(self, key: str, data: bytes, *, version: str | None, **kw: Any) -> Any:
         self.writes += 1
         # Its own lock: it stands for another process, which the in-process lock does not hold.
         rival = engine.DocumentFolder(self._storage, self._plan, job_id=f"rival-{self.writes}",
