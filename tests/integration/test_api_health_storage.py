@@ -7,6 +7,7 @@ import time
 import pytest
 
 from api import create_app
+from images_service.dev.embedded import listens
 
 
 def test_filesystem_default_is_checked_and_ok(make_settings, tmp_path) -> None:
@@ -62,11 +63,14 @@ def test_unreachable_store_answers_within_five_seconds(make_settings, make_seawe
     app = create_app(settings)
     client = app.test_client()
     assert client.get("/api/v1/health").status_code == 200
-    server.pause()  # accepts connections, never answers
+    # (the server on the endpoint is the one paused below, not another test's)
+    assert listens(server.process.process.pid, server.ports["s3"])
+    server.pause()  # accepts connections, never answers (returns once it is stopped)
     app.extensions[EXTENSION_KEY].expire()  # not the cached result: a probe of the outage
     started = time.monotonic()
     response = client.get("/api/v1/health")
+    elapsed_s = time.monotonic() - started
     # One attempt with a 1.5 s read timeout: a retry would double it.
-    assert time.monotonic() - started < 2.5
-    assert response.status_code == 503
+    assert elapsed_s < 2.5
+    assert response.status_code == 503, (elapsed_s, response.json)
     assert response.json["checks"]["storage"].startswith(f"error: s3 bucket {bucket!r}")
