@@ -50,7 +50,9 @@ def _die_with_parent() -> None:
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, env={**os.environ, **env, "PYTHONPATH": os.environ.get("BENCH_PYTHONPATH_PREFIX", "") + str(REPO)},
+    # BENCH_PYTHONPATH_PREFIX: e.g. an older checkout first, to measure it with this bench.
+    path = os.environ.get("BENCH_PYTHONPATH_PREFIX", "") + str(REPO)
+    return subprocess.Popen(args, env={**os.environ, **env, "PYTHONPATH": path},
                             cwd=log.parent, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True,
                             preexec_fn=_die_with_parent)

@@ -85,7 +85,6 @@ class Sweeper:
         # seen in one of the reads (it enters the ready queue before it leaves the delay one).
         self.message_hashes = [*delayed, *(f"{namespace}:{queue}.msgs" for queue in queues),
                                *delayed]
-        self._ttl_by_server: bool | None = None
 
     def sweep(self) -> list[str]:
         """One pass; returns the ids of the jobs it ended."""
@@ -129,9 +128,10 @@ class Sweeper:
     def purge_expired(self) -> int | None:
         """Delete expired jobs and job documents where the server has no TTL monitor of its
         own (images_service/jobs/expiry.py); None where it has one (MongoDB)."""
-        if self._ttl_by_server is None:
-            self._ttl_by_server = server_expires_ttl(self.ctx.mongo)
-        if self._ttl_by_server:
+        jobs = self.ctx.jobs  # its answer, when it has asked already (one buildInfo a process)
+        if jobs.ttl_by_server is None:
+            jobs.ttl_by_server = server_expires_ttl(self.ctx.mongo)
+        if jobs.ttl_by_server:
             return None
         purged = sum(purge_expired(coll) for coll in (self.ctx.jobs.collection,
                                                       self.ctx.job_documents.collection))

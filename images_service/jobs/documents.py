@@ -38,7 +38,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from pymongo import ASCENDING, DESCENDING, MongoClient, UpdateOne
 from pymongo.collection import Collection
 
-from images_service.jobs.expiry import ensure_retention_index, server_expires_ttl
+from images_service.jobs.expiry import ensure_retention_index
 from images_service.jobs.store import ACTIVE_RETENTION_MARGIN, now_ts
 
 COLLECTION = "job_documents"
@@ -106,9 +106,7 @@ class JobDocuments:
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("job_id", ASCENDING), ("sort_key", ASCENDING)])
-        if self.ttl_by_server is None:
-            self.ttl_by_server = server_expires_ttl(self.collection.database.client)
-        ensure_retention_index(self.collection, self.ttl_by_server)
+        self.ttl_by_server = ensure_retention_index(self.collection, self.ttl_by_server)
         self.collection.create_index([("database", ASCENDING), ("collection", ASCENDING),
                                       ("finished_at", ASCENDING)])
         self._indexes_ready = True

@@ -45,15 +45,18 @@ def server_expires_ttl(client: MongoClient) -> bool:
     return expires_in_background(client.admin.command("buildInfo"))
 
 
-def ensure_retention_index(collection: Collection, by_server: bool) -> None:
-    """The TTL index where the server honours it cheaply; none where it does not.
+def ensure_retention_index(collection: Collection, by_server: bool | None) -> bool:
+    """The TTL index where the server honours it cheaply; none where it does not. Returns
+    whether the server expires rows itself (``by_server``, asked of it when None).
 
-    ``by_server`` False (nx-27017): a TTL index made by an earlier version is dropped, so
-    queries stop paying for it; the sweeper purges instead (:func:`purge_expired`).
+    False (nx-27017): a TTL index made by an earlier version is dropped, so queries stop
+    paying for it; the sweeper purges instead (:func:`purge_expired`).
     """
+    if by_server is None:
+        by_server = server_expires_ttl(collection.database.client)
     if by_server:
         collection.create_index(EXPIRE_FIELD, expireAfterSeconds=0)
-        return
+        return True
     for name, spec in collection.index_information().items():
         if "expireAfterSeconds" in spec and [k for k, _ in spec["key"]] == [EXPIRE_FIELD]:
             try:
@@ -62,6 +65,7 @@ def ensure_retention_index(collection: Collection, by_server: bool) -> None:
                          name, collection.full_name)
             except OperationFailure as exc:  # another process dropped it first
                 log.debug("TTL index %s already gone: %s", name, exc)
+    return False
 
 
 def purge_expired(collection: Collection, now: datetime | None = None) -> int:

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.collection import Collection
 
-from images_service.jobs.expiry import ensure_retention_index, server_expires_ttl
+from images_service.jobs.expiry import ensure_retention_index
 from images_service.jobs.outcome import outcome  # noqa: F401 -- part of the job's API form
 
 JOB_TYPES = ("collection", "document", "batch", "change_stream", "refresh", "reconcile")
@@ -95,9 +95,7 @@ class JobStore:
         self.collection.create_index([("created_at", DESCENDING)])
         self.collection.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
         self.collection.create_index([("type", ASCENDING), ("created_at", DESCENDING)])
-        if self.ttl_by_server is None:
-            self.ttl_by_server = server_expires_ttl(self.collection.database.client)
-        ensure_retention_index(self.collection, self.ttl_by_server)
+        self.ttl_by_server = ensure_retention_index(self.collection, self.ttl_by_server)
         self.collection.create_index([("retry_of", ASCENDING), ("created_at", DESCENDING)])
 
     # --- creation and reads -------------------------------------------------------------
@@ -203,11 +201,6 @@ class JobStore:
             {"$set": {"status": "running", "started_at": now_ts(), "updated_at": now_ts()}},
             return_document=ReturnDocument.AFTER,
         )
-
-    def mark_running(self, job_id: str) -> bool:
-        """pending -> running; True when this call made the move (:meth:`start` also returns
-        the job)."""
-        return self.start(job_id) is not None
 
     def finish(self, job_id: str, status: str, *, progress: Mapping[str, int] | None = None,
                message: str | None = None,

@@ -35,7 +35,7 @@ def test_finished_jobs_expire_after_the_retention(make_settings) -> None:
     active_expiry = store.get(job["_id"])["retention"]["expire_at"]
     expected_active = datetime.now(UTC) + timedelta(days=7) + ACTIVE_RETENTION_MARGIN
     assert abs((active_expiry - expected_active).total_seconds()) < 60
-    store.mark_running(job["_id"])
+    store.start(job["_id"])
     store.finish(job["_id"], "completed", progress={"documents_total": 2, "documents_done": 2})
     expire_at = store.get(job["_id"])["retention"]["expire_at"]
     expected = datetime.now(UTC) + timedelta(days=7)
@@ -71,11 +71,11 @@ def test_only_the_embedded_server_is_left_to_the_sweeper() -> None:
 def test_a_finished_job_never_comes_back_to_life(make_settings) -> None:
     store = _store(make_settings)
     job = store.create("batch", "serpy_db", "hotels", filter={"a": {"$gt": 1}}, limit=5)
-    assert store.mark_running(job["_id"]) is True
-    assert store.mark_running(job["_id"]) is False  # only once
+    assert store.start(job["_id"])["status"] == "running"
+    assert store.start(job["_id"]) is None  # only once
     assert store.cancel(job["_id"])["status"] == "cancelled"
     assert store.finish(job["_id"], "completed") is None
-    assert store.mark_running(job["_id"]) is False
+    assert store.start(job["_id"]) is None
     api = job_to_api(store.get(job["_id"]))
     assert api["status"] == "cancelled" and api["filter"] == {"a": {"$gt": 1}} and api["limit"] == 5
     assert api["finished_at"].endswith("Z")

@@ -65,9 +65,6 @@ class Scanner:
         if job is None or job["status"] in FINISHED:
             ctx.progress.forget(job_id)  # a replayed scan of an ended job: state goes with it
             return
-        if job["type"] == "change_stream" and self.download_inline is not None:
-            self._scan_and_download(job)
-            return
         database, collection = job["database"], job["collection"]
         with log_context(job_id=job_id, database=database, collection=collection):
             # A one-document job whose document is there needs no listing to know its
@@ -76,6 +73,9 @@ class Scanner:
             if single is None and collection not in ctx.mongo[database].list_collection_names():
                 self.finisher.finish_job(job, "failed",
                                          message=f"collection {database}.{collection} not found")
+                return
+            if job["type"] == "change_stream" and self.download_inline is not None:
+                self._scan_and_download(job, single)
                 return
             # The job's Redis state is created here, on a job just seen active, and nowhere
             # else: a message of an ended job recreates nothing (images_service.jobs.progress).
@@ -149,42 +149,37 @@ class Scanner:
         if batch:
             yield batch
 
-    def _scan_and_download(self, job: dict[str, Any]) -> None:
-        """A change-stream job in one message: its document planned, then downloaded here.
+    def _scan_and_download(self, job: dict[str, Any], doc: dict[str, Any] | None) -> None:
+        """A change-stream job in one message: its document (None: gone) planned, then
+        downloaded here.
 
         Every insert the listener sees is such a job, so its fixed cost is what limits the
         rate of inserts the service keeps up with (issue 24, docs/throughput.md "The listener
         path"): no second message (its enqueue, its wait in the queue, its delivery and ack, a
-        second read of the job; the read that delivered the job also moved it to running, and the
-        totals go with its end). The order keeps every
-        rule of the two-message path: the totals are known (scan done) before the document
-        is finished, so its finish ends the job, in the same write as its progress. A replay
-        (crash, shutdown, a raised storage error) starts again from the top: the planning is
-        counted once per document and images already stored are skipped without a request.
+        second read of the job; the read that delivered the job also moved it to running, and
+        the totals go with its end). The order keeps every rule of the two-message path: the
+        totals are known (scan done) before the document is finished, so its finish ends the
+        job, in the same write as its progress. A replay (crash, shutdown, a raised storage
+        error) starts again from the top: the planning is counted once per document and images
+        already stored are skipped without a request.
         """
         ctx = self.ctx
-        job_id, database, collection = job["_id"], job["database"], job["collection"]
-        with log_context(job_id=job_id, database=database, collection=collection):
-            doc = self._single_document(job)
-            if doc is None and collection not in ctx.mongo[database].list_collection_names():
-                self.finisher.finish_job(job, "failed",
-                                         message=f"collection {database}.{collection} not found")
-                return
-            ctx.progress.start(job_id)
-            if ctx.stopped(job_id):  # the status read with the job (raises on shutdown)
-                return
-            messages = self._plan(job, [doc]) if doc is not None else []
-            progress = self._scan_done(job_id)
-            if progress is None:
-                return
-            # The totals go with the job's end, one write: until then the API shows them live
-            # from Redis (images_service.jobs.progress.with_live_progress).
-            if progress.complete():  # no document, or one without images
-                self.finisher.finish_job(job, "completed", progress=progress.as_job_progress())
-                return
-            assert self.download_inline is not None
-            for message in messages:
-                self.download_inline(job_id, message, job)
+        job_id = job["_id"]
+        ctx.progress.start(job_id)
+        if ctx.stopped(job_id):  # the status read with the job (raises on shutdown)
+            return
+        messages = self._plan(job, [doc]) if doc is not None else []
+        progress = self._scan_done(job_id)
+        if progress is None:
+            return
+        # The totals go with the job's end, one write: until then the API shows them live
+        # from Redis (images_service.jobs.progress.with_live_progress).
+        if progress.complete():  # no document, or one without images
+            self.finisher.finish_job(job, "completed", progress=progress.as_job_progress())
+            return
+        assert self.download_inline is not None
+        for message in messages:
+            self.download_inline(job_id, message, job)
 
     def _scan_done(self, job_id: str) -> Progress | None:
         """The job's totals are final; None when the job ended meanwhile."""
